@@ -1,0 +1,90 @@
+"""Landing file → typed, validated partition: the whole decision, free of any orchestrator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ml.contracts import Contract
+from ml.expectations import ExpectationFailure, PartitionVerdict, validate_partitions
+from ml.parsing import LandingFileError, ParsedFile, parse_landing_csv
+
+
+@dataclass
+class IngestedPartition:
+    """A partition's verdict and, when the file could be typed at all, its typed rows."""
+
+    typed: pd.DataFrame | None
+    verdict: PartitionVerdict
+    source: str
+    landing_bytes: bytes | None = None
+
+    @property
+    def frame(self) -> pd.DataFrame | None:
+        """The rows to publish: only a partition that passed every expectation has any."""
+        return self.typed if self.verdict.passed else None
+
+
+def _type_failures(parsed: ParsedFile) -> list[ExpectationFailure]:
+    return [
+        ExpectationFailure(
+            expectation=f"values_parse_as_{p.dtype}",
+            column=p.column,
+            kwargs={"dtype": p.dtype},
+            unexpected_count=p.count,
+            sample_values=p.sample,
+            rows=p.rows,
+        )
+        for p in parsed.type_problems
+    ]
+
+
+def ingest_partitions(
+    partitions: Iterable[str],
+    contract: Contract,
+    read: Callable[[str], bytes],
+    source_of: Callable[[str], str],
+) -> dict[str, IngestedPartition]:
+    """Read, type and validate each partition; only those that pass every expectation keep a frame.
+
+    ``read(partition)`` returns the landing bytes (FileNotFoundError when absent);
+    ``source_of(partition)`` names the file in messages.
+    """
+    out: dict[str, IngestedPartition] = {}
+    typed: dict[str, pd.DataFrame] = {}
+    for partition in partitions:
+        source = source_of(partition)
+        try:
+            data = read(partition)
+        except FileNotFoundError:
+            out[partition] = IngestedPartition(
+                None, PartitionVerdict(partition, 0, error=f"{source}: no such landing file"), source
+            )
+            continue
+        try:
+            parsed = parse_landing_csv(data, contract, source)
+        except LandingFileError as exc:
+            out[partition] = IngestedPartition(
+                None, PartitionVerdict(partition, 0, error=str(exc)), source, data
+            )
+            continue
+        if not parsed.ok:
+            verdict = PartitionVerdict(partition, len(parsed.frame), failures=_type_failures(parsed))
+            out[partition] = IngestedPartition(parsed.frame, verdict, source, data)
+            continue
+        typed[partition] = parsed.frame
+        out[partition] = IngestedPartition(parsed.frame, PartitionVerdict(partition, 0), source, data)
+    for partition, verdict in validate_partitions(typed, contract).items():
+        out[partition].verdict = verdict
+    return out
+
+
+def bad_rows_sample(ingested: IngestedPartition, limit: int = 5) -> pd.DataFrame:
+    """The rows named by the failed expectations (at most ``limit``), for people to look at."""
+    frame = ingested.typed
+    if frame is None:
+        return pd.DataFrame()
+    positions = sorted({r for f in ingested.verdict.failures for r in f.rows if r < len(frame)})
+    return frame.iloc[positions[:limit]]
