@@ -1,0 +1,135 @@
+"""Raw assets materialized by Dagster from a real landing zone into a temp lake, good and bad files alike."""
+
+import io
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from assets.ingest import CONTRACT_CHECK, airports, planes, raw_flights, raw_weather
+from assets.partitions import daily_partitions
+from ml.landing import landing_key
+from ml.reference_data import read_table
+from pipelines.partition_ranges import range_tags
+
+from tests.conftest import resources_for
+
+
+@dg.asset(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run())
+def flights_consumer(context: dg.AssetExecutionContext, raw_flights: pd.DataFrame) -> None:
+    """Stands in for features: it must never run on a partition that failed its check."""
+
+
+def _materialize(storage, assets, first="2013-01-01", last="2013-01-03"):
+    return dg.materialize(assets, resources=resources_for(storage), tags=range_tags(first, last), raise_on_error=False)
+
+
+def _checks(result):
+    return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+def _parquet(storage, asset, partition):
+    return pd.read_parquet(io.BytesIO(storage.read_bytes(f"warehouse/{asset}/{partition}.parquet")))
+
+
+def test_three_real_days_become_parquet(replayed_lake):
+    result = _materialize(replayed_lake, [raw_flights, raw_weather, planes, airports])
+    assert result.success
+    checks = _checks(result)
+    assert all(e.passed for e in checks.values()) and len(checks) == 4
+    flights = _parquet(replayed_lake, "raw_flights", "2013-01-02")
+    source = read_table("flights")
+    expected = source[(source.month == "1") & (source.day == "2")]
+    assert len(flights) == len(expected) == 943
+    assert flights["flight"].astype(str).tolist() == expected["flight"].tolist()
+    assert str(flights["sched_dep_time"].dtype) == "Int16"
+    weather = _parquet(replayed_lake, "raw_weather", "2013-01-03")
+    assert set(weather["origin"]) == {"EWR", "JFK", "LGA"}
+    planes_table = pd.read_parquet(io.BytesIO(replayed_lake.read_bytes("warehouse/planes.parquet")))
+    assert len(planes_table) == 3322
+    # one step for the whole range: a single-run backfill, not one run per day
+    steps = [e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"]
+    assert len(steps) == 4
+
+
+def _edit_day(storage, day, edit) -> None:
+    key = landing_key("flights", day)
+    frame = pd.read_csv(io.BytesIO(storage.read_bytes(key)), dtype=str, keep_default_na=False)
+    storage.write_bytes(key, edit(frame))
+
+
+def _csv(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False).encode()
+
+
+def _truncated(data: bytes) -> bytes:
+    """Cut mid-row, as an interrupted upload does."""
+    lines = data.split(b"\n")
+    return b"\n".join([*lines[:300], b",".join(lines[300].split(b",")[:7])])
+
+
+def _set(frame, column, value, rows=(3,)):
+    frame.loc[list(rows), column] = value
+    return frame
+
+
+BROKEN_FILES = {
+    "missing column": (lambda f: _csv(f.drop(columns=["carrier"])), "['carrier'] missing"),
+    "renamed column": (lambda f: _csv(f.rename(columns={"dest": "destination"})), "(renamed?)"),
+    "text in numeric column": (lambda f: _csv(_set(f, "distance", "n/a km")), "values_parse_as_float64"),
+    "empty file": (lambda f: b"", "empty file"),
+    "truncated file": (lambda f: _truncated(_csv(f)), "truncated or malformed"),
+    "duplicate rows": (lambda f: _csv(pd.concat([f, f.iloc[:3]])), "expect_compound_columns_to_be_unique"),
+    "time 2500": (lambda f: _csv(_set(f, "sched_dep_time", "2500")), "expect_column_values_to_be_between"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_FILES))
+def test_broken_landing_file_is_held_back(replayed_lake, case):
+    edit, reason = BROKEN_FILES[case]
+    # an earlier good run wrote 2013-01-02: a bad rewrite must also remove that stale Parquet
+    assert _materialize(replayed_lake, [raw_flights]).success
+    _edit_day(replayed_lake, "2013-01-02", edit)
+
+    result = _materialize(replayed_lake, [raw_flights, flights_consumer])
+
+    check = _checks(result)[("raw_flights", CONTRACT_CHECK)]
+    assert not check.passed
+    failed = check.metadata["failed_partitions"].value
+    assert list(failed) == ["2013-01-02"]
+    assert any(reason in r for r in failed["2013-01-02"]["reasons"]), failed
+    assert "2013-01-02" in check.metadata["bad_rows_sample"].value
+    # nothing downstream ran, and no Parquet of that day is left to read
+    assert not any(e.step_key == "flights_consumer" for e in result.all_events if e.is_step_success)
+    assert not replayed_lake.exists("warehouse/raw_flights/2013-01-02.parquet")
+    # the good days of the range were still written; the bad file is kept with its reasons
+    assert len(_parquet(replayed_lake, "raw_flights", "2013-01-03")) > 0
+    assert replayed_lake.exists("quarantine/flights/2013-01-02/report.json")
+    assert replayed_lake.read_bytes("quarantine/flights/2013-01-02/date=2013-01-02.csv") == replayed_lake.read_bytes(
+        landing_key("flights", "2013-01-02")
+    )
+
+
+def test_missing_landing_file_is_held_back(lake):
+    result = _materialize(lake, [raw_flights], "2013-01-01", "2013-01-01")
+    check = _checks(result)[("raw_flights", CONTRACT_CHECK)]
+    assert not check.passed and "no such landing file" in check.description
+
+
+def test_dask_reads_a_range_of_partitions(replayed_lake):
+    import dask.dataframe as dd
+
+    @dg.asset(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run())
+    def flights_count(context: dg.AssetExecutionContext, raw_flights: dd.DataFrame) -> None:
+        context.add_output_metadata({"rows": int(raw_flights.shape[0].compute())})
+
+    assert _materialize(replayed_lake, [raw_flights]).success
+    result = dg.materialize(
+        [raw_flights.to_source_asset(), flights_count],
+        resources=resources_for(replayed_lake),
+        tags=range_tags("2013-01-01", "2013-01-03"),
+        selection=[flights_count],
+    )
+    events = result.get_asset_materialization_events()
+    assert len(events) == 3  # one per day of the range, from one step
+    assert {e.materialization.metadata["rows"].value for e in events} == {842 + 943 + 914}
