@@ -1,0 +1,71 @@
+"""The code location: what it defines, and that everything in it is described for the UI."""
+
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from pipelines.definitions import defs
+
+EXPECTED_ASSETS = {"raw_flights", "raw_weather", "planes", "airports"}
+EXPECTED_CHECKS = {(a, "landing_contract") for a in EXPECTED_ASSETS}
+EXPECTED_JOBS = {"ingest_job"}
+EXPECTED_SENSORS = {"landing_zone_sensor"}
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return defs.resolve_asset_graph()
+
+
+def test_snapshot_of_the_graph(graph):
+    """Changing the graph is a decision: update this snapshot on purpose."""
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == EXPECTED_ASSETS
+    assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == EXPECTED_CHECKS
+    assert {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")} == EXPECTED_JOBS
+    assert {s.name for s in defs.sensors} == EXPECTED_SENSORS
+
+
+def test_every_asset_has_group_kinds_and_description(graph):
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.group_name and node.group_name != "default", key
+        assert node.kinds, key
+        assert node.description and len(node.description) > 30, key
+
+
+def test_daily_raw_assets_run_ranges_in_one_step(graph):
+    for name in ("raw_flights", "raw_weather"):
+        node = graph.get(dg.AssetKey(name))
+        assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
+        assert node.partitions_def.get_num_partitions() == 365
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_contract_checks_are_blocking(graph):
+    for key in graph.asset_check_keys:
+        assert graph.get_check_spec(key).blocking, key
+
+
+def test_resources_are_bound():
+    assert {"storage", "io_manager"} <= set(defs.resources)
+
+
+def test_heavy_libraries_are_not_imported_by_the_code_location():
+    code = (
+        "import sys, pipelines.definitions; "
+        "heavy = [m for m in ('torch', 'mlflow', 'evidently', 'great_expectations', 'bentoml', 'sklearn', 'pandas') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_dagster_validates_the_workspace(tmp_path):
+    env = {"DAGSTER_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    dagster = [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"]
+    out = subprocess.run(dagster, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "All code locations passed validation" in out.stdout + out.stderr
