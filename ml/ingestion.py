@@ -9,7 +9,7 @@ import pandas as pd
 
 from ml.contracts import Contract
 from ml.expectations import ExpectationFailure, PartitionVerdict, validate_partitions
-from ml.parsing import LandingFileError, ParsedFile, parse_landing_csv
+from ml.parsing import LandingFileError, ParsedFile, parse_frames, read_landing_csv
 
 
 @dataclass
@@ -50,10 +50,12 @@ def ingest_partitions(
     """Read, type and validate each partition; only those that pass every expectation keep a frame.
 
     ``read(partition)`` returns the landing bytes (FileNotFoundError when absent);
-    ``source_of(partition)`` names the file in messages.
+    ``source_of(partition)`` names the file in messages. Files are read one by one (a broken file
+    fails alone); typing and validation run once over all of them.
     """
     out: dict[str, IngestedPartition] = {}
-    typed: dict[str, pd.DataFrame] = {}
+    raws: dict[str, pd.DataFrame] = {}
+    landed: dict[str, bytes] = {}
     for partition in partitions:
         source = source_of(partition)
         try:
@@ -64,18 +66,20 @@ def ingest_partitions(
             )
             continue
         try:
-            parsed = parse_landing_csv(data, contract, source)
+            raws[partition] = read_landing_csv(data, contract, source)
+            landed[partition] = data
         except LandingFileError as exc:
-            out[partition] = IngestedPartition(
-                None, PartitionVerdict(partition, 0, error=str(exc)), source, data
-            )
-            continue
-        if not parsed.ok:
-            verdict = PartitionVerdict(partition, len(parsed.frame), failures=_type_failures(parsed))
-            out[partition] = IngestedPartition(parsed.frame, verdict, source, data)
-            continue
-        typed[partition] = parsed.frame
-        out[partition] = IngestedPartition(parsed.frame, PartitionVerdict(partition, 0), source, data)
+            out[partition] = IngestedPartition(None, PartitionVerdict(partition, 0, error=str(exc)), source, data)
+
+    parsed = parse_frames(raws, contract, {p: source_of(p) for p in raws})
+    typed: dict[str, pd.DataFrame] = {}
+    for partition, result in parsed.items():
+        verdict = PartitionVerdict(partition, len(result.frame))
+        if not result.ok:
+            verdict.failures = _type_failures(result)
+        else:
+            typed[partition] = result.frame
+        out[partition] = IngestedPartition(result.frame, verdict, result.source, landed[partition])
     for partition, verdict in validate_partitions(typed, contract).items():
         out[partition].verdict = verdict
     return out

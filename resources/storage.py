@@ -34,6 +34,7 @@ class LakeStorage(dg.ConfigurableResource):
     endpoint_url: str | None = None
     region_name: str | None = None
     sse: str | None = "AES256"
+    max_attempts: int = 5
 
     _client: Any = PrivateAttr(default=None)
 
@@ -57,7 +58,9 @@ class LakeStorage(dg.ConfigurableResource):
             from dagster_aws.s3 import S3Resource
 
             self._client = S3Resource(
-                endpoint_url=self.endpoint_url, region_name=self.region_name
+                endpoint_url=self.endpoint_url,
+                region_name=self.region_name,
+                max_attempts=self.max_attempts,
             ).get_client()
         return self._client
 

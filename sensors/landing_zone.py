@@ -50,13 +50,26 @@ def new_objects(objects: list[StoredObject], cursor: LandingCursor) -> tuple[lis
     return fresh, LandingCursor(since=cursor.since, at_since={**cursor.at_since, **{o.key: o.version for o in fresh}})
 
 
-def run_requests_for(obj: StoredObject, dataset: str, log) -> dg.RunRequest | None:
+def _ingested_since_landing(instance: dg.DagsterInstance, asset: str, partition: str, landed: float) -> bool:
+    """Whether the partition was materialized after the file landed (e.g. by `make run` or a backfill)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    return bool(records) and records[0].timestamp >= landed
+
+
+def run_request_for(
+    obj: StoredObject, dataset: str, instance: dg.DagsterInstance, log
+) -> dg.RunRequest | None:
     partition = partition_of(obj.key)
     if partition is None:
         log.warning(f"landing_zone_sensor: ignoring {obj.key}: name is not date=YYYY-MM-DD.csv")
         return None
     if not daily_partitions.has_partition_key(partition):
         log.warning(f"landing_zone_sensor: ignoring {obj.key}: {partition} is outside {daily_partitions}")
+        return None
+    if _ingested_since_landing(instance, DATASET_ASSETS[dataset], partition, obj.modified):
+        log.info(f"landing_zone_sensor: {obj.key} was already ingested after it landed")
         return None
     return dg.RunRequest(
         run_key=f"{obj.key}@{obj.version}",
@@ -85,8 +98,10 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, storage: LakeStorag
     if not fresh:
         return dg.SkipReason("no new landing files")
     dataset_of = {o.key: d for d, o in listed}
-    requests = [r for o in fresh if (r := run_requests_for(o, dataset_of[o.key], context.log))]
+    requests = [
+        r for o in fresh if (r := run_request_for(o, dataset_of[o.key], context.instance, context.log))
+    ]
     context.update_cursor(next_cursor.dump())
     if not requests:
-        return dg.SkipReason(f"{len(fresh)} new file(s), none a valid daily landing file")
+        return dg.SkipReason(f"{len(fresh)} new file(s), none a daily landing file still to ingest")
     return requests
