@@ -10,3 +10,16 @@ ingest_job = dg.define_asset_job(
     partitions_def=daily_partitions,
     description="Landing files → validated raw Parquet (flights, weather) and the reference tables.",
 )
+
+features_job = dg.define_asset_job(
+    "features_job",
+    selection=dg.AssetSelection.groups("features"),
+    partitions_def=daily_partitions,
+    description="Validated raw days → flight_features (ranges as one step; long ranges on Dask).",
+)
+
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.groups("training"),
+    description="training_set → delay_model (MLflow, gated by checks) → champion_model (alias promotion).",
+)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from resources import settings
+from resources.compute import DaskCluster, TorchCompute
+from resources.mlflow_registry import MlflowRegistry
 from resources.parquet_io import LakeParquetIOManager
 from resources.storage import LakeStorage
 
@@ -24,7 +26,18 @@ def resources_from_env() -> dict[str, object]:
     return {
         "storage": storage,
         "io_manager": LakeParquetIOManager(storage=storage),
+        "mlflow": mlflow_registry_from_env(),
+        "compute": TorchCompute(device=settings.torch_device()),
+        "dask": DaskCluster(scheduler_address=settings.dask_scheduler_address()),
     }
+
+
+def mlflow_registry_from_env() -> MlflowRegistry:
+    return MlflowRegistry(
+        tracking_uri=settings.mlflow_tracking_uri(),
+        artifact_location=settings.mlflow_artifact_location(),
+        lock_path=str(settings.data_dir() / "mlflow" / "promotion.lock"),
+    )
 
 
 def build_defs() -> dg.Definitions:

@@ -11,6 +11,26 @@ from upath import UPath
 from resources.storage import LakeStorage
 
 
+WAREHOUSE_PREFIX = "warehouse"
+
+
+def warehouse_key(asset: str, partition: str | None = None) -> str:
+    """The lake key where the IO manager keeps an asset (one file per partition)."""
+    return f"{WAREHOUSE_PREFIX}/{asset}/{partition}.parquet" if partition else f"{WAREHOUSE_PREFIX}/{asset}.parquet"
+
+
+def read_warehouse_frame(storage: LakeStorage, asset: str, partition: str | None = None):
+    """A stored asset partition as pandas, or None when it does not exist (never made, or held back)."""
+    import io
+
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(io.BytesIO(storage.read_bytes(warehouse_key(asset, partition))))
+    except FileNotFoundError:
+        return None
+
+
 class PartitionedParquetIOManager(dg.UPathIOManager):
     """Writes ``{partition: DataFrame}`` as ``<asset>/<partition>.parquet`` and reads them back.
 
@@ -107,7 +127,7 @@ class LakeParquetIOManager(dg.ConfigurableIOManagerFactory):
     """Parquet IO manager over the lake's ``warehouse/`` prefix, local or S3."""
 
     storage: LakeStorage
-    prefix: str = "warehouse"
+    prefix: str = WAREHOUSE_PREFIX
 
     def create_io_manager(self, context: dg.InitResourceContext) -> PartitionedParquetIOManager:
         return PartitionedParquetIOManager(

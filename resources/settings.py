@@ -31,3 +31,40 @@ def s3_sse() -> str | None:
     """``LAKE_SSE``: the server-side encryption requested on every put (``AES256`` unless set; ``none`` turns it off)."""
     value = os.environ.get("LAKE_SSE", "AES256")
     return None if value.lower() in {"", "none", "off"} else value
+
+
+def mlflow_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``: an ``mlflow server`` URL in production; SQLite under the data dir by default."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir() / 'mlflow' / 'mlflow.db'}"
+
+
+def mlflow_artifact_location() -> str | None:
+    """Where a new experiment stores artifacts (local folder by default; the server decides otherwise)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ.get("MLFLOW_ARTIFACT_LOCATION") or None
+    return (data_dir() / "mlflow" / "artifacts").as_uri()
+
+
+def dask_scheduler_address() -> str | None:
+    """``DASK_SCHEDULER_ADDRESS``: a remote scheduler (tcp://host:8786); a local cluster when unset."""
+    return os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+
+
+def torch_device() -> str:
+    """``TORCH_DEVICE``: auto (CUDA when present), cpu, cuda, cuda:1 …"""
+    return os.environ.get("TORCH_DEVICE", "auto")
+
+
+def code_version() -> str:
+    """The git commit of the running code (``CODE_VERSION`` in images without .git)."""
+    import subprocess
+
+    if os.environ.get("CODE_VERSION"):
+        return os.environ["CODE_VERSION"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -1,0 +1,152 @@
+"""Training: a time-split window of features → PyTorch model in MLflow → champion by gated alias promotion."""
+
+import dagster as dg
+
+from assets.features import flight_features
+from resources.compute import DaskCluster, TorchCompute
+from resources.mlflow_registry import MlflowRegistry
+from resources.storage import LakeStorage
+
+BASELINE_CHECK = "reaches_baseline"
+CHAMPION_CHECK = "not_worse_than_champion"
+BEHAVIOUR_CHECK = "behavioural_tests"
+FEATURES_PREFIX = "warehouse/flight_features/"
+
+
+class TrainingWindowConfig(dg.Config):
+    window_days: int = 120
+    """Days of features in the window, ending at the cutoff."""
+    cutoff: str | None = None
+    """Last day in the window (YYYY-MM-DD); default: the newest feature partition."""
+    validation_days: int | None = None
+    """Days before the test days used for early stopping; default 15 % of the window."""
+    test_days: int | None = None
+    """Last days of the window held out for evaluation; default 15 % of the window."""
+
+
+@dg.asset(group_name="training", kinds={"dask", "parquet"}, deps=[flight_features], code_version="1")
+def training_set(
+    context: dg.AssetExecutionContext, config: TrainingWindowConfig, storage: LakeStorage, dask: DaskCluster
+):
+    """A rolling window of feature days, split by time into train, validation and test.
+
+    Read with `dd.read_parquet` over the window's partitions on the Dask cluster; cancelled flights
+    (no label) are left out. The fingerprint hashes the partitions and their stored versions; it goes
+    to MLflow with the model trained on it.
+    """
+    import dask.dataframe as dd
+
+    from ml.dataset import SPLIT, WindowSpec, assign_splits, fingerprint, split_days, window_days
+    from ml.landing import partition_of
+
+    stored = {o.key.rsplit("/", 1)[-1].removesuffix(".parquet"): o for o in storage.list(FEATURES_PREFIX)}
+    available = [d for d in stored if partition_of(f"date={d}.csv")]
+    spec = WindowSpec(config.window_days, config.cutoff, config.validation_days, config.test_days)
+    days = window_days(available, spec)
+    if not days:
+        raise dg.Failure(f"training_set: no flight_features partitions under {storage.uri(FEATURES_PREFIX)}")
+    splits = split_days(days, spec)
+    paths = [storage.uri(stored[d].key) for d in days]
+    with dask.client():
+        features = dd.read_parquet(paths, storage_options=storage.storage_options() or None)
+        frame = features.map_partitions(assign_splits, splits).compute()
+    frame = frame.reset_index(drop=True)
+    per_split = frame.groupby(SPLIT)["arrived_late"].agg(["size", "mean"])
+    context.add_output_metadata(
+        {
+            "data_fingerprint": fingerprint({d: stored[d].version for d in days}),
+            "first_day": days[0],
+            "last_day": days[-1],
+            "days": len(days),
+            "dagster/row_count": len(frame),
+            "rows_per_split": dg.MetadataValue.json({k: int(v) for k, v in per_split["size"].items()}),
+            "late_rate_per_split": dg.MetadataValue.json({k: round(float(v), 4) for k, v in per_split["mean"].items()}),
+            "split_days": dg.MetadataValue.json({s: [min(d for d, x in splits.items() if x == s), max(d for d, x in splits.items() if x == s)] for s in set(splits.values())}),
+        }
+    )
+    return frame
+
+
+class DelayModelConfig(dg.Config):
+    epochs: int = 30
+    batch_size: int = 4096
+    learning_rate: float = 3e-3
+    patience: int = 4
+    seed: int = 7
+    baseline_tolerance: float = 0.01
+    """The candidate's test ROC AUC may be at most this far below the baseline's."""
+    champion_tolerance: float = 0.0
+    """… and at most this far below the current champion's, on the same test set."""
+    behaviour_sample: int = 2000
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"pytorch", "mlflow", "scikitlearn"},
+    pool="training",
+    check_specs=[
+        dg.AssetCheckSpec(BASELINE_CHECK, asset="delay_model", blocking=True,
+                          description="Test ROC AUC within the tolerance of the HistGradientBoosting baseline, or better."),
+        dg.AssetCheckSpec(CHAMPION_CHECK, asset="delay_model", blocking=True,
+                          description="Test ROC AUC not below the current champion's on the same test set."),
+        dg.AssetCheckSpec(BEHAVIOUR_CHECK, asset="delay_model", blocking=True,
+                          description="Invariance to flight number, heavy rain does not lower delay, obvious cases."),
+    ],
+    code_version="1",
+)
+def delay_model(
+    context: dg.AssetExecutionContext,
+    config: DelayModelConfig,
+    training_set,
+    mlflow: MlflowRegistry,
+    compute: TorchCompute,
+):
+    """The PyTorch delay model, trained on `training_set` and registered in MLflow as a new version.
+
+    Embeddings for carrier, origin and dest beside standardised numeric features with missing flags;
+    early stopping on validation; preprocessing saved with the weights as one unit (`ml/model.py`).
+    MLflow gets params, per-epoch metrics, test ROC AUC / PR AUC / log loss of the model and of the
+    HistGradientBoosting baseline, the data fingerprint, the code version and the Dagster run id.
+    A version that fails its checks stays registered, tagged with the reason, and never becomes champion.
+    """
+    from assets.model_registry import evaluate_and_register
+
+    result = evaluate_and_register(context, config, training_set, mlflow, compute)
+    yield dg.MaterializeResult(metadata=result.metadata)
+    for check in result.checks:
+        yield check
+
+
+@dg.asset(group_name="training", kinds={"mlflow"}, deps=[delay_model], pool="champion_promotion", code_version="1")
+def champion_model(context: dg.AssetExecutionContext, mlflow: MlflowRegistry):
+    """The registered version behind the `champion` alias: what serving loads.
+
+    Promotes the newest `delay_model` version once its blocking checks passed, by compare-and-swap:
+    only if the champion is still the one the candidate was compared with, so two trainings cannot
+    both win. The version records previous_version, promoted_by and the reason as tags.
+    """
+    from resources.mlflow_registry import CHAMPION_ALIAS
+
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("delay_model"))
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure("champion_model: delay_model has never been materialized")
+    metadata = event.asset_materialization.metadata
+    version = str(metadata["model_version"].value)
+    expected = str(metadata["evaluated_against_champion"].value)
+    expected = None if expected == "none" else expected
+    tags = mlflow.client().get_model_version(mlflow.model_name, version).tags
+    if tags.get("candidate_status") != "passed":
+        raise dg.Failure(f"champion_model: v{version} did not pass its checks: {tags.get('rejection_reason')}")
+    reason = (
+        f"test ROC AUC {tags.get('test_roc_auc')} vs baseline {tags.get('baseline_test_roc_auc')}"
+        f" and champion v{expected or 'none'} {tags.get('champion_test_roc_auc', 'n/a')}"
+    )
+    previous = mlflow.promote(version, expected, promoted_by=f"dagster run {context.run_id}", reason=reason)
+    return dg.MaterializeResult(
+        metadata={
+            "champion_version": version,
+            "previous_version": previous or "none",
+            "model_uri": f"models:/{mlflow.model_name}@{CHAMPION_ALIAS}",
+            "reason": reason,
+        }
+    )

@@ -1,0 +1,109 @@
+"""Flight features known at scheduled departure, and the label: arrives 15+ minutes late.
+
+Pure pandas: one day (or any set of days) of typed raw flights, that day's weather and the plane
+registry in; one row per scheduled flight out. Nothing that is only known once the aircraft has
+left the gate may enter a feature.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+LATE_MINUTES = 15
+LABEL = "arrived_late"
+
+#: Known only after departure: never a feature, nor anything computed from one.
+POST_DEPARTURE_COLUMNS = ("dep_time", "dep_delay", "arr_time", "arr_delay", "air_time")
+
+KEY_COLUMNS = ("date", "carrier", "flight", "origin", "sched_dep_time", "time_hour")
+CATEGORICAL_FEATURES = ("carrier", "origin", "dest")
+WEATHER_FEATURES = (
+    "temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib",
+)
+NUMERIC_FEATURES = (
+    "sched_dep_hour",
+    "sched_arr_hour",
+    "scheduled_block_minutes",
+    "distance",
+    "day_of_week",
+    "origin_hour_departures",
+    "origin_day_departures",
+    "carrier_day_departures",
+    "plane_age",
+    "plane_seats",
+    "plane_engines",
+    *WEATHER_FEATURES,
+)
+FEATURE_COLUMNS = (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES)
+OUTPUT_COLUMNS = (*KEY_COLUMNS, *[c for c in FEATURE_COLUMNS if c not in KEY_COLUMNS], LABEL)
+
+
+def _hours(hhmm: pd.Series) -> pd.Series:
+    values = hhmm.astype("float64")
+    return np.floor(values / 100) + (values % 100) / 60
+
+
+def build_features(
+    flights: pd.DataFrame, weather: pd.DataFrame | None, planes: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per scheduled flight: keys, pre-departure features, and the label.
+
+    Weather is the origin's observation at the scheduled departure hour (``time_hour``); a day whose
+    weather was held back gives NaN weather, which the model treats as missing. The label is
+    ``<NA>`` for cancelled flights (no arrival), so they can be counted and left out of training.
+    """
+    out = pd.DataFrame(index=flights.index)
+    stamp = pd.to_datetime(
+        {"year": flights["year"], "month": flights["month"], "day": flights["day"]}
+    )
+    out["date"] = stamp.dt.strftime("%Y-%m-%d")
+    for column in ("carrier", "flight", "origin", "sched_dep_time", "time_hour", "dest"):
+        out[column] = flights[column]
+    out["sched_dep_hour"] = _hours(flights["sched_dep_time"])
+    out["sched_arr_hour"] = _hours(flights["sched_arr_time"])
+    out["scheduled_block_minutes"] = ((out["sched_arr_hour"] - out["sched_dep_hour"]) * 60) % 1440
+    out["distance"] = flights["distance"].astype("float64")
+    out["day_of_week"] = stamp.dt.dayofweek.astype("float64")
+    # How busy the published schedule is: known days ahead.
+    out["origin_hour_departures"] = flights.groupby([out["date"], flights["origin"], flights["hour"]])[
+        "flight"
+    ].transform("size").astype("float64")
+    out["origin_day_departures"] = flights.groupby([out["date"], flights["origin"]])["flight"].transform("size").astype("float64")
+    out["carrier_day_departures"] = flights.groupby([out["date"], flights["carrier"]])["flight"].transform("size").astype("float64")
+
+    plane_info = planes[["tailnum", "year", "seats", "engines"]].drop_duplicates("tailnum")
+    joined = flights[["tailnum"]].merge(plane_info, on="tailnum", how="left", validate="many_to_one")
+    joined.index = flights.index
+    out["plane_age"] = (flights["year"].astype("float64") - joined["year"].astype("float64")).clip(lower=0)
+    out["plane_seats"] = joined["seats"].astype("float64")
+    out["plane_engines"] = joined["engines"].astype("float64")
+
+    if weather is not None and len(weather):
+        observed = weather[["origin", "time_hour", *WEATHER_FEATURES]].drop_duplicates(["origin", "time_hour"])
+        at_departure = flights[["origin", "time_hour"]].merge(
+            observed, on=["origin", "time_hour"], how="left", validate="many_to_one"
+        )
+        at_departure.index = flights.index
+        for column in WEATHER_FEATURES:
+            out[column] = at_departure[column].astype("float64")
+    else:
+        for column in WEATHER_FEATURES:
+            out[column] = np.nan
+
+    delay = flights["arr_delay"]
+    out[LABEL] = (delay >= LATE_MINUTES).astype("Int8").where(delay.notna(), pd.NA)
+    return out[list(OUTPUT_COLUMNS)].reset_index(drop=True)
+
+
+def feature_summary(features: pd.DataFrame) -> dict[str, float]:
+    """Figures the checks and the UI need: rows, cancelled, label rate, null share per feature."""
+    labelled = features[LABEL].notna()
+    summary = {
+        "rows": float(len(features)),
+        "cancelled": float((~labelled).sum()),
+        "label_rate": float(features.loc[labelled, LABEL].astype("float64").mean()) if labelled.any() else float("nan"),
+    }
+    for column in FEATURE_COLUMNS:
+        summary[f"null_share/{column}"] = float(features[column].isna().mean()) if len(features) else 0.0
+    return summary

@@ -1,0 +1,104 @@
+"""The delay model: a small PyTorch network for tabular data, and the unit it is saved and loaded as."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ml.preprocess import Preprocessor
+
+WEIGHTS_FILE = "weights.pt"
+UNIT_FILE = "unit.json"
+
+
+@dataclass
+class ModelConfig:
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.1
+    max_embedding_dim: int = 16
+
+
+def embedding_dim(cardinality: int, cap: int) -> int:
+    return int(min(cap, max(2, round(1.6 * cardinality**0.56))))
+
+
+class DelayNet(nn.Module):
+    """Embeddings for carrier, origin and dest beside standardised numbers, into an MLP → one logit."""
+
+    def __init__(self, cardinalities: list[int], numeric_width: int, config: ModelConfig):
+        super().__init__()
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(n, embedding_dim(n, config.max_embedding_dim)) for n in cardinalities
+        )
+        width = sum(e.embedding_dim for e in self.embeddings) + numeric_width
+        layers: list[nn.Module] = []
+        for hidden in config.hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(config.dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, categories: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+        embedded = [emb(categories[:, i]) for i, emb in enumerate(self.embeddings)]
+        return self.mlp(torch.cat([*embedded, numbers], dim=1)).squeeze(1)
+
+
+@dataclass
+class ModelUnit:
+    """Weights + preprocessing + config: everything needed to score a feature frame."""
+
+    preprocessor: Preprocessor
+    config: ModelConfig
+    network: DelayNet
+    info: dict = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, preprocessor: Preprocessor, config: ModelConfig) -> ModelUnit:
+        network = DelayNet(preprocessor.cardinalities, preprocessor.numeric_width, config)
+        return cls(preprocessor, config, network)
+
+    @torch.no_grad()
+    def predict_proba(self, frame: pd.DataFrame, batch_size: int = 65_536) -> np.ndarray:
+        """Probability that each flight arrives 15+ minutes late."""
+        self.network.eval()
+        cats, numbers = self.preprocessor.transform(frame)
+        out = []
+        for start in range(0, len(frame), batch_size):
+            logits = self.network(
+                torch.from_numpy(cats[start : start + batch_size]),
+                torch.from_numpy(numbers[start : start + batch_size]),
+            )
+            out.append(torch.sigmoid(logits).numpy())
+        return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the unit as a folder: the state_dict (no pickled module) and a JSON description."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.network.state_dict(), directory / WEIGHTS_FILE)
+        description = {
+            "preprocessor": self.preprocessor.to_dict(),
+            "config": asdict(self.config),
+            "info": self.info,
+        }
+        (directory / UNIT_FILE).write_text(json.dumps(description, indent=2, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ModelUnit:
+        directory = Path(directory)
+        description = json.loads((directory / UNIT_FILE).read_text())
+        config_data = description["config"]
+        config = ModelConfig(**{**config_data, "hidden": tuple(config_data["hidden"])})
+        unit = cls.create(Preprocessor.from_dict(description["preprocessor"]), config)
+        state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        unit.network.load_state_dict(state)
+        unit.network.eval()
+        unit.info = description.get("info", {})
+        return unit

@@ -1,0 +1,123 @@
+"""Training the delay model: tensors prepared once, sliced per batch, early stopping on validation."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ml.evaluate import classification_metrics, labels
+from ml.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from ml.model import ModelConfig, ModelUnit
+from ml.preprocess import Preprocessor
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 4096
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    patience: int = 4
+    seed: int = 7
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_roc_auc: float
+    samples_per_s: float
+
+
+@dataclass
+class TrainResult:
+    unit: ModelUnit
+    history: list[EpochStats]
+    best_epoch: int
+    device: str
+
+
+def set_seeds(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _tensors(pre: Preprocessor, frame: pd.DataFrame, device: torch.device):
+    cats, numbers = pre.transform(frame)
+    y = labels(frame).astype(np.float32)
+    return (
+        torch.from_numpy(cats).to(device),
+        torch.from_numpy(numbers).to(device),
+        torch.from_numpy(y).to(device),
+    )
+
+
+def train_model(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    config: TrainConfig = TrainConfig(),
+    device: str = "cpu",
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
+    """Fit preprocessing on ``train``, train the network, keep the weights of the best validation epoch."""
+    set_seeds(config.seed)
+    torch_device = torch.device(device)
+    pre = Preprocessor.fit(train, CATEGORICAL_FEATURES, NUMERIC_FEATURES)
+    unit = ModelUnit.create(pre, config.model)
+    network = unit.network.to(torch_device)
+    x_cat, x_num, y = _tensors(pre, train, torch_device)
+    v_cat, v_num, v_y = _tensors(pre, validation, torch_device)
+    positive_rate = float(y.mean().item()) if len(y) else 0.5
+    with torch.no_grad():  # start at the base rate: fewer wasted epochs
+        network.mlp[-1].bias.fill_(float(np.log(max(positive_rate, 1e-3) / max(1 - positive_rate, 1e-3))))
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+
+    history: list[EpochStats] = []
+    best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
+    for epoch in range(1, config.epochs + 1):
+        network.train()
+        started = time.perf_counter()
+        order = torch.randperm(len(y), generator=generator).to(torch_device)
+        total = 0.0
+        for start in range(0, len(y), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(network(x_cat[idx], x_num[idx]), y[idx])
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        seconds = time.perf_counter() - started
+        network.eval()
+        with torch.no_grad():
+            v_logits = network(v_cat, v_num)
+            val_loss = float(loss_fn(v_logits, v_y))
+            v_prob = torch.sigmoid(v_logits).cpu().numpy()
+        val_auc = classification_metrics(v_y.cpu().numpy(), v_prob)["roc_auc"] if len(set(v_y.tolist())) > 1 else float("nan")
+        stats = EpochStats(epoch, total / max(len(y), 1), val_loss, val_auc, len(y) / seconds if seconds else 0.0)
+        history.append(stats)
+        if on_epoch:
+            on_epoch(stats)
+        if val_loss < best_loss - 1e-5:
+            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    network.to("cpu")
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    network.eval()
+    return TrainResult(unit=unit, history=history, best_epoch=best_epoch, device=str(torch_device))
