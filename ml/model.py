@@ -22,21 +22,44 @@ class ModelConfig:
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.1
     max_embedding_dim: int = 16
+    monotone_increasing: tuple[str, ...] = ("precip",)
+    """Features whose effect on the delay logit is constrained to be non-decreasing (domain knowledge;
+    rain is rare in training data and an unconstrained net extrapolates it either way)."""
 
 
 def embedding_dim(cardinality: int, cap: int) -> int:
     return int(min(cap, max(2, round(1.6 * cardinality**0.56))))
 
 
+class MonotoneBounded(nn.Module):
+    """A learned non-decreasing, bounded function per column: a positive mix of increasing sigmoids."""
+
+    def __init__(self, columns: int, units: int = 8):
+        super().__init__()
+        self.slope = nn.Parameter(torch.zeros(columns, units))
+        self.offset = nn.Parameter(torch.linspace(-3.0, 3.0, units).repeat(columns, 1))
+        self.height = nn.Parameter(torch.full((columns, units), -2.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = torch.sigmoid(nn.functional.softplus(self.slope) * x.unsqueeze(-1) + self.offset)
+        return (steps * nn.functional.softplus(self.height)).sum(dim=(1, 2))
+
+
 class DelayNet(nn.Module):
     """Embeddings for carrier, origin and dest beside standardised numbers, into an MLP → one logit."""
 
-    def __init__(self, cardinalities: list[int], numeric_width: int, config: ModelConfig):
+    def __init__(
+        self, cardinalities: list[int], numeric_width: int, config: ModelConfig, monotone_columns: list[int] = ()
+    ):
         super().__init__()
         self.embeddings = nn.ModuleList(
             nn.Embedding(n, embedding_dim(n, config.max_embedding_dim)) for n in cardinalities
         )
-        width = sum(e.embedding_dim for e in self.embeddings) + numeric_width
+        free = [i for i in range(numeric_width) if i not in set(monotone_columns)]
+        self.register_buffer("free_columns", torch.tensor(free, dtype=torch.long))
+        self.register_buffer("monotone_columns", torch.tensor(list(monotone_columns), dtype=torch.long))
+        self.monotone = MonotoneBounded(len(monotone_columns))
+        width = sum(e.embedding_dim for e in self.embeddings) + len(free)
         layers: list[nn.Module] = []
         for hidden in config.hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(config.dropout)]
@@ -46,7 +69,12 @@ class DelayNet(nn.Module):
 
     def forward(self, categories: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
         embedded = [emb(categories[:, i]) for i, emb in enumerate(self.embeddings)]
-        return self.mlp(torch.cat([*embedded, numbers], dim=1)).squeeze(1)
+        free = numbers.index_select(1, self.free_columns)
+        logit = self.mlp(torch.cat([*embedded, free], dim=1)).squeeze(1)
+        if len(self.monotone_columns):
+            monotone = numbers.index_select(1, self.monotone_columns)
+            logit = logit + self.monotone(monotone)
+        return logit
 
 
 @dataclass
@@ -60,7 +88,8 @@ class ModelUnit:
 
     @classmethod
     def create(cls, preprocessor: Preprocessor, config: ModelConfig) -> ModelUnit:
-        network = DelayNet(preprocessor.cardinalities, preprocessor.numeric_width, config)
+        monotone = [preprocessor.numeric.index(c) for c in config.monotone_increasing if c in preprocessor.numeric]
+        network = DelayNet(preprocessor.cardinalities, preprocessor.numeric_width, config, monotone)
         return cls(preprocessor, config, network)
 
     @torch.no_grad()
@@ -95,7 +124,13 @@ class ModelUnit:
         directory = Path(directory)
         description = json.loads((directory / UNIT_FILE).read_text())
         config_data = description["config"]
-        config = ModelConfig(**{**config_data, "hidden": tuple(config_data["hidden"])})
+        config = ModelConfig(
+            **{
+                **config_data,
+                "hidden": tuple(config_data["hidden"]),
+                "monotone_increasing": tuple(config_data.get("monotone_increasing", ())),
+            }
+        )
         unit = cls.create(Preprocessor.from_dict(description["preprocessor"]), config)
         state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         unit.network.load_state_dict(state)

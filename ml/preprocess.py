@@ -18,6 +18,8 @@ class Preprocessor:
     numeric: list[str]
     means: list[float]
     stds: list[float]
+    lows: list[float]
+    highs: list[float]
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, categorical: tuple[str, ...], numeric: tuple[str, ...]) -> Preprocessor:
@@ -25,7 +27,8 @@ class Preprocessor:
         values = frame[list(numeric)].astype("float64")
         means = values.mean().fillna(0.0)
         stds = values.std().fillna(1.0).replace(0.0, 1.0)
-        return cls(vocab, list(numeric), means.tolist(), stds.tolist())
+        lows, highs = values.min().fillna(0.0), values.max().fillna(0.0)
+        return cls(vocab, list(numeric), means.tolist(), stds.tolist(), lows.tolist(), highs.tolist())
 
     @property
     def cardinalities(self) -> list[int]:
@@ -37,7 +40,10 @@ class Preprocessor:
         return 2 * len(self.numeric)  # value and missing flag
 
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """``(categories int64 [n, c], numbers float32 [n, 2k])``; missing numbers become 0 with a flag."""
+        """``(categories int64 [n, c], numbers float32 [n, 2k])``; missing numbers become 0 with a flag.
+
+        Numbers are clipped to the range seen in training: the network never extrapolates beyond it.
+        """
         cats = np.empty((len(frame), len(self.categorical)), dtype=np.int64)
         for i, (column, vocab) in enumerate(self.categorical.items()):
             lookup = pd.Index(vocab)
@@ -45,7 +51,8 @@ class Preprocessor:
             cats[:, i] = np.where(codes < 0, UNKNOWN_INDEX, codes + 1)
         raw = frame[self.numeric].astype("float64").to_numpy()
         missing = np.isnan(raw)
-        scaled = (raw - np.asarray(self.means)) / np.asarray(self.stds)
+        clipped = np.clip(raw, np.asarray(self.lows), np.asarray(self.highs))
+        scaled = (clipped - np.asarray(self.means)) / np.asarray(self.stds)
         scaled[missing] = 0.0
         numbers = np.concatenate([scaled, missing.astype(np.float64)], axis=1).astype(np.float32)
         return cats, numbers

@@ -58,14 +58,17 @@ def run_job_over_range(
     defs: dg.Definitions | None = None,
     log_level: str = "WARNING",
 ) -> RunReport:
-    """Execute ``job_name`` for every day from ``first`` to ``last`` as one run, in process."""
+    """Execute ``job_name`` for every day from ``first`` to ``last`` as one run, in process.
+
+    An unpartitioned job (training) ignores the range: its own config decides its window.
+    """
     if defs is None:
         from pipelines.definitions import defs
     job = defs.resolve_job_def(job_name)
     started = time.perf_counter()
     result = job.execute_in_process(
         instance=instance,
-        tags=range_tags(first, last),
+        tags=range_tags(first, last) if job.partitions_def is not None else None,
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
