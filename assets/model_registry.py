@@ -24,12 +24,13 @@ class RegisteredCandidate:
 
 
 def _champion_scores(mlflow, version: str | None, test):
+    """The current champion's scores on the candidate's test set (same rows, same labels)."""
     if version is None:
         return None
-    import mlflow as mlflow_lib
+    from ml.model import ModelUnit
 
-    model = mlflow_lib.pyfunc.load_model(mlflow.model_uri(version))
-    return model.predict(test).to_numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        return ModelUnit.load(mlflow.download_unit(version, tmp)).predict_proba(test)
 
 
 def _log_training(mlflow_lib, client, run_id, config, train_result, spec_metadata) -> None:
@@ -57,6 +58,7 @@ def evaluate_and_register(context, config, training_set, mlflow, compute) -> Reg
 
     from ml.dataset import SPLIT, TEST, TRAIN, VALIDATION
     from ml.evaluate import Baseline, behavioural_suite, classification_metrics, labels
+    from ml.features import FEATURE_COLUMNS
     from ml.train import TrainConfig, train_model
 
     parts = {name: training_set[training_set[SPLIT] == name] for name in (TRAIN, VALIDATION, TEST)}
@@ -114,7 +116,7 @@ def evaluate_and_register(context, config, training_set, mlflow, compute) -> Reg
         trained.unit.info = {"data_fingerprint": fingerprint, "test_roc_auc": model_metrics["roc_auc"]}
         with tempfile.TemporaryDirectory() as tmp:
             unit_dir = trained.unit.save(Path(tmp) / "unit")
-            example = test.head(20)
+            example = test[list(FEATURE_COLUMNS)].head(20)
             info = mlflow_lib.pyfunc.log_model(
                 name="model",
                 python_model=str(PYFUNC_FILE),

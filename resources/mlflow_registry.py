@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 CHAMPION_ALIAS = "champion"
+UNIT_ARTIFACT_PATH = "artifacts/unit"  # where the pyfunc model keeps the saved ModelUnit
 
 
 class PromotionConflict(RuntimeError):
@@ -74,12 +75,20 @@ class MlflowRegistry(dg.ConfigurableResource):
 
     def champion_version(self) -> str | None:
         try:
-            return self.client().get_model_version_by_alias(self.model_name, CHAMPION_ALIAS).version
+            return str(self.client().get_model_version_by_alias(self.model_name, CHAMPION_ALIAS).version)
         except Exception:
             return None
 
     def model_uri(self, version: str) -> str:
         return f"models:/{self.model_name}/{version}"
+
+    def download_unit(self, version: str, destination: str) -> Path:
+        """Fetch a version's saved unit (weights + preprocessing) without unpickling anything."""
+        import mlflow
+
+        self.client()
+        root = mlflow.artifacts.download_artifacts(artifact_uri=self.model_uri(version), dst_path=destination)
+        return Path(root) / UNIT_ARTIFACT_PATH
 
     @contextlib.contextmanager
     def _promotion_lock(self) -> Iterator[None]:
