@@ -27,3 +27,41 @@ def replayed_lake(lake) -> LakeStorage:
 
 def resources_for(storage: LakeStorage) -> dict:
     return {"storage": storage, "io_manager": LakeParquetIOManager(storage=storage)}
+
+
+@pytest.fixture(scope="session")
+def mlflow_template_db(tmp_path_factory):
+    """A migrated MLflow SQLite schema, made once: creating one costs ~1.6 s, copying it ~1 ms."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_registry(tmp_path, mlflow_template_db):
+    """An MLflow tracking store + registry of its own for one test (SQLite, local artifacts)."""
+    import shutil
+
+    from resources.mlflow_registry import MlflowRegistry
+
+    db = tmp_path / "mlflow" / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    shutil.copy(mlflow_template_db, db)
+    return MlflowRegistry(
+        tracking_uri=f"sqlite:///{db}",
+        artifact_location=(tmp_path / "mlflow" / "artifacts").as_uri(),
+        lock_path=str(tmp_path / "mlflow" / "promotion.lock"),
+    )
+
+
+def chain_resources(storage: LakeStorage, registry) -> dict:
+    from resources.compute import DaskCluster, TorchCompute
+
+    return {
+        **resources_for(storage),
+        "mlflow": registry,
+        "compute": TorchCompute(device="cpu"),
+        "dask": DaskCluster(n_workers=1, threads_per_worker=2),
+    }

