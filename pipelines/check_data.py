@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.check_data", description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="start", type=dt.date.fromisoformat, default=dt.date(2013, 1, 1))
     parser.add_argument("--to", dest="end", type=dt.date.fromisoformat, default=dt.date(2013, 1, 7))
-    parser.add_argument("--job", default="ingest_job")
+    parser.add_argument(
+        "--job", action="append", help="jobs to run over the range, in order (default: ingest_job, features_job)"
+    )
     parser.add_argument("--replay", action="store_true", help="first replay the sample days into the landing zone")
     args = parser.parse_args(argv)
 
@@ -26,15 +28,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.replay:
         replay(lake_storage_from_env(), args.start, args.end)
-    report = run_job_over_range(args.job, args.start.isoformat(), args.end.isoformat(), instance_from_env())
-    print("\n".join(report.lines()))
-    if not report.checks:
+    instance = instance_from_env()
+    checks, failed, runs_ok = 0, 0, True
+    for job in args.job or ["ingest_job", "features_job"]:
+        report = run_job_over_range(job, args.start.isoformat(), args.end.isoformat(), instance)
+        print("\n".join(report.lines()))
+        checks += len(report.checks)
+        failed += len(report.failed_checks)
+        runs_ok = runs_ok and report.success
+    if not checks:
         print("check_data: no asset check ran: nothing was verified", file=sys.stderr)
         return 1
-    if report.failed_checks or not report.success:
-        print(f"check_data: {len(report.failed_checks)} check(s) failed", file=sys.stderr)
+    if failed or not runs_ok:
+        print(f"check_data: {failed} check(s) failed", file=sys.stderr)
         return 1
-    print(f"check_data: all {len(report.checks)} check(s) passed")
+    print(f"check_data: all {checks} check(s) passed")
     return 0
 
 

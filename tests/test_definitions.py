@@ -8,9 +8,17 @@ import pytest
 
 from pipelines.definitions import defs
 
-EXPECTED_ASSETS = {"raw_flights", "raw_weather", "planes", "airports"}
-EXPECTED_CHECKS = {(a, "landing_contract") for a in EXPECTED_ASSETS}
-EXPECTED_JOBS = {"ingest_job"}
+RAW_ASSETS = {"raw_flights", "raw_weather", "planes", "airports"}
+EXPECTED_ASSETS = RAW_ASSETS | {"flight_features", "training_set", "delay_model", "champion_model"}
+EXPECTED_CHECKS = {(a, "landing_contract") for a in RAW_ASSETS} | {
+    ("flight_features", "feature_null_shares"),
+    ("flight_features", "label_rate_in_bounds"),
+    ("flight_features", "one_row_per_raw_flight"),
+    ("delay_model", "reaches_baseline"),
+    ("delay_model", "not_worse_than_champion"),
+    ("delay_model", "behavioural_tests"),
+}
+EXPECTED_JOBS = {"ingest_job", "features_job", "training_job"}
 EXPECTED_SENSORS = {"landing_zone_sensor"}
 
 
@@ -35,8 +43,8 @@ def test_every_asset_has_group_kinds_and_description(graph):
         assert node.description and len(node.description) > 30, key
 
 
-def test_daily_raw_assets_run_ranges_in_one_step(graph):
-    for name in ("raw_flights", "raw_weather"):
+def test_daily_assets_run_ranges_in_one_step(graph):
+    for name in ("raw_flights", "raw_weather", "flight_features"):
         node = graph.get(dg.AssetKey(name))
         assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
         assert node.partitions_def.get_num_partitions() == 365
@@ -49,7 +57,12 @@ def test_contract_checks_are_blocking(graph):
 
 
 def test_resources_are_bound():
-    assert {"storage", "io_manager"} <= set(defs.resources)
+    assert {"storage", "io_manager", "mlflow", "compute", "dask"} <= set(defs.resources)
+
+
+def test_training_runs_in_pools_a_deployment_can_limit(graph):
+    assert graph.get(dg.AssetKey("delay_model")).pools == {"training"}
+    assert graph.get(dg.AssetKey("champion_model")).pools == {"champion_promotion"}
 
 
 def test_heavy_libraries_are_not_imported_by_the_code_location():
