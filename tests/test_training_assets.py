@@ -125,3 +125,26 @@ def test_against_a_real_mlflow_server(featured_lake, tmp_path):
         with_tmp = tmp_path / "download"
         unit_dir = registry.download_unit("1", str(with_tmp))
         assert (unit_dir / "weights.pt").exists()
+
+
+def test_dask_engine_gives_the_same_features_as_pandas(lake):
+    """Long ranges go to the Dask cluster in chunks of days; the output must not depend on the engine."""
+    from resources.parquet_io import read_warehouse_frame
+
+    replay(lake, dt.date(2013, 1, 1), dt.date(2013, 1, 5))
+    resources = {k: v for k, v in chain_resources(lake, None).items() if v is not None}
+    tags = range_tags("2013-01-01", "2013-01-05")
+    assert dg.materialize([raw_flights, raw_weather, planes, airports], resources=resources, tags=tags).success
+    pandas_run = dg.materialize([flight_features], resources=resources, tags=tags)
+    pandas_frames = {d: read_warehouse_frame(lake, "flight_features", d) for d in ("2013-01-02", "2013-01-05")}
+    dask_config = {"ops": {"flight_features": {"config": {"dask_min_partitions": 1, "days_per_task": 2}}}}
+    dask_run = dg.materialize([flight_features], resources=resources, tags=tags, run_config=dask_config)
+    engines = [
+        e.materialization.metadata["engine"].value
+        for run in (pandas_run, dask_run) for e in run.get_asset_materialization_events()[:1]
+    ]
+    assert engines == ["pandas", "dask"]
+    for day, frame in pandas_frames.items():
+        import pandas as pd
+
+        pd.testing.assert_frame_equal(read_warehouse_frame(lake, "flight_features", day), frame)

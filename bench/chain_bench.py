@@ -1,0 +1,245 @@
+"""Features, training and the whole chain on the full 2013 year; prints figures, asserts nothing.
+
+    .venv/bin/python bench/chain_bench.py            # ~5 minutes on 2 cores
+
+1. feature throughput: pandas in process vs the Dask cluster (threads, then processes)
+2. training: samples/s per epoch; test ROC AUC of the torch model vs HistGradientBoosting,
+   training Jan–Sep, early stopping on Oct, testing on Nov–Dec
+3. ingest → champion through Dagster next to the same work as a plain script (the ratio is the
+   orchestration overhead)
+4. Dask over a 10× replicated year under a per-worker memory limit, where it earns its place
+5. peak memory of this process
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+YEAR = (dt.date(2013, 1, 1), dt.date(2013, 12, 31))
+QUALITY_WINDOW = {"window_days": 365, "cutoff": "2013-12-31", "validation_days": 31, "test_days": 61}
+
+
+def _days() -> list[str]:
+    first, last = YEAR
+    return [(first + dt.timedelta(d)).isoformat() for d in range((last - first).days + 1)]
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def feature_throughput(storage) -> dict[str, float]:
+    from assets.features import _features_task, features_for_days
+    from resources.compute import DaskCluster
+    from resources.parquet_io import read_warehouse_frame
+
+    days = _days()
+    planes = read_warehouse_frame(storage, "planes")
+    started = time.perf_counter()
+    per_day = [features_for_days(storage, [d], planes)[d][0] for d in days]
+    per_day_s = time.perf_counter() - started
+    rows = sum(len(f) for f in per_day if f is not None)
+    started = time.perf_counter()
+    built = features_for_days(storage, days, planes)
+    pandas_s = time.perf_counter() - started
+    assert sum(len(f) for f, _, _ in built.values() if f is not None) == rows
+    out = {"rows": rows, "pandas_s": pandas_s, "pandas_per_day_s": per_day_s}
+    config = {"url": storage.url, "endpoint_url": None, "region_name": None, "sse": None, "max_attempts": 1}
+    chunks = [days[i : i + 31] for i in range(0, len(days), 31)]
+    for label, cluster in (
+        ("dask_threads", DaskCluster(n_workers=1, threads_per_worker=2)),
+        ("dask_processes", DaskCluster(n_workers=2, threads_per_worker=1, processes=True)),
+    ):
+        started = time.perf_counter()
+        with cluster.client() as client:
+            ready = time.perf_counter()
+            parts = client.gather(client.map(_features_task, [config] * len(chunks), chunks, pure=False))
+        out[f"{label}_s"] = time.perf_counter() - started
+        out[f"{label}_startup_s"] = ready - started
+        assert sum(len(f) for part in parts for f, _, _ in part.values() if f is not None) == rows
+    return out
+
+
+def plain_chain(storage, mlflow_uri: str) -> dict[str, float]:
+    """ingest → features → window → train → baseline → MLflow register + alias, without Dagster."""
+    import tempfile as tmp
+
+    import mlflow
+    import pandas as pd
+
+    from assets.features import features_for_days
+    from ingest_bench import plain_ingest
+    from ml.dataset import TEST, TRAIN, VALIDATION, WindowSpec, assign_splits, split_days, window_days
+    from ml.evaluate import Baseline, classification_metrics, labels
+    from ml.features import FEATURE_COLUMNS
+    from ml.train import train_model
+    from resources.parquet_io import read_warehouse_frame
+
+    timings = {}
+    started = time.perf_counter()
+    plain_ingest(storage, *YEAR)
+    # plain_ingest writes under plain/; the features read the warehouse layout
+    for obj in storage.list("plain/"):
+        dataset, name = obj.key.split("/")[1:]
+        asset = {"flights": "raw_flights", "weather": "raw_weather"}.get(dataset, dataset)
+        key = f"warehouse/{asset}/{name}" if dataset in ("flights", "weather") else f"warehouse/{asset}.parquet"
+        storage.write_bytes(key, storage.read_bytes(obj.key))
+    timings["ingest_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    planes = read_warehouse_frame(storage, "planes")
+    frames = {d: f for d, (f, _, _) in features_for_days(storage, _days(), planes).items()}
+    frames = {d: f for d, f in frames.items() if f is not None}
+    spec = WindowSpec(**QUALITY_WINDOW)
+    splits = split_days(window_days(list(frames), spec), spec)
+    data = assign_splits(pd.concat(frames.values(), ignore_index=True), splits)
+    timings["features_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    parts = {s: data[data.split == s] for s in (TRAIN, VALIDATION, TEST)}
+    result = train_model(parts[TRAIN], parts[VALIDATION])
+    metrics = classification_metrics(labels(parts[TEST]), result.unit.predict_proba(parts[TEST]))
+    baseline = classification_metrics(labels(parts[TEST]), Baseline().fit(parts[TRAIN]).predict_proba(parts[TEST]))
+    mlflow.set_tracking_uri(mlflow_uri)
+    with mlflow.start_run(), tmp.TemporaryDirectory() as folder:
+        mlflow.log_metrics({"test_roc_auc": metrics["roc_auc"], "baseline_test_roc_auc": baseline["roc_auc"]})
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(Path(__file__).resolve().parents[1] / "resources" / "delay_pyfunc.py"),
+            artifacts={"unit": str(result.unit.save(Path(folder) / "unit"))},
+            code_paths=[str(Path(__file__).resolve().parents[1] / "ml")],
+            input_example=None, pip_requirements=["torch"], registered_model_name="plain_delay",
+        )
+        mlflow.MlflowClient().set_registered_model_alias("plain_delay", "champion", info.registered_model_version)
+    timings["train_s"] = time.perf_counter() - started
+    timings["samples_per_s"] = max(h.samples_per_s for h in result.history)
+    timings["epochs"] = len(result.history)
+    timings["roc_auc"] = metrics["roc_auc"]
+    timings["baseline_roc_auc"] = baseline["roc_auc"]
+    timings["train_rows"] = len(parts[TRAIN])
+    timings["test_rows"] = len(parts[TEST])
+    return timings
+
+
+def dagster_chain() -> dict[str, float]:
+    import dagster as dg
+
+    from pipelines.definitions import defs
+    from pipelines.runner import run_job_over_range
+
+    instance = dg.DagsterInstance.ephemeral()
+    timings = {}
+    for job in ("ingest_job", "features_job"):
+        started = time.perf_counter()
+        run_job_over_range(job, YEAR[0].isoformat(), YEAR[1].isoformat(), instance)
+        timings[f"{job}_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    result = defs.resolve_job_def("training_job").execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {"training_set": {"config": QUALITY_WINDOW}},
+                    "loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+    )
+    timings["training_job_s"] = time.perf_counter() - started
+    event = instance.get_latest_materialization_event(dg.AssetKey("delay_model"))
+    md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    timings["roc_auc"] = md["test_roc_auc"]
+    timings["baseline_roc_auc"] = md["baseline_test_roc_auc"]
+    timings["promoted"] = float(result.success)
+    return timings
+
+
+def replicated_dask(storage, copies: int = 10) -> dict[str, float]:
+    """The year's features ×10 (~3.4M rows) aggregated by Dask worker processes capped at 1 GB each."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from resources.compute import DaskCluster
+
+    folder = Path(tempfile.mkdtemp(prefix="replicated-"))
+    sources = sorted(Path(storage.url, "warehouse", "flight_features").glob("*.parquet"))
+    for copy in range(copies):
+        for source in sources:
+            (folder / f"{copy:02d}-{source.name}").symlink_to(source)
+    cluster = DaskCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GB")
+    started = time.perf_counter()
+    with cluster.client():
+        frame = dd.read_parquet(str(folder))
+        summary = (
+            frame[~frame.arrived_late.isna()]
+            .assign(late=lambda f: f.arrived_late.astype("float64"))
+            .groupby(["origin", "carrier"])["late"].agg(["mean", "count"])
+            .compute()
+        )
+    seconds = time.perf_counter() - started
+    rows = int(summary["count"].sum())
+    started = time.perf_counter()
+    whole = pd.concat([pd.read_parquet(s, columns=["origin", "carrier", "arrived_late"]) for s in sources])
+    single_s = (time.perf_counter() - started) * copies  # pandas would need all copies in memory at once
+    return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds,
+            "pandas_in_memory_mb_needed": whole.memory_usage(deep=True).sum() * copies / 1e6,
+            "pandas_read_s_estimate": single_s}
+
+
+def main() -> int:
+    root = Path(tempfile.mkdtemp(prefix="chain-bench-"))
+    os.environ["DATA_DIR"] = str(root / "dagster")
+    os.environ.pop("LAKE_URL", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+    import torch
+
+    from pipelines.replay import replay
+    from resources import lake_storage_from_env
+    from resources.storage import LakeStorage
+
+    print(f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}")
+    dagster_storage = lake_storage_from_env()
+    replay(dagster_storage, *YEAR)
+    plain_storage = LakeStorage(url=str(root / "plain" / "lake"), sse=None)
+    replay(plain_storage, *YEAR)
+
+    started = time.perf_counter()
+    plain = plain_chain(plain_storage, f"sqlite:///{root / 'plain' / 'mlflow.db'}")
+    plain_total = time.perf_counter() - started
+    started = time.perf_counter()
+    dag = dagster_chain()
+    dagster_total = time.perf_counter() - started
+
+    print("\n== whole chain on the year (ingest → features → train → register → champion)")
+    print(f"plain script : {plain_total:6.1f} s  (ingest {plain['ingest_s']:.1f}, features {plain['features_s']:.1f}, train+baseline+mlflow {plain['train_s']:.1f})")
+    print(f"dagster      : {dagster_total:6.1f} s  (ingest_job {dag['ingest_job_s']:.1f}, features_job {dag['features_job_s']:.1f}, training_job {dag['training_job_s']:.1f})")
+    print(f"ratio dagster/plain: {dagster_total / plain_total:.2f}")
+
+    print("\n== model quality: train Jan–Sep, early stopping on Oct, test Nov–Dec")
+    print(f"train rows {plain['train_rows']:,}, test rows {plain['test_rows']:,}")
+    print(f"torch model ROC AUC {plain['roc_auc']:.4f} (dagster run: {dag['roc_auc']:.4f}); "
+          f"HistGradientBoosting {plain['baseline_roc_auc']:.4f} (dagster run: {dag['baseline_roc_auc']:.4f})")
+    print(f"training: {plain['samples_per_s']:,.0f} samples/s per epoch (best epoch of {plain['epochs']:.0f}), 2 cores")
+
+    features = feature_throughput(dagster_storage)
+    print("\n== feature throughput on the year (365 partitions, read Parquet → features)")
+    print(f"pandas, day by day: {features['rows'] / features['pandas_per_day_s']:9,.0f} rows/s ({features['pandas_per_day_s']:.1f} s)")
+    print(f"pandas, one pass  : {features['rows'] / features['pandas_s']:9,.0f} rows/s ({features['pandas_s']:.1f} s)")
+    for label in ("dask_threads", "dask_processes"):
+        s = features[f"{label}_s"]
+        print(f"{label:18s}: {features['rows'] / s:9,.0f} rows/s ({s:.1f} s, of which cluster start {features[f'{label}_startup_s']:.1f} s); "
+              f"dask/pandas time ratio {s / features['pandas_s']:.2f}")
+
+    replicated = replicated_dask(dagster_storage)
+    print("\n== Dask on the year ×10 (worker processes capped at 1 GB each)")
+    print(f"{replicated['rows']:,} labelled rows aggregated in {replicated['seconds']:.1f} s "
+          f"({replicated['rows_per_s']:,.0f} rows/s); pandas would hold ~{replicated['pandas_in_memory_mb_needed']:,.0f} MB at once")
+    print(f"\npeak RSS of this process: {_peak_mb():,.0f} MB (bench data in {root})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
