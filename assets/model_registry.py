@@ -33,7 +33,7 @@ def _champion_scores(mlflow, version: str | None, test):
         return ModelUnit.load(mlflow.download_unit(version, tmp)).predict_proba(test)
 
 
-def _log_training(mlflow_lib, client, run_id, config, train_result, spec_metadata) -> None:
+def _log_training(client, run_id, config, train_result, spec_metadata) -> None:
     from mlflow.entities import Metric, Param
 
     now = int(time.time() * 1000)
@@ -100,7 +100,7 @@ def evaluate_and_register(context, config, training_set, mlflow, compute) -> Reg
     client = mlflow.client()
     with mlflow_lib.start_run(experiment_id=experiment_id, run_name=f"delay_model {context.run_id[:8]}") as run:
         run_id = run.info.run_id
-        _log_training(mlflow_lib, client, run_id, config, trained, {"train_rows": len(parts[TRAIN])})
+        _log_training(client, run_id, config, trained, {"train_rows": len(parts[TRAIN])})
         mlflow_lib.log_metrics({f"test_{k}": v for k, v in model_metrics.items()})
         mlflow_lib.log_metrics({f"baseline_test_{k}": v for k, v in baseline_metrics.items()})
         if champion_metrics:

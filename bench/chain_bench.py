@@ -80,7 +80,6 @@ def plain_chain(storage, mlflow_uri: str) -> dict[str, float]:
     from ingest_bench import plain_ingest
     from ml.dataset import TEST, TRAIN, VALIDATION, WindowSpec, assign_splits, split_days, window_days
     from ml.evaluate import Baseline, classification_metrics, labels
-    from ml.features import FEATURE_COLUMNS
     from ml.train import train_model
     from resources.parquet_io import read_warehouse_frame
 

@@ -65,11 +65,12 @@ def _tensors(pre: Preprocessor, frame: pd.DataFrame, device: torch.device):
 def train_model(
     train: pd.DataFrame,
     validation: pd.DataFrame,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     device: str = "cpu",
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainResult:
     """Fit preprocessing on ``train``, train the network, keep the weights of the best validation epoch."""
+    config = config or TrainConfig()
     set_seeds(config.seed)
     torch_device = torch.device(device)
     pre = Preprocessor.fit(train, CATEGORICAL_FEATURES, NUMERIC_FEATURES)

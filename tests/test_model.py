@@ -1,6 +1,5 @@
 """The PyTorch model unit: shapes, safe save/load, unknown categories, training on a real slice."""
 
-import datetime as dt
 
 import numpy as np
 import pandas as pd
