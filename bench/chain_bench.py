@@ -109,7 +109,8 @@ def plain_chain(storage, mlflow_uri: str) -> dict[str, float]:
     metrics = classification_metrics(labels(parts[TEST]), result.unit.predict_proba(parts[TEST]))
     baseline = classification_metrics(labels(parts[TEST]), Baseline().fit(parts[TRAIN]).predict_proba(parts[TEST]))
     mlflow.set_tracking_uri(mlflow_uri)
-    with mlflow.start_run(), tmp.TemporaryDirectory() as folder:
+    experiment = mlflow.create_experiment("plain", artifact_location=(Path(mlflow_uri[len("sqlite:///"):]).parent / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment), tmp.TemporaryDirectory() as folder:
         mlflow.log_metrics({"test_roc_auc": metrics["roc_auc"], "baseline_test_roc_auc": baseline["roc_auc"]})
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(__file__).resolve().parents[1] / "resources" / "delay_pyfunc.py"),
@@ -208,6 +209,7 @@ def main() -> int:
     started = time.perf_counter()
     plain = plain_chain(plain_storage, f"sqlite:///{root / 'plain' / 'mlflow.db'}")
     plain_total = time.perf_counter() - started
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # mlflow.set_tracking_uri exports it; the Dagster side has its own
     started = time.perf_counter()
     dag = dagster_chain()
     dagster_total = time.perf_counter() - started

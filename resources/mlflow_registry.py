@@ -49,13 +49,19 @@ class MlflowRegistry(dg.ConfigurableResource):
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
 
+    def _artifact_location(self) -> str | None:
+        """Artifacts of a SQLite store live beside it (never ./mlruns in whatever folder we run from)."""
+        if self.artifact_location or not self.tracking_uri.startswith("sqlite:///"):
+            return self.artifact_location
+        return (Path(self.tracking_uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+
     def experiment_id(self) -> str:
         client = self.client()
         existing = client.get_experiment_by_name(self.experiment)
         if existing is not None:
             return existing.experiment_id
         try:
-            return client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+            return client.create_experiment(self.experiment, artifact_location=self._artifact_location())
         except Exception:  # created concurrently by another run
             return client.get_experiment_by_name(self.experiment).experiment_id
 

@@ -39,10 +39,8 @@ def mlflow_tracking_uri() -> str:
 
 
 def mlflow_artifact_location() -> str | None:
-    """Where a new experiment stores artifacts (local folder by default; the server decides otherwise)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ.get("MLFLOW_ARTIFACT_LOCATION") or None
-    return (data_dir() / "mlflow" / "artifacts").as_uri()
+    """``MLFLOW_ARTIFACT_LOCATION`` for a new experiment; unset, a folder beside a SQLite store, or the server's choice."""
+    return os.environ.get("MLFLOW_ARTIFACT_LOCATION") or None
 
 
 def dask_scheduler_address() -> str | None:

@@ -65,3 +65,10 @@ def chain_resources(storage: LakeStorage, registry) -> dict:
         "compute": TorchCompute(device="cpu"),
         "dask": DaskCluster(n_workers=1, threads_per_worker=2),
     }
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_mlflow_uri():
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a test must not hand its temp store to the next."""
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
