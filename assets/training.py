@@ -142,9 +142,11 @@ def champion_model(context: dg.AssetExecutionContext, mlflow: MlflowRegistry):
         f" and champion v{expected or 'none'} {tags.get('champion_test_roc_auc', 'n/a')}"
     )
     previous = mlflow.promote(version, expected, promoted_by=f"dagster run {context.run_id}", reason=reason)
+    run_id = mlflow.client().get_model_version(mlflow.model_name, version).run_id
     return dg.MaterializeResult(
         metadata={
             "champion_version": version,
+            "mlflow_run": mlflow.run_link(run_id),
             "previous_version": previous or "none",
             "model_uri": f"models:/{mlflow.model_name}@{CHAMPION_ALIAS}",
             "reason": reason,

@@ -11,13 +11,12 @@ import dagster as dg
 class TorchCompute(dg.ConfigurableResource):
     """Where training runs. ``device="auto"`` takes the accelerator torch finds (CUDA, …), else the CPU.
 
-    ``pool`` names the Dagster pool training steps join, so a deployment can cap concurrent
-    trainings and route them to a GPU node (see deploy/).
+    Training steps also join the Dagster pool ``training`` (set on the asset), which a deployment
+    limits and can route to GPU nodes.
     """
 
     device: str = "auto"
     threads: int = 0  # 0: torch's default (all cores)
-    pool: str = "training"
 
     def torch_device(self) -> str:
         import torch
