@@ -108,12 +108,15 @@ def _ingest(
         if not result.verdict.passed:
             quarantined[key] = _quarantine(storage, contract, result)
             context.log.warning(f"{asset} {key} held back: {'; '.join(result.verdict.reasons())}")
-    frames = {key: r.frame for key, r in results.items()}
+    # A day with no landing file keeps whatever it had; a day that failed its checks loses it.
+    frames = {key: r.frame for key, r in results.items() if not r.missing}
     metadata = {
         "dagster/column_schema": _column_schema(contract),
         "partitions_held_back": dg.MetadataValue.json(sorted(quarantined)),
     }
-    if list(frames) == [ALL_ROWS]:
+    if not contract.date_columns:
+        if results[ALL_ROWS].missing:
+            raise dg.Failure(f"{asset}: {results[ALL_ROWS].verdict.error}; replay or upload it (nothing was changed)")
         frame = frames[ALL_ROWS]
         yield dg.Output(frame, metadata={**metadata, "dagster/row_count": len(frame) if frame is not None else 0})
     else:

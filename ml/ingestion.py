@@ -20,6 +20,7 @@ class IngestedPartition:
     verdict: PartitionVerdict
     source: str
     landing_bytes: bytes | None = None
+    missing: bool = False  # no landing file at all (as opposed to a bad one)
 
     @property
     def frame(self) -> pd.DataFrame | None:
@@ -62,7 +63,7 @@ def ingest_partitions(
             data = read(partition)
         except FileNotFoundError:
             out[partition] = IngestedPartition(
-                None, PartitionVerdict(partition, 0, error=f"{source}: no such landing file"), source
+                None, PartitionVerdict(partition, 0, error=f"{source}: no such landing file"), source, missing=True
             )
             continue
         try:

@@ -7,6 +7,7 @@ import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from ml.contracts import Contract
@@ -85,8 +86,9 @@ def _check_columns(header: list[str], contract: Contract, source: str) -> None:
 def _coerce(raw: pd.Series, dtype: str) -> pd.Series:
     if dtype in _INT_DTYPES:
         numbers = pd.to_numeric(raw, errors="coerce")
-        whole = numbers.where(numbers.isna() | (numbers == numbers.round()))
-        return whole.astype(dtype)
+        limits = np.iinfo(dtype.lower())
+        fits = (numbers == numbers.round()) & numbers.between(limits.min, limits.max)
+        return numbers.where(numbers.isna() | fits).astype(dtype)
     if dtype == "float64":
         return pd.to_numeric(raw, errors="coerce").astype("float64")
     if dtype.startswith("datetime64"):

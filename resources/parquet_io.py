@@ -36,7 +36,9 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
 
     A step that covers a range of partitions (single-run backfill) returns one frame per partition;
     a partition mapped to ``None`` was held back by a blocking check: any older file at its path is
-    removed, so downstream can never read rows that failed validation. An input annotated as a Dask
+    removed, so downstream can never read rows that failed validation. A partition left out of the
+    mapping is left as it is. Local files are written to a temporary name and renamed, so readers
+    never see half a file (S3 puts are atomic already). An input annotated as a Dask
     DataFrame is read lazily with ``dd.read_parquet`` over the partitions' files.
     """
 
@@ -49,6 +51,14 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         if _is_dask_frame_type(type(obj)):
             obj = obj.compute()
+        if path.protocol in ("", "file", "local"):
+            import os
+
+            target = str(path.path)
+            partial = f"{target}.partial-{os.getpid()}"
+            obj.to_parquet(partial, index=False)
+            os.replace(partial, target)
+            return
         with path.open("wb") as handle:
             obj.to_parquet(handle, index=False)
 
@@ -78,7 +88,9 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
             raise ValueError(f"{context.asset_key.to_user_string()}: output for partitions {sorted(unknown)} not in this run")
         written, removed, rows = 0, 0, 0
         for partition, path in paths.items():
-            frame = obj.get(partition)
+            if partition not in obj:
+                continue  # nothing new arrived for it: whatever is stored stays
+            frame = obj[partition]
             if frame is None:
                 if self.path_exists(path):
                     self.unlink(path)

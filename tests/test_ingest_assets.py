@@ -133,3 +133,23 @@ def test_dask_reads_a_range_of_partitions(replayed_lake):
     events = result.get_asset_materialization_events()
     assert len(events) == 3  # one per day of the range, from one step
     assert {e.materialization.metadata["rows"].value for e in events} == {842 + 943 + 914}
+
+
+def test_a_missing_landing_file_keeps_what_was_ingested(replayed_lake):
+    """Landing files expire; re-running a backfill must not wipe the days it can no longer read."""
+    assert _materialize(replayed_lake, [raw_flights]).success
+    before = _parquet(replayed_lake, "raw_flights", "2013-01-02")
+    replayed_lake.delete(landing_key("flights", "2013-01-02"))
+    result = _materialize(replayed_lake, [raw_flights])
+    check = _checks(result)[("raw_flights", CONTRACT_CHECK)]
+    assert not check.passed and "no such landing file" in check.description
+    pd.testing.assert_frame_equal(_parquet(replayed_lake, "raw_flights", "2013-01-02"), before)
+
+
+def test_an_integer_too_large_for_its_column_is_held_back_not_a_crash(replayed_lake):
+    _edit_day(replayed_lake, "2013-01-03", lambda f: _csv(_set(f, "dep_time", "40000")))
+    result = _materialize(replayed_lake, [raw_flights])
+    failed = _checks(result)[("raw_flights", CONTRACT_CHECK)].metadata["failed_partitions"].value
+    assert list(failed) == ["2013-01-03"]
+    assert "values_parse_as_Int16" in failed["2013-01-03"]["reasons"][0]
+    assert replayed_lake.exists("warehouse/raw_flights/2013-01-02.parquet")
