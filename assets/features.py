@@ -78,6 +78,7 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
                           description="One feature row per raw scheduled flight (cancelled keep a NA label)."),
     ],
     code_version="1",
+    output_required=False,
 )
 def flight_features(
     context: dg.AssetExecutionContext, config: FeaturesConfig, storage: LakeStorage, dask: DaskCluster
@@ -87,6 +88,7 @@ def flight_features(
     Joins the flight with its origin's weather at the scheduled hour and its plane's registry entry
     (`ml/features.py`); never uses dep_time, dep_delay, arr_time, arr_delay or air_time as features.
     Cancelled flights stay with a NA label (counted in metadata; training leaves them out).
+    The checks run before anything is written: a range that fails them publishes nothing.
     A day whose raw flights were held back has no features; a day whose weather was held back
     gets missing weather. Long ranges run on the Dask cluster, a day in process.
     """
@@ -121,16 +123,25 @@ def flight_features(
     for key in no_flights:
         context.log.warning(f"flight_features {key}: raw_flights has no Parquet (held back or not ingested)")
 
-    yield dg.Output(
-        {k: frames.get(k) for k in keys},
-        metadata={
-            "engine": engine,
-            "dagster/row_count": rows,
-            "cancelled_flights": cancelled,
-            "partitions_without_raw_flights": dg.MetadataValue.json(no_flights),
-            "partitions_without_weather": dg.MetadataValue.json(sorted(no_weather)),
-        },
-    )
-    yield _check(FEATURE_NULLS_CHECK, feature_checks.null_shares(frames, no_weather))
-    yield _check(LABEL_RATE_CHECK, feature_checks.label_rate(frames), {"cancelled": float(cancelled)})
-    yield _check(ROW_COUNT_CHECK, feature_checks.row_counts_match(frames, raw_rows))
+    checks = [
+        _check(FEATURE_NULLS_CHECK, feature_checks.null_shares(frames, no_weather)),
+        _check(LABEL_RATE_CHECK, feature_checks.label_rate(frames), {"cancelled": float(cancelled)}),
+        _check(ROW_COUNT_CHECK, feature_checks.row_counts_match(frames, raw_rows)),
+    ]
+    if all(c.passed for c in checks):
+        yield dg.Output(
+            {k: frames.get(k) for k in keys},
+            metadata={
+                "engine": engine,
+                "dagster/row_count": rows,
+                "cancelled_flights": cancelled,
+                "partitions_without_raw_flights": dg.MetadataValue.json(no_flights),
+                "partitions_without_weather": dg.MetadataValue.json(sorted(no_weather)),
+            },
+        )
+    else:
+        # Checks run before publishing: features that fail them are never written where training reads.
+        context.log.error(
+            "flight_features not written: " + "; ".join(f"{c.check_name}: {c.description}" for c in checks if not c.passed)
+        )
+    yield from checks

@@ -95,7 +95,7 @@ def evaluate_and_register(context, config, training_set, mlflow, compute) -> Reg
         *[f"{b.name}: {b.detail}" for b in behaviour if not b.passed],
     ]
 
-    fingerprint = training_set.attrs.get("data_fingerprint") or _upstream_fingerprint(context)
+    fingerprint = _upstream_fingerprint(context)
     experiment_id = mlflow.experiment_id()
     client = mlflow.client()
     with mlflow_lib.start_run(experiment_id=experiment_id, run_name=f"delay_model {context.run_id[:8]}") as run:
@@ -183,9 +183,8 @@ def evaluate_and_register(context, config, training_set, mlflow, compute) -> Reg
 
 
 def _upstream_fingerprint(context) -> str:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("training_set"))
-    if event and event.asset_materialization:
-        value = event.asset_materialization.metadata.get("data_fingerprint")
-        if value is not None:
-            return str(value.value)
-    return "unknown"
+    from assets.training import materialization_metadata
+
+    metadata = materialization_metadata(context, "training_set") or {}
+    value = metadata.get("data_fingerprint")
+    return str(value.value) if value is not None else "unknown"

@@ -13,6 +13,22 @@ BEHAVIOUR_CHECK = "behavioural_tests"
 FEATURES_PREFIX = "warehouse/flight_features/"
 
 
+def materialization_metadata(context: dg.AssetExecutionContext, asset: str) -> dict | None:
+    """Metadata of ``asset`` as materialized by this run, or its latest when this run did not make it.
+
+    Reading "the latest" alone would let a concurrent run's model or window slip in between steps.
+    """
+    key = dg.AssetKey(asset)
+    records = context.instance.get_records_for_run(
+        context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    for record in reversed(records):
+        if record.asset_key == key and record.asset_materialization is not None:
+            return record.asset_materialization.metadata
+    event = context.instance.get_latest_materialization_event(key)
+    return event.asset_materialization.metadata if event and event.asset_materialization else None
+
+
 class TrainingWindowConfig(dg.Config):
     window_days: int = 120
     """Days of features in the window, ending at the cutoff."""
@@ -121,16 +137,16 @@ def delay_model(
 def champion_model(context: dg.AssetExecutionContext, mlflow: MlflowRegistry):
     """The registered version behind the `champion` alias: what serving loads.
 
-    Promotes the newest `delay_model` version once its blocking checks passed, by compare-and-swap:
+    Promotes the `delay_model` version of this run (or the newest one, when run alone) once its
+    blocking checks passed, by compare-and-swap:
     only if the champion is still the one the candidate was compared with, so two trainings cannot
     both win. The version records previous_version, promoted_by and the reason as tags.
     """
     from resources.mlflow_registry import CHAMPION_ALIAS
 
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("delay_model"))
-    if event is None or event.asset_materialization is None:
+    metadata = materialization_metadata(context, "delay_model")
+    if metadata is None:
         raise dg.Failure("champion_model: delay_model has never been materialized")
-    metadata = event.asset_materialization.metadata
     version = str(metadata["model_version"].value)
     expected = str(metadata["evaluated_against_champion"].value)
     expected = None if expected == "none" else expected

@@ -75,15 +75,20 @@ class MlflowRegistry(dg.ConfigurableResource):
         client = self.client()
         try:
             client.get_registered_model(self.model_name)
-        except Exception:
+        except Exception as exc:
+            if not _is_not_found(exc):
+                raise
             with contextlib.suppress(Exception):  # another run created it first
                 client.create_registered_model(self.model_name)
 
     def champion_version(self) -> str | None:
+        """The champion's version, None when there is none; a registry that cannot be reached raises."""
         try:
             return str(self.client().get_model_version_by_alias(self.model_name, CHAMPION_ALIAS).version)
-        except Exception:
-            return None
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise
 
     def model_uri(self, version: str) -> str:
         return f"models:/{self.model_name}/{version}"
@@ -133,3 +138,9 @@ class MlflowRegistry(dg.ConfigurableResource):
             for key, value in tags.items():
                 client.set_model_version_tag(self.model_name, version, key, value)
         return current
+
+
+def _is_not_found(exc: Exception) -> bool:
+    """MLflow's answer for a missing model or alias (an unreachable server is not one)."""
+    code = getattr(exc, "error_code", "")
+    return code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"} or "not found" in str(exc).lower()

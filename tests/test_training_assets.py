@@ -148,3 +148,27 @@ def test_dask_engine_gives_the_same_features_as_pandas(lake):
         import pandas as pd
 
         pd.testing.assert_frame_equal(read_warehouse_frame(lake, "flight_features", day), frame)
+
+
+def test_features_that_fail_their_checks_are_not_written(lake):
+    """Training lists feature files: a failed check must mean there is no file to list."""
+    import io
+
+    import pandas as pd
+
+    replay(lake, dt.date(2013, 1, 1), dt.date(2013, 1, 2))
+    resources = {k: v for k, v in chain_resources(lake, None).items() if v is not None}
+    tags = range_tags("2013-01-01", "2013-01-02")
+    assert dg.materialize([raw_flights, raw_weather, planes, airports], resources=resources, tags=tags).success
+    key = "warehouse/raw_flights/2013-01-02.parquet"
+    unknown_planes = pd.read_parquet(io.BytesIO(lake.read_bytes(key))).assign(tailnum="N0000")
+    buffer = io.BytesIO()
+    unknown_planes.to_parquet(buffer, index=False)
+    lake.write_bytes(key, buffer.getvalue())  # an upstream fault no raw check catches: no plane matches
+
+    result = dg.materialize([flight_features], resources=resources, tags=tags, raise_on_error=False)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["feature_null_shares"].passed
+    assert "plane_age" in checks["feature_null_shares"].description
+    assert lake.list("warehouse/flight_features/") == []
+    assert not result.get_asset_materialization_events()
