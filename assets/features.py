@@ -95,6 +95,12 @@ def flight_features(
     from ml import feature_checks
     from resources.parquet_io import read_warehouse_frame
 
+    if dask.scheduler_address and not storage.is_s3:
+        raise dg.Failure(
+            f"flight_features: DASK_SCHEDULER_ADDRESS={dask.scheduler_address} but the lake is the local "
+            f"folder {storage.url}, which remote workers cannot read; set LAKE_URL to an s3:// lake or unset "
+            "DASK_SCHEDULER_ADDRESS"
+        )
     keys = context.partition_keys
     planes_frame = read_warehouse_frame(storage, "planes")
     if planes_frame is None:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 LATE_MINUTES = 15
+WEATHER_REPORT_LAG = pd.Timedelta(hours=1)
 LABEL = "arrived_late"
 
 #: Known only after departure: never a feature, nor anything computed from one.
@@ -49,8 +50,9 @@ def build_features(
 ) -> pd.DataFrame:
     """One row per scheduled flight: keys, pre-departure features, and the label.
 
-    Weather is the origin's observation at the scheduled departure hour (``time_hour``); a day whose
-    weather was held back gives NaN weather, which the model treats as missing. The label is
+    Weather is the origin's last hourly report before the scheduled departure (the one for the
+    previous hour: the report for the departure hour is taken at ~H:51, after an H:mm departure);
+    a day whose weather was held back gives NaN weather, which the model treats as missing. The label is
     ``<NA>`` for cancelled flights (no arrival), so they can be counted and left out of training.
     """
     out = pd.DataFrame(index=flights.index)
@@ -81,9 +83,10 @@ def build_features(
 
     if weather is not None and len(weather):
         observed = weather[["origin", "time_hour", *WEATHER_FEATURES]].drop_duplicates(["origin", "time_hour"])
-        at_departure = flights[["origin", "time_hour"]].merge(
-            observed, on=["origin", "time_hour"], how="left", validate="many_to_one"
-        )
+        # The row for hour H is the report taken near H:51, with that hour's precipitation: for a
+        # flight scheduled at H:mm it is in the future. The last report known before departure is H-1's.
+        known = flights[["origin"]].assign(time_hour=flights["time_hour"] - WEATHER_REPORT_LAG)
+        at_departure = known.merge(observed, on=["origin", "time_hour"], how="left", validate="many_to_one")
         at_departure.index = flights.index
         for column in WEATHER_FEATURES:
             out[column] = at_departure[column].astype("float64")

@@ -29,14 +29,15 @@ def jan1():
     return _day("flights", FLIGHTS, "1", "1"), _day("weather", WEATHER, "1", "1"), planes
 
 
-def test_a_known_flight_gets_its_origin_weather_at_the_scheduled_hour(jan1):
+def test_a_known_flight_gets_the_last_weather_report_before_departure(jan1):
     flights, weather, planes = jan1
     features = build_features(flights, weather, planes)
     ua1545 = features[(features.carrier == "UA") & (features.flight == 1545)].iloc[0]
-    # UA 1545 EWR→IAH, scheduled 05:15 local = 10:00 UTC; EWR weather at 2013-01-01T10:00:00Z
+    # UA 1545 EWR→IAH, scheduled 05:15 local (time_hour 10:00 UTC). The 05:00 report is taken at
+    # ~05:51, after departure; the one known at 05:15 is EWR's 04:00 report, 2013-01-01T09:00:00Z.
     assert ua1545["origin"] == "EWR" and ua1545["dest"] == "IAH"
     assert ua1545["sched_dep_hour"] == pytest.approx(5.25)
-    assert (ua1545["temp"], ua1545["dewp"], ua1545["humid"], ua1545["wind_dir"]) == (39.02, 28.04, 64.43, 260.0)
+    assert (ua1545["temp"], ua1545["dewp"], ua1545["humid"], ua1545["wind_dir"]) == (39.92, 28.04, 62.21, 250.0)
     assert ua1545["wind_speed"] == pytest.approx(12.65858)
     # plane N14228: built 1999, 149 seats
     assert (ua1545["plane_age"], ua1545["plane_seats"]) == (14.0, 149.0)

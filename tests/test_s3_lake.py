@@ -89,3 +89,25 @@ def test_sensor_lists_s3_by_etag(s3_lake):
         dg.build_sensor_context(cursor=context.cursor, resources={"storage": s3_lake}, instance=dg.DagsterInstance.ephemeral())
     )
     assert isinstance(again, dg.SkipReason)
+
+
+def test_features_on_a_scheduler_given_by_address(s3_lake):
+    """DASK_SCHEDULER_ADDRESS routes feature work to that scheduler over TCP; workers read S3 themselves."""
+    from distributed import LocalCluster
+
+    from assets.features import flight_features
+    from resources.compute import DaskCluster
+
+    replay(s3_lake, dt.date(2013, 1, 1), dt.date(2013, 1, 2))
+    tags = range_tags("2013-01-01", "2013-01-02")
+    assert dg.materialize([raw_flights, raw_weather, planes, airports], resources=resources_for(s3_lake), tags=tags).success
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, protocol="tcp",
+                      host="127.0.0.1", dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        resources = {**resources_for(s3_lake), "dask": DaskCluster(scheduler_address=cluster.scheduler_address)}
+        result = dg.materialize([flight_features], resources=resources, tags=tags)
+    assert result.success
+    assert {e.materialization.metadata["engine"].value for e in result.get_asset_materialization_events()} == {"dask"}
+    assert {o.key for o in s3_lake.list("warehouse/flight_features/")} == {
+        "warehouse/flight_features/2013-01-01.parquet", "warehouse/flight_features/2013-01-02.parquet"
+    }
