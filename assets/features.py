@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.ingest import planes, raw_flights, raw_weather
+from assets.ingest import airports, planes, raw_flights, raw_weather
 from assets.partitions import daily_partitions
 from resources.compute import DaskCluster
 from resources.storage import LakeStorage
@@ -34,6 +34,9 @@ def features_for_days(storage: LakeStorage, days: list[str], planes_frame=None) 
 
     if planes_frame is None:
         planes_frame = read_warehouse_frame(storage, "planes")
+    airports_frame = read_warehouse_frame(storage, "airports")
+    if airports_frame is None:
+        raise FileNotFoundError("flight_features: the airports table is missing; materialize `airports` first")
     flights = {d: read_warehouse_frame(storage, "raw_flights", d) for d in days}
     weather = {d: read_warehouse_frame(storage, "raw_weather", d) for d in days}
     present = [d for d in days if flights[d] is not None]
@@ -43,7 +46,7 @@ def features_for_days(storage: LakeStorage, days: list[str], planes_frame=None) 
     all_flights = pd.concat([flights[d] for d in present], ignore_index=True)
     observed = [w for d, w in weather.items() if w is not None and d in present]
     all_weather = pd.concat(observed, ignore_index=True) if observed else None
-    features = build_features(all_flights, all_weather, planes_frame)
+    features = build_features(all_flights, all_weather, planes_frame, airports_frame)
     for day, rows in features.groupby("date", sort=False):
         out[day] = (rows.reset_index(drop=True), weather[day] is not None, len(flights[day]))
     return out
@@ -68,7 +71,7 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="features",
     kinds={"pandas", "dask"},
-    deps=[raw_flights, raw_weather, planes],
+    deps=[raw_flights, raw_weather, planes, airports],
     check_specs=[
         dg.AssetCheckSpec(FEATURE_NULLS_CHECK, asset="flight_features", blocking=True,
                           description="Null share of each feature within its limit (ml/feature_checks.py)."),

@@ -45,10 +45,31 @@ def _hours(hhmm: pd.Series) -> pd.Series:
     return np.floor(values / 100) + (values % 100) / 60
 
 
+def scheduled_block_minutes(flights: pd.DataFrame, airports: pd.DataFrame) -> pd.Series:
+    """Scheduled gate-to-gate minutes: departure in New York time, arrival in the destination's zone.
+
+    NaN where the destination's time zone is unknown (the 2013 airports table lacks Puerto Rico and
+    the Virgin Islands): a naive clock difference would be off by the zones crossed.
+    """
+    departure = flights["time_hour"] + pd.to_timedelta(flights["minute"].astype("float64"), unit="min")
+    day = pd.to_datetime({"year": flights["year"], "month": flights["month"], "day": flights["day"]})
+    hhmm = flights["sched_arr_time"].astype("float64")
+    local_arrival = day + pd.to_timedelta(np.floor(hhmm / 100) * 60 + hhmm % 100, unit="min")
+    zones = flights["dest"].map(airports.drop_duplicates("faa").set_index("faa")["tzone"])
+    arrival = pd.Series(pd.NaT, index=flights.index, dtype="datetime64[ns, UTC]")
+    for zone, rows in local_arrival.groupby(zones, sort=False):
+        arrival.loc[rows.index] = rows.dt.tz_localize(
+            str(zone), ambiguous="NaT", nonexistent="shift_forward"
+        ).dt.tz_convert("UTC")
+    return ((arrival - departure).dt.total_seconds() / 60) % 1440
+
+
 def build_features(
-    flights: pd.DataFrame, weather: pd.DataFrame | None, planes: pd.DataFrame
+    flights: pd.DataFrame, weather: pd.DataFrame | None, planes: pd.DataFrame, airports: pd.DataFrame
 ) -> pd.DataFrame:
     """One row per scheduled flight: keys, pre-departure features, and the label.
+
+    ``airports`` gives destination time zones (for the scheduled block time).
 
     Weather is the origin's last hourly report before the scheduled departure (the one for the
     previous hour: the report for the departure hour is taken at ~H:51, after an H:mm departure);
@@ -64,7 +85,7 @@ def build_features(
         out[column] = flights[column]
     out["sched_dep_hour"] = _hours(flights["sched_dep_time"])
     out["sched_arr_hour"] = _hours(flights["sched_arr_time"])
-    out["scheduled_block_minutes"] = ((out["sched_arr_hour"] - out["sched_dep_hour"]) * 60) % 1440
+    out["scheduled_block_minutes"] = scheduled_block_minutes(flights, airports)
     out["distance"] = flights["distance"].astype("float64")
     out["day_of_week"] = stamp.dt.dayofweek.astype("float64")
     # How busy the published schedule is: known days ahead.

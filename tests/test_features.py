@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.contracts import FLIGHTS, PLANES, WEATHER
+from ml.contracts import AIRPORTS, FLIGHTS, PLANES, WEATHER
 from ml.features import (
     FEATURE_COLUMNS,
     LABEL,
@@ -24,14 +24,19 @@ def _day(table: str, contract, month: str, day: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def jan1():
+def airports():
+    return parse_frame(read_table("airports"), AIRPORTS, "airports").frame
+
+
+@pytest.fixture(scope="module")
+def jan1(airports):
     planes = parse_frame(read_table("planes"), PLANES, "planes").frame
-    return _day("flights", FLIGHTS, "1", "1"), _day("weather", WEATHER, "1", "1"), planes
+    return _day("flights", FLIGHTS, "1", "1"), _day("weather", WEATHER, "1", "1"), planes, airports
 
 
 def test_a_known_flight_gets_the_last_weather_report_before_departure(jan1):
-    flights, weather, planes = jan1
-    features = build_features(flights, weather, planes)
+    flights, weather, planes, airports = jan1
+    features = build_features(flights, weather, planes, airports)
     ua1545 = features[(features.carrier == "UA") & (features.flight == 1545)].iloc[0]
     # UA 1545 EWR→IAH, scheduled 05:15 local (time_hour 10:00 UTC). The 05:00 report is taken at
     # ~05:51, after departure; the one known at 05:15 is EWR's 04:00 report, 2013-01-01T09:00:00Z.
@@ -45,24 +50,24 @@ def test_a_known_flight_gets_the_last_weather_report_before_departure(jan1):
 
 
 def test_no_feature_is_known_only_after_departure(jan1):
-    flights, weather, planes = jan1
+    flights, weather, planes, airports = jan1
     assert not set(FEATURE_COLUMNS) & set(POST_DEPARTURE_COLUMNS)
-    before = build_features(flights, weather, planes)
+    before = build_features(flights, weather, planes, airports)
     rng = np.random.default_rng(0)
     scrambled = flights.copy()
     for column in POST_DEPARTURE_COLUMNS:
         values = scrambled[column].to_numpy(copy=True)
         rng.shuffle(values)
         scrambled[column] = values
-    after = build_features(scrambled, weather, planes)
+    after = build_features(scrambled, weather, planes, airports)
     # nothing but the label may move when post-departure facts change
     pd.testing.assert_frame_equal(before[list(FEATURE_COLUMNS)], after[list(FEATURE_COLUMNS)])
     assert not before[LABEL].equals(after[LABEL])
 
 
 def test_label_and_cancelled_flights(jan1):
-    flights, weather, planes = jan1
-    features = build_features(flights, weather, planes)
+    flights, weather, planes, airports = jan1
+    features = build_features(flights, weather, planes, airports)
     delay = flights["arr_delay"]
     assert features[LABEL].isna().sum() == delay.isna().sum() > 0  # cancelled: no label, still a row
     labelled = delay.notna().to_numpy()
@@ -74,21 +79,34 @@ def test_label_and_cancelled_flights(jan1):
 
 
 def test_held_back_weather_leaves_weather_missing_not_the_flight(jan1):
-    flights, _, planes = jan1
-    features = build_features(flights, None, planes)
+    flights, _, planes, airports = jan1
+    features = build_features(flights, None, planes, airports)
     assert len(features) == len(flights)
     assert features[list(WEATHER_FEATURES)].isna().all().all()
 
 
 def test_unknown_plane_gets_missing_plane_features(jan1):
-    flights, weather, planes = jan1
-    features = build_features(flights.assign(tailnum="NOPE1"), weather, planes)
+    flights, weather, planes, airports = jan1
+    features = build_features(flights.assign(tailnum="NOPE1"), weather, planes, airports)
     assert features["plane_age"].isna().all() and features["plane_seats"].isna().all()
 
 
 def test_schedule_busyness_counts_departures_of_the_same_origin_hour(jan1):
-    flights, weather, planes = jan1
-    features = build_features(flights, weather, planes)
+    flights, weather, planes, airports = jan1
+    features = build_features(flights, weather, planes, airports)
     row = features.iloc[0]
     same = flights[(flights.origin == row["origin"]) & (flights.hour == flights.iloc[0]["hour"])]
     assert row["origin_hour_departures"] == len(same)
+
+
+def test_scheduled_block_time_crosses_time_zones(jan1):
+    """JFK→LAX 06:00→09:17 local is 6 h 17 min gate to gate, not 3 h 17 min."""
+    flights, weather, planes, airports = jan1
+    features = build_features(flights, weather, planes, airports)
+    lax = features[(features.origin == "JFK") & (features.dest == "LAX") & (features.sched_dep_time == 600)]
+    assert not lax.empty
+    row = flights.loc[lax.index[0]]
+    expected = (int(row.sched_arr_time) // 100 * 60 + int(row.sched_arr_time) % 100) - 6 * 60 + 3 * 60
+    assert lax.iloc[0]["scheduled_block_minutes"] == expected
+    sju = features[features.dest == "SJU"]
+    assert len(sju) > 0 and sju["scheduled_block_minutes"].isna().all()  # no time zone for San Juan in the 2013 table

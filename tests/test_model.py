@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ml.contracts import FLIGHTS, PLANES, WEATHER
+from ml.contracts import AIRPORTS, FLIGHTS, PLANES, WEATHER
 from ml.dataset import TEST, TRAIN, VALIDATION, WindowSpec, assign_splits, split_days
 from ml.evaluate import behavioural_suite, classification_metrics, labels
 from ml.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, build_features
@@ -26,6 +26,7 @@ def three_weeks() -> pd.DataFrame:
         parse_frame(keep(flights), FLIGHTS, "f").frame,
         parse_frame(keep(weather), WEATHER, "w").frame,
         parse_frame(read_table("planes"), PLANES, "p").frame,
+        parse_frame(read_table("airports"), AIRPORTS, "a").frame,
     )
     days = sorted(features["date"].unique())
     return assign_splits(features, split_days(days, WindowSpec(validation_days=3, test_days=4)))
