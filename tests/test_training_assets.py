@@ -112,7 +112,7 @@ def test_a_candidate_that_fails_its_checks_stays_registered_but_never_champion(f
 def test_against_a_real_mlflow_server(featured_lake, tmp_path):
     """The same training and promotion over HTTP: `mlflow server` on 127.0.0.1 with proxied artifacts."""
     from resources.mlflow_registry import MlflowRegistry
-    from tests.mlflow_server import mlflow_server
+    from tests.servers import mlflow_server
 
     lake, instance = featured_lake
     with mlflow_server(tmp_path / "server") as url:
