@@ -13,6 +13,9 @@ import dagster as dg
 
 from resources import settings
 
+BASELINE_CHECK = "reaches_baseline"
+CHAMPION_CHECK = "not_worse_than_champion"
+BEHAVIOUR_CHECK = "behavioural_tests"
 PYFUNC_FILE = Path(__file__).resolve().parents[1] / "resources" / "delay_pyfunc.py"
 ML_PACKAGE = Path(__file__).resolve().parents[1] / "ml"
 
@@ -162,12 +165,12 @@ def evaluate_and_register(context, config, training_set, mlflow, compute) -> Reg
     }
     checks = [
         dg.AssetCheckResult(
-            check_name="reaches_baseline", passed=beats_baseline,
+            check_name=BASELINE_CHECK, passed=beats_baseline,
             description=f"model {model_metrics['roc_auc']:.4f} vs baseline {baseline_metrics['roc_auc']:.4f} (tolerance {config.baseline_tolerance})",
             metadata={"model_roc_auc": model_metrics["roc_auc"], "baseline_roc_auc": baseline_metrics["roc_auc"]},
         ),
         dg.AssetCheckResult(
-            check_name="not_worse_than_champion", passed=beats_champion,
+            check_name=CHAMPION_CHECK, passed=beats_champion,
             description=(
                 f"model {model_metrics['roc_auc']:.4f} vs champion v{champion} {champion_metrics['roc_auc']:.4f}"
                 if champion_metrics else "no champion yet"
@@ -175,7 +178,7 @@ def evaluate_and_register(context, config, training_set, mlflow, compute) -> Reg
             metadata={"champion_version": champion or "none"},
         ),
         dg.AssetCheckResult(
-            check_name="behavioural_tests", passed=behaves,
+            check_name=BEHAVIOUR_CHECK, passed=behaves,
             description="; ".join(f"{b.name}: {'ok' if b.passed else 'FAILED'} ({b.detail})" for b in behaviour),
         ),
     ]

@@ -3,13 +3,12 @@
 import dagster as dg
 
 from assets.features import flight_features
+from assets.partitions import daily_partitions
 from resources.compute import DaskCluster, TorchCompute
 from resources.mlflow_registry import MlflowRegistry
 from resources.storage import LakeStorage
 
-BASELINE_CHECK = "reaches_baseline"
-CHAMPION_CHECK = "not_worse_than_champion"
-BEHAVIOUR_CHECK = "behavioural_tests"
+from assets.model_registry import BASELINE_CHECK, BEHAVIOUR_CHECK, CHAMPION_CHECK
 FEATURES_PREFIX = "warehouse/flight_features/"
 
 
@@ -53,10 +52,8 @@ def training_set(
     import dask.dataframe as dd
 
     from ml.dataset import SPLIT, WindowSpec, assign_splits, fingerprint, split_days, window_days
-    from ml.landing import partition_of
-
     stored = {o.key.rsplit("/", 1)[-1].removesuffix(".parquet"): o for o in storage.list(FEATURES_PREFIX)}
-    available = [d for d in stored if partition_of(f"date={d}.csv")]
+    available = [d for d in stored if daily_partitions.has_partition_key(d)]
     spec = WindowSpec(config.window_days, config.cutoff, config.validation_days, config.test_days)
     days = window_days(available, spec)
     if not days:

@@ -119,15 +119,3 @@ def build_features(
     out[LABEL] = (delay >= LATE_MINUTES).astype("Int8").where(delay.notna(), pd.NA)
     return out[list(OUTPUT_COLUMNS)].reset_index(drop=True)
 
-
-def feature_summary(features: pd.DataFrame) -> dict[str, float]:
-    """Figures the checks and the UI need: rows, cancelled, label rate, null share per feature."""
-    labelled = features[LABEL].notna()
-    summary = {
-        "rows": float(len(features)),
-        "cancelled": float((~labelled).sum()),
-        "label_rate": float(features.loc[labelled, LABEL].astype("float64").mean()) if labelled.any() else float("nan"),
-    }
-    for column in FEATURE_COLUMNS:
-        summary[f"null_share/{column}"] = float(features[column].isna().mean()) if len(features) else 0.0
-    return summary

@@ -1,7 +1,6 @@
 """Compute: the torch device for training, and the Dask cluster for feature ranges and training windows."""
 
 import contextlib
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,6 +56,3 @@ class DaskCluster(dg.ConfigurableResource):
         ) as cluster, Client(cluster) as client:
             yield client
 
-
-def dask_scheduler_from_env() -> str | None:
-    return os.environ.get("DASK_SCHEDULER_ADDRESS") or None

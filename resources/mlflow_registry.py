@@ -71,16 +71,6 @@ class MlflowRegistry(dg.ConfigurableResource):
             return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}"
         return f"{self.tracking_uri} run {run_id} (mlflow ui --backend-store-uri {self.tracking_uri})"
 
-    def ensure_registered_model(self) -> None:
-        client = self.client()
-        try:
-            client.get_registered_model(self.model_name)
-        except Exception as exc:
-            if not _is_not_found(exc):
-                raise
-            with contextlib.suppress(Exception):  # another run created it first
-                client.create_registered_model(self.model_name)
-
     def champion_version(self) -> str | None:
         """The champion's version, None when there is none; a registry that cannot be reached raises."""
         try:

@@ -105,12 +105,9 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
                 "partitions_written": written,
                 "stale_files_removed": removed,
                 "dagster/row_count": rows,
-                "path": dg.MetadataValue.path(str(self._base_path_for(context))),
+                "path": dg.MetadataValue.path(str(self._get_path_without_extension(context))),
             }
         )
-
-    def _base_path_for(self, context: dg.OutputContext) -> UPath:
-        return self._get_path_without_extension(context)
 
     def load_input(self, context: dg.InputContext) -> Any:
         annotation = getattr(context.dagster_type, "typing_type", None)

@@ -5,13 +5,13 @@ import pandas as pd
 import pytest
 
 from ml.contracts import AIRPORTS, FLIGHTS, PLANES, WEATHER
+from ml.feature_checks import label_rate
 from ml.features import (
     FEATURE_COLUMNS,
     LABEL,
     POST_DEPARTURE_COLUMNS,
     WEATHER_FEATURES,
     build_features,
-    feature_summary,
 )
 from ml.parsing import parse_frame
 from ml.reference_data import read_table
@@ -73,9 +73,8 @@ def test_label_and_cancelled_flights(jan1):
     labelled = delay.notna().to_numpy()
     assert (features[LABEL][labelled].astype(int).to_numpy() == (delay[labelled] >= 15).astype(int).to_numpy()).all()
     assert len(features) == len(flights)
-    summary = feature_summary(features)
-    assert summary["cancelled"] == delay.isna().sum()
-    assert 0.05 < summary["label_rate"] < 0.6
+    rate = label_rate({"2013-01-01": features})
+    assert rate.passed and 0.05 < rate.values["label_rate"] < 0.6
 
 
 def test_held_back_weather_leaves_weather_missing_not_the_flight(jan1):

@@ -8,8 +8,8 @@ from resources.mlflow_registry import CHAMPION_ALIAS, PromotionConflict
 
 
 def _versions(registry, count: int) -> list[str]:
-    registry.ensure_registered_model()
     client = registry.client()
+    client.create_registered_model(registry.model_name)
     return [
         str(client.create_model_version(registry.model_name, source=f"file:///models/candidate-{i}").version)
         for i in range(count)
