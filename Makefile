@@ -5,8 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export DATA_DIR ?= $(CURDIR)/data
+export BENTOML_HOME ?= $(DATA_DIR)/bentoml
+export BENTOML_DO_NOT_TRACK ?= true
+SERVE_PORT ?= 3001
 
-.PHONY: install run dev test test-fast check-data validate lock clean
+.PHONY: install run dev serve test test-fast check-data validate lock clean
 
 install: $(STAMP)
 
@@ -29,6 +33,10 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 ## the Dagster UI (and daemon, so sensors and schedules run) on http://127.0.0.1:3000
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## serve the newest Bento (built by `make run`) on http://127.0.0.1:$(SERVE_PORT); SERVICE_API_TOKEN turns on auth
+serve: $(STAMP)
+	$(BIN)/bentoml serve flight_delay_service:latest --host 127.0.0.1 -p $(SERVE_PORT)
 
 ## the whole suite (slow tests included), then the asset checks on a sample of real days
 test: $(STAMP)

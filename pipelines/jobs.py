@@ -20,6 +20,16 @@ features_job = dg.define_asset_job(
 
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.groups("training"),
-    description="training_set → delay_model (MLflow, gated by checks) → champion_model (alias promotion).",
+    selection=dg.AssetSelection.groups("training") | dg.AssetSelection.assets("bento"),
+    description=(
+        "training_set → delay_model (MLflow, gated by checks) → champion_model (alias promotion)"
+        " → bento (parity-checked over HTTP)."
+    ),
+)
+
+batch_predictions_job = dg.define_asset_job(
+    "batch_predictions_job",
+    selection=dg.AssetSelection.assets("batch_predictions"),
+    partitions_def=daily_partitions,
+    description="The champion scores feature days in batch (a range is one step).",
 )

@@ -1,7 +1,8 @@
 """``make run``: replay real days into the lake and run the chain over them, on embedded defaults.
 
 ingest_job and features_job run over the range as one run each (single-run backfills);
-training_job then trains on the window, registers the model in MLflow and promotes a champion.
+training_job then trains on the window, registers the model in MLflow, promotes a champion and
+builds its Bento (parity-checked over HTTP); batch_predictions_job scores the last day in batch.
 
 The run goes to the instance in ``DAGSTER_HOME`` (the Makefile sets ``.dagster_home``), the same
 one ``make dev`` opens, so it shows in the UI.
@@ -46,11 +47,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"  note: {job} reports FAILURE because a blocking check held partitions back (above);"
                 " the others were written and the chain goes on without the held-back ones."
             )
+    last_day = args.end.isoformat()
+    scoring = run_job_over_range("batch_predictions_job", last_day, last_day, instance)
+    print("\n".join(scoring.lines()))
     print(_model_summary(instance))
     print(f"Parquet under {storage.uri('warehouse')}; quarantined files under {storage.uri('quarantine')}")
     print("See the runs in the UI: make dev  (http://127.0.0.1:3000)")
     training = reports[-1]
-    return 0 if training.success and not training.failed_checks else 1
+    return 0 if training.success and not training.failed_checks and scoring.success else 1
 
 
 def _model_summary(instance) -> str:
@@ -69,6 +73,13 @@ def _model_summary(instance) -> str:
     if champion is not None:
         cm = {k: v.value for k, v in champion.asset_materialization.metadata.items()}
         line += f"\nchampion: v{cm['champion_version']} (previous {cm['previous_version']}) = {cm['model_uri']}"
+    bento = instance.get_latest_materialization_event(dg.AssetKey("bento"))
+    if bento is not None:
+        bm = {k: v.value for k, v in bento.asset_materialization.metadata.items()}
+        line += (
+            f"\nbento: {bm['bento_tag']} (model v{bm['model_version']}, {bm['size_bytes'] / 1e3:.0f} kB);"
+            " serve it with: make serve"
+        )
     return line
 
 

@@ -8,6 +8,7 @@ from resources import settings
 from resources.compute import DaskCluster, TorchCompute
 from resources.mlflow_registry import MlflowRegistry
 from resources.parquet_io import LakeParquetIOManager
+from resources.serving import BentoServing
 from resources.storage import LakeStorage
 
 
@@ -29,6 +30,9 @@ def resources_from_env() -> dict[str, object]:
         "mlflow": mlflow_registry_from_env(),
         "compute": TorchCompute(device=settings.torch_device()),
         "dask": DaskCluster(scheduler_address=settings.dask_scheduler_address()),
+        "serving": BentoServing(
+            bentoml_home=settings.bentoml_home(), prediction_log_url=settings.prediction_log_url()
+        ),
     }
 
 

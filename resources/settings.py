@@ -33,6 +33,16 @@ def s3_sse() -> str | None:
     return None if value.lower() in {"", "none", "off"} else value
 
 
+def bentoml_home() -> str:
+    """``BENTOML_HOME``: BentoML's model and Bento stores; a folder under the data dir by default."""
+    return os.environ.get("BENTOML_HOME") or str(data_dir() / "bentoml")
+
+
+def prediction_log_url() -> str:
+    """``PREDICTION_LOG_URL``: where the service logs predictions; ``predictions/`` in the lake by default."""
+    return os.environ.get("PREDICTION_LOG_URL") or f"{lake_url().rstrip('/')}/predictions"
+
+
 def mlflow_tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI``: an ``mlflow server`` URL in production; SQLite under the data dir by default."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir() / 'mlflow' / 'mlflow.db'}"

@@ -1,0 +1,1 @@
+"""Online and batch inference for the delay model. Imports `ml/`, never dagster or mlflow."""

@@ -1,0 +1,147 @@
+"""The prediction log: every scored flight, appended in batches to ``predictions/date=…/…parquet``.
+
+Requests only append rows to an in-memory buffer under a lock; a background thread writes a Parquet
+file per flush (``flush_rows`` rows or ``flush_seconds``, and at shutdown), so storage latency never
+reaches a response. Files are partitioned by the flight's scheduled date, the key delayed labels
+and monitoring join on. ``url`` is a local folder or ``s3://bucket/prefix`` (s3fs; ``AWS_ENDPOINT_URL``
+and ``LAKE_SSE`` as for the lake).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS_PREFIX = "predictions"
+SCORE = "delay_probability"
+
+
+def partition_key(day: str) -> str:
+    """Key prefix (relative to the lake) of one day's prediction files."""
+    return f"{PREDICTIONS_PREFIX}/date={day}/"
+
+
+def default_url() -> str:
+    """``PREDICTION_LOG_URL``, else ``$LAKE_URL/predictions``, else ``$DATA_DIR/lake/predictions``."""
+    if os.environ.get("PREDICTION_LOG_URL"):
+        return os.environ["PREDICTION_LOG_URL"]
+    lake = os.environ.get("LAKE_URL") or str(Path(os.environ.get("DATA_DIR") or "data").resolve() / "lake")
+    return f"{lake.rstrip('/')}/{PREDICTIONS_PREFIX}"
+
+
+def _filesystem(url: str):
+    import fsspec
+
+    if url.startswith("s3://"):
+        options: dict = {}
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            options["client_kwargs"] = {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}
+        sse = os.environ.get("LAKE_SSE", "AES256")
+        if sse.lower() not in {"", "none", "off"}:
+            options["s3_additional_kwargs"] = {"ServerSideEncryption": sse}
+        return fsspec.filesystem("s3", **options), url[len("s3://") :]
+    return fsspec.filesystem("file"), str(Path(url).resolve())
+
+
+class PredictionLog:
+    """Buffered, append-only writer of prediction rows (thread-safe; call ``close`` to flush the rest)."""
+
+    def __init__(self, url: str, flush_rows: int = 10_000, flush_seconds: float = 5.0):
+        self.url = url
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._fs, self._root = _filesystem(url)
+        self._local = not url.startswith("s3://")  # local files appear whole: write aside, then rename
+        self._rows: list[pd.DataFrame] = []
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self.files_written = 0
+        self.rows_dropped = 0
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def append(self, rows: pd.DataFrame) -> None:
+        with self._lock:
+            self._rows.append(rows)
+            self._pending += len(rows)
+            if self._pending >= self.flush_rows:
+                self._wake.set()
+
+    def _take(self) -> pd.DataFrame | None:
+        with self._lock:
+            if not self._rows:
+                return None
+            frames, self._rows, self._pending = self._rows, [], 0
+        return pd.concat(frames, ignore_index=True)
+
+    def flush(self) -> int:
+        """Write what is buffered now; returns the rows written. Failed writes are kept for the next try."""
+        frame = self._take()
+        if frame is None:
+            return 0
+        try:
+            for day, rows in frame.groupby("date", sort=False):
+                self._write(str(day), rows)
+        except Exception:
+            logger.exception("prediction log: write to %s failed; keeping %d rows for the next flush", self.url, len(frame))
+            with self._lock:
+                self._rows.insert(0, frame)
+                self._pending += len(frame)
+            return 0
+        return len(frame)
+
+    def _write(self, day: str, rows: pd.DataFrame) -> None:
+        buffer = io.BytesIO()
+        rows.reset_index(drop=True).to_parquet(buffer, index=False)
+        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}.parquet"
+        folder = f"{self._root}/date={day}"
+        path = f"{folder}/{name}"
+        if self._local:
+            self._fs.makedirs(folder, exist_ok=True)
+            partial = f"{folder}/.{name}.partial"
+            self._fs.pipe_file(partial, buffer.getvalue())
+            self._fs.mv(partial, path)
+        else:
+            self._fs.pipe_file(path, buffer.getvalue())
+        self.files_written += 1
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            self.flush()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self.flush()
+
+
+def read_prediction_log(url: str, days: Iterable[str] | None = None) -> pd.DataFrame:
+    """All logged predictions of ``days`` (every day when None) as one frame; empty when none."""
+    fs, root = _filesystem(url)
+    if days is None:
+        folders = [p for p in fs.glob(f"{root}/date=*") if fs.isdir(p)]
+    else:
+        folders = [f"{root}/date={d}" for d in days]
+    frames = []
+    for folder in folders:
+        if not fs.exists(folder):
+            continue
+        for path in sorted(fs.glob(f"{folder}/*.parquet")):
+            with fs.open(path, "rb") as handle:
+                frames.append(pd.read_parquet(handle))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
