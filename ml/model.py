@@ -92,13 +92,19 @@ class ModelUnit:
         network = DelayNet(preprocessor.cardinalities, preprocessor.numeric_width, config, monotone)
         return cls(preprocessor, config, network)
 
-    @torch.no_grad()
     def predict_proba(self, frame: pd.DataFrame, batch_size: int = 65_536) -> np.ndarray:
         """Probability that each flight arrives 15+ minutes late."""
+        return self.predict_encoded(*self.preprocessor.transform(frame), batch_size=batch_size)
+
+    def predict_records(self, records) -> np.ndarray:
+        """``predict_proba`` for a few rows given as mappings (an online batch)."""
+        return self.predict_encoded(*self.preprocessor.transform_records(records))
+
+    @torch.no_grad()
+    def predict_encoded(self, cats: np.ndarray, numbers: np.ndarray, batch_size: int = 65_536) -> np.ndarray:
         self.network.eval()
-        cats, numbers = self.preprocessor.transform(frame)
         out = []
-        for start in range(0, len(frame), batch_size):
+        for start in range(0, len(cats), batch_size):
             logits = self.network(
                 torch.from_numpy(cats[start : start + batch_size]),
                 torch.from_numpy(numbers[start : start + batch_size]),

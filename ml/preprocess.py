@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -49,13 +50,37 @@ class Preprocessor:
             lookup = pd.Index(vocab)
             codes = lookup.get_indexer(frame[column].astype("string").fillna("\x00"))
             cats[:, i] = np.where(codes < 0, UNKNOWN_INDEX, codes + 1)
-        raw = frame[self.numeric].astype("float64").to_numpy()
+        return cats, self.scale(frame[self.numeric].astype("float64").to_numpy())
+
+    def transform_records(self, records: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarray]:
+        """``transform`` for a few rows given as mappings (an online batch), without building a DataFrame.
+
+        Same result as ``transform`` (a test holds them equal); ~10× cheaper for tens of rows, where
+        pandas' fixed cost per call dominates.
+        """
+        indices = self._indices()
+        cats = np.array(
+            [[index.get(r[c], UNKNOWN_INDEX) for c, index in indices] for r in records], dtype=np.int64
+        ).reshape(len(records), len(indices))
+        raw = np.array(
+            [[np.nan if r[c] is None else r[c] for c in self.numeric] for r in records], dtype=np.float64
+        ).reshape(len(records), len(self.numeric))
+        return cats, self.scale(raw)
+
+    def scale(self, raw: np.ndarray) -> np.ndarray:
+        """Clip to the training range, standardise, zero the missing and append their flags."""
         missing = np.isnan(raw)
         clipped = np.clip(raw, np.asarray(self.lows), np.asarray(self.highs))
         scaled = (clipped - np.asarray(self.means)) / np.asarray(self.stds)
         scaled[missing] = 0.0
-        numbers = np.concatenate([scaled, missing.astype(np.float64)], axis=1).astype(np.float32)
-        return cats, numbers
+        return np.concatenate([scaled, missing.astype(np.float64)], axis=1).astype(np.float32)
+
+    def _indices(self) -> list[tuple[str, dict[str, int]]]:
+        if getattr(self, "_index_cache", None) is None:
+            self._index_cache = [
+                (column, {value: i + 1 for i, value in enumerate(vocab)}) for column, vocab in self.categorical.items()
+            ]
+        return self._index_cache
 
     def to_dict(self) -> dict:
         return asdict(self)

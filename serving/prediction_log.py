@@ -20,10 +20,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from ml.features import NUMERIC_FEATURES
+
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_PREFIX = "predictions"
 SCORE = "delay_probability"
+LOG_DTYPES = {
+    "request_id": "string", "date": "string", "carrier": "string", "flight": "Int64", "origin": "string",
+    "dest": "string", **{c: "float64" for c in NUMERIC_FEATURES}, "served_at": "datetime64[ns, UTC]",
+    "model_version": "string", SCORE: "float64", "inference_ms": "float64", "batch_size": "int64",
+}
+"""One schema for every prediction log file, whatever a request left out."""
 
 
 def partition_key(day: str) -> str:
@@ -62,7 +70,7 @@ class PredictionLog:
         self.flush_seconds = flush_seconds
         self._fs, self._root = _filesystem(url)
         self._local = not url.startswith("s3://")  # local files appear whole: write aside, then rename
-        self._rows: list[pd.DataFrame] = []
+        self._rows: list[dict] = []
         self._pending = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -72,9 +80,10 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def append(self, rows: pd.DataFrame) -> None:
+    def append(self, rows: list[dict]) -> None:
+        """Queue rows (one mapping per prediction); the frame is built off the request path, at flush."""
         with self._lock:
-            self._rows.append(rows)
+            self._rows.extend(rows)
             self._pending += len(rows)
             if self._pending >= self.flush_rows:
                 self._wake.set()
@@ -83,8 +92,9 @@ class PredictionLog:
         with self._lock:
             if not self._rows:
                 return None
-            frames, self._rows, self._pending = self._rows, [], 0
-        return pd.concat(frames, ignore_index=True)
+            rows, self._rows, self._pending = self._rows, [], 0
+        frame = pd.DataFrame.from_records(rows)
+        return frame.astype({c: t for c, t in LOG_DTYPES.items() if c in frame.columns})
 
     def flush(self) -> int:
         """Write what is buffered now; returns the rows written. Failed writes are kept for the next try."""
@@ -97,7 +107,7 @@ class PredictionLog:
         except Exception:
             logger.exception("prediction log: write to %s failed; keeping %d rows for the next flush", self.url, len(frame))
             with self._lock:
-                self._rows.insert(0, frame)
+                self._rows[:0] = frame.to_dict("records")
                 self._pending += len(frame)
             return 0
         return len(frame)

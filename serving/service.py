@@ -7,28 +7,23 @@ The champion arrives as one BentoML model (``flight_delay:<tag>``) holding the s
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 import uuid
 
 import bentoml
 import numpy as np
-import pandas as pd
 
 from ml.model import ModelUnit
 from serving.middleware import BearerTokenAuth, BodySizeLimit
 from serving.prediction_log import SCORE, PredictionLog, default_url
-from serving.schema import REQUEST_COLUMNS, Flights, Prediction
+from serving.schema import Flights, Prediction
 
 MODEL_NAME = "flight_delay"
 MODEL_TAG = os.environ.get("FLIGHT_DELAY_MODEL_TAG") or f"{MODEL_NAME}:latest"
 UNIT_FOLDER = "unit"
 
-LOG_DTYPES = {
-    "date": "string", "carrier": "string", "flight": "Int64", "origin": "string", "dest": "string",
-    **{c: "float64" for c in REQUEST_COLUMNS[5:]},
-}
-"""One schema for every prediction log file, whatever a request left out."""
 
 SCORE_HISTOGRAM = bentoml.metrics.Histogram(
     name="flight_delay_score",
@@ -45,9 +40,15 @@ MODEL_INFO = bentoml.metrics.Gauge(
 @bentoml.service(
     name="flight_delay_service",
     traffic={"timeout": 10, "max_concurrency": 1024},
-    workers=int(os.environ.get("SERVICE_WORKERS", "1")),
+    # two processes on 2 cores: one's event loop parses and answers while the other's batch holds
+    # its GIL (bench/serve_load.py: ~1.5x req/s at 64 clients vs one worker); ~0.4 GB RSS each
+    workers=int(os.environ.get("SERVICE_WORKERS", "2")),
     logging={"access": {"enabled": os.environ.get("SERVICE_ACCESS_LOG", "false").lower() == "true"}},
     metrics={"enabled": True},
+    # BentoML's OpenTelemetry middleware builds spans for every request even at its default sample
+    # rate of 0 (~0.5-1 ms of event-loop CPU per request here, bench/serve_profile.py): /predict is
+    # left out unless SERVICE_TRACING=true (then also set BentoML's tracing.sample_rate).
+    tracing={} if os.environ.get("SERVICE_TRACING", "false").lower() == "true" else {"excluded_urls": ["/predict"]},
 )
 class FlightDelay:
     model = bentoml.models.BentoModel(MODEL_TAG)
@@ -70,27 +71,34 @@ class FlightDelay:
     def close_prediction_log(self) -> None:
         self.prediction_log.close()
 
-    @bentoml.api(route="/predict", batchable=True, max_batch_size=256, max_latency_ms=50)
+    @bentoml.api(
+        route="/predict",
+        batchable=True,
+        max_batch_size=256,
+        # the batcher's shedding threshold (503 once a request's estimated wait passes it), not a wait:
+        # a batch costs ~15 ms of pandas whatever its size, so 50 ms shed most requests at 16+ clients
+        # on 2 cores; 1 s sheds only a real overload, well inside the 10 s request timeout.
+        max_latency_ms=1_000,
+    )
     def predict(self, flights: Flights) -> list[Prediction]:
         """P(arrives 15+ minutes late) for each flight; every prediction is logged.
 
         Adaptive batching merges concurrent requests into one call of up to ``max_batch_size`` flights.
         """
         started = time.perf_counter()
-        frame = pd.DataFrame([f.__dict__ for f in flights], columns=list(REQUEST_COLUMNS)).astype(LOG_DTYPES)
-        scores = self.unit.predict_proba(frame)
+        rows = [f.__dict__ for f in flights]
+        scores = self.unit.predict_records(rows)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        ids = [uuid.uuid4().hex for _ in flights]
         _observe_scores(scores)
-        frame.insert(0, "request_id", ids)
-        frame["served_at"] = pd.Timestamp.now(tz="UTC")
-        frame["model_version"] = self.model_version
-        frame[SCORE] = scores.astype("float64")
-        frame["inference_ms"] = elapsed_ms
-        frame["batch_size"] = len(flights)
-        self.prediction_log.append(frame)
-        version = self.model_version
-        return [Prediction(request_id=i, delay_probability=float(s), model_version=version) for i, s in zip(ids, scores)]
+        served_at, version, size = dt.datetime.now(dt.timezone.utc), self.model_version, len(rows)
+        predictions, log_rows = [], []
+        for row, score in zip(rows, scores.tolist()):
+            request_id = uuid.uuid4().hex
+            predictions.append(Prediction(request_id=request_id, delay_probability=score, model_version=version))
+            log_rows.append({**row, "request_id": request_id, "served_at": served_at, "model_version": version,
+                             SCORE: score, "inference_ms": elapsed_ms, "batch_size": size})
+        self.prediction_log.append(log_rows)
+        return predictions
 
 
 def _observe_scores(scores: np.ndarray) -> None:

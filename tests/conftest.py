@@ -1,9 +1,14 @@
 import datetime as dt
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+# BentoML resolves its stores once per process: give the test session its own, never the user's data/bentoml.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-tests-")
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+os.environ.pop("SERVICE_API_TOKEN", None)
 
 from pipelines.replay import replay  # noqa: E402
 from resources.parquet_io import LakeParquetIOManager  # noqa: E402
@@ -72,3 +77,25 @@ def _no_leaked_mlflow_uri():
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a test must not hand its temp store to the next."""
     yield
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+FEATURED_DAYS = ("2013-01-01", "2013-01-28")
+
+
+@pytest.fixture
+def featured_lake(lake):
+    """Four real weeks ingested and featurised, as two single-run backfills; with the instance that ran them."""
+    import dagster as dg
+
+    from assets.features import flight_features
+    from assets.ingest import airports, planes, raw_flights, raw_weather
+    from pipelines.partition_ranges import range_tags
+
+    replay(lake, *(dt.date.fromisoformat(d) for d in FEATURED_DAYS))
+    instance = dg.DagsterInstance.ephemeral()
+    resources = chain_resources(lake, None)
+    for assets in ([raw_flights, raw_weather, planes, airports], [flight_features]):
+        result = dg.materialize(assets, resources={k: v for k, v in resources.items() if v is not None},
+                                tags=range_tags(*FEATURED_DAYS), instance=instance, selection=assets)
+        assert result.success
+    return lake, instance

@@ -9,7 +9,9 @@ import pytest
 from pipelines.definitions import defs
 
 RAW_ASSETS = {"raw_flights", "raw_weather", "planes", "airports"}
-EXPECTED_ASSETS = RAW_ASSETS | {"flight_features", "training_set", "delay_model", "champion_model"}
+EXPECTED_ASSETS = RAW_ASSETS | {
+    "flight_features", "training_set", "delay_model", "champion_model", "bento", "batch_predictions",
+}
 EXPECTED_CHECKS = {(a, "landing_contract") for a in RAW_ASSETS} | {
     ("flight_features", "feature_null_shares"),
     ("flight_features", "label_rate_in_bounds"),
@@ -17,8 +19,9 @@ EXPECTED_CHECKS = {(a, "landing_contract") for a in RAW_ASSETS} | {
     ("delay_model", "reaches_baseline"),
     ("delay_model", "not_worse_than_champion"),
     ("delay_model", "behavioural_tests"),
+    ("bento", "serves_registry_predictions"),
 }
-EXPECTED_JOBS = {"ingest_job", "features_job", "training_job"}
+EXPECTED_JOBS = {"ingest_job", "features_job", "training_job", "batch_predictions_job"}
 EXPECTED_SENSORS = {"landing_zone_sensor"}
 
 
@@ -44,7 +47,7 @@ def test_every_asset_has_group_kinds_and_description(graph):
 
 
 def test_daily_assets_run_ranges_in_one_step(graph):
-    for name in ("raw_flights", "raw_weather", "flight_features"):
+    for name in ("raw_flights", "raw_weather", "flight_features", "batch_predictions"):
         node = graph.get(dg.AssetKey(name))
         assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
         assert node.partitions_def.get_num_partitions() == 365
@@ -57,7 +60,14 @@ def test_contract_checks_are_blocking(graph):
 
 
 def test_resources_are_bound():
-    assert {"storage", "io_manager", "mlflow", "compute", "dask"} <= set(defs.resources)
+    assert {"storage", "io_manager", "mlflow", "compute", "dask", "serving"} <= set(defs.resources)
+
+
+def test_training_job_ends_with_a_bento():
+    job = defs.resolve_job_def("training_job")
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
+        "training_set", "delay_model", "champion_model", "bento",
+    }
 
 
 def test_training_runs_in_pools_a_deployment_can_limit(graph):

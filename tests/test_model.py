@@ -100,3 +100,16 @@ def test_behavioural_suite_catches_a_model_that_reads_the_flight_number(three_we
     assert not outcomes["invariance_flight_number"].passed
     rain_hater = lambda f: 1 - np.clip(f["precip"].astype(float).fillna(0).to_numpy(), 0, 1)  # noqa: E731
     assert not {b.name: b for b in behavioural_suite(rain_hater, sample)}["directional_precipitation"].passed
+
+
+def test_scoring_records_equals_scoring_the_frame(trained):
+    """The online path (a list of mappings, no DataFrame) gives the batch path's numbers, unknowns and nulls included."""
+    result, parts = trained
+    frame = parts[TEST].head(300).reset_index(drop=True).copy()
+    frame.loc[0, "carrier"] = "ZZ"
+    frame.loc[1, "temp"] = np.nan
+    records = [
+        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+        for row in frame.to_dict("records")
+    ]
+    assert np.array_equal(result.unit.predict_records(records), result.unit.predict_proba(frame))

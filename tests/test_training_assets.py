@@ -14,22 +14,8 @@ from resources.mlflow_registry import CHAMPION_ALIAS
 from tests.conftest import chain_resources
 
 pytestmark = pytest.mark.slow
-FIRST, LAST = "2013-01-01", "2013-01-28"
 TRAINING = [training_set, delay_model, champion_model]
 FAST_TRAINING = {"ops": {"delay_model": {"config": {"epochs": 6, "patience": 2}}}}
-
-
-@pytest.fixture
-def featured_lake(lake, tmp_path):
-    """Four real weeks ingested and featurised, as two single-run backfills."""
-    replay(lake, dt.date(2013, 1, 1), dt.date(2013, 1, 28))
-    instance = dg.DagsterInstance.ephemeral()
-    resources = chain_resources(lake, None)
-    for assets in ([raw_flights, raw_weather, planes, airports], [flight_features]):
-        result = dg.materialize(assets, resources={k: v for k, v in resources.items() if v is not None},
-                                tags=range_tags(FIRST, LAST), instance=instance, selection=assets)
-        assert result.success
-    return lake, instance
 
 
 def _train(lake, instance, registry, run_config=FAST_TRAINING):

@@ -1,0 +1,196 @@
+"""The BentoML service: called directly, through its ASGI app, and as a real `bentoml serve` process."""
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.contracts import AIRPORTS, FLIGHTS, PLANES, WEATHER
+from ml.dataset import TRAIN, VALIDATION, WindowSpec, assign_splits, split_days
+from ml.features import build_features
+from ml.parsing import parse_frame
+from ml.reference_data import read_table
+from ml.train import TrainConfig, train_model
+from serving.prediction_log import read_prediction_log
+from serving.schema import MAX_FLIGHTS_PER_REQUEST, records_from_features
+from tests.servers import free_port, serving
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def features() -> pd.DataFrame:
+    """Real features of 2013-01-01..10."""
+    keep = lambda t: t[(t.month == "1") & (t.day.astype(int) <= 10)].reset_index(drop=True)  # noqa: E731
+    return build_features(
+        parse_frame(keep(read_table("flights")), FLIGHTS, "f").frame,
+        parse_frame(keep(read_table("weather")), WEATHER, "w").frame,
+        parse_frame(read_table("planes"), PLANES, "p").frame,
+        parse_frame(read_table("airports"), AIRPORTS, "a").frame,
+    )
+
+
+@pytest.fixture(scope="module")
+def model_tag(features, tmp_path_factory):
+    """A small real model, saved into the session's BentoML store the way the bento asset saves the champion."""
+    from serving.build import save_unit
+
+    days = sorted(features["date"].unique())
+    split = assign_splits(features, split_days(days, WindowSpec(validation_days=2, test_days=2)))
+    trained = train_model(split[split.split == TRAIN], split[split.split == VALIDATION], TrainConfig(epochs=2, patience=1))
+    unit_dir = trained.unit.save(tmp_path_factory.mktemp("unit") / "unit")
+    tag = save_unit(unit_dir, "7", "0123456789abcdef", "models:/flight_delay/7")
+    os.environ["FLIGHT_DELAY_MODEL_TAG"] = tag
+    yield tag, trained.unit
+    os.environ.pop("FLIGHT_DELAY_MODEL_TAG", None)
+
+
+@pytest.fixture
+def log_url(tmp_path, monkeypatch):
+    url = str(tmp_path / "predictions")
+    monkeypatch.setenv("PREDICTION_LOG_URL", url)
+    return url
+
+
+@pytest.fixture
+def sample(features):
+    return features.sample(n=40, random_state=1).reset_index(drop=True)
+
+
+def _service_class(model_tag):
+    """Import after the model tag is set: the service picks its model at import."""
+    from serving.service import FlightDelay
+
+    return FlightDelay
+
+
+def test_service_class_scores_like_the_unit_and_logs_every_prediction(model_tag, log_url, sample):
+    from serving.schema import Flight
+
+    tag, unit = model_tag
+    service = _service_class(model_tag)()
+    flights = [Flight(**r) for r in records_from_features(sample)]
+    predictions = service.predict(flights)
+    service.close_prediction_log()
+
+    expected = unit.predict_proba(sample)
+    assert np.allclose([p.delay_probability for p in predictions], expected, atol=1e-7)
+    assert {p.model_version for p in predictions} == {"7"}
+    assert len({p.request_id for p in predictions}) == len(sample)
+
+    logged = read_prediction_log(log_url)
+    assert sorted(logged["request_id"]) == sorted(p.request_id for p in predictions)
+    assert set(logged["date"]) == set(sample["date"])
+    assert (Path(log_url) / f"date={sample['date'].iloc[0]}").is_dir()
+    by_id = logged.set_index("request_id")
+    for p in predictions[:5]:
+        assert by_id.loc[p.request_id, "delay_probability"] == pytest.approx(p.delay_probability)
+    assert logged["temp"].notna().any() and logged["inference_ms"].gt(0).all()
+
+
+def test_unknown_carrier_and_airport_are_scored_not_rejected(model_tag, log_url, sample):
+    from serving.schema import Flight
+
+    service = _service_class(model_tag)()
+    record = {**records_from_features(sample.head(1))[0], "carrier": "ZZ", "dest": "XYZ"}
+    (prediction,) = service.predict([Flight(**record)])
+    service.close_prediction_log()
+    assert 0.0 < prediction.delay_probability < 1.0
+
+
+@pytest.fixture
+def client(model_tag, log_url, monkeypatch):
+    from starlette.testclient import TestClient
+
+    monkeypatch.setenv("SERVICE_API_TOKEN", TOKEN)
+    with TestClient(_service_class(model_tag).to_asgi()) as test_client:
+        yield test_client
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _bad_requests(record: dict) -> dict[str, bytes]:
+    as_json = lambda flights: json.dumps({"flights": flights}).encode()  # noqa: E731
+    return {
+        "malformed JSON": b'{"flights": [',
+        "not an object": b"[1, 2, 3]",
+        "wrong type": as_json([{**record, "distance": "far"}]),
+        "NaN": as_json([record]).replace(b'"temp": ', b'"temp": NaN, "_": '),
+        "infinity": as_json([{**record, "pressure": math.inf}]),
+        "out of range": as_json([{**record, "wind_speed": 1048.0}]),
+        "unknown field": as_json([{**record, "dep_delay": 30}]),
+        "missing field": as_json([{k: v for k, v in record.items() if k != "distance"}]),
+        "empty batch": as_json([]),
+        "oversized batch": as_json([record] * (MAX_FLIGHTS_PER_REQUEST + 1)),
+    }
+
+
+def test_asgi_app_validates_and_authenticates(client, sample):
+    record = records_from_features(sample.head(1))[0]
+    ok = client.post("/predict", json={"flights": [record]}, headers=AUTH)
+    assert ok.status_code == 200, ok.text
+    assert set(ok.json()[0]) == {"request_id", "delay_probability", "model_version"}
+
+    assert client.post("/predict", json={"flights": [record]}).status_code == 401
+    assert client.post("/predict", json={"flights": [record]}, headers={"Authorization": "Bearer nope"}).status_code == 401
+    for name, body in _bad_requests(record).items():
+        response = client.post("/predict", content=body, headers={**AUTH, "Content-Type": "application/json"})
+        assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
+        assert "Traceback" not in response.text and response.json(), name
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/livez").status_code == 200  # probes need no token (/metrics: the served test)
+
+
+@pytest.mark.slow
+def test_served_process_over_http(model_tag, sample, tmp_path):
+    import httpx
+
+    tag, unit = model_tag
+    log_url = tmp_path / "served-predictions"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "SERVICE_API_TOKEN": TOKEN, "PREDICTION_LOG_URL": str(log_url), "FLIGHT_DELAY_MODEL_TAG": tag}
+    command = [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:FlightDelay",
+               "--host", "127.0.0.1", "-p", str(port)]
+    records = records_from_features(sample)
+    with serving(command, f"{url}/readyz", tmp_path / "serve.log", env=env), httpx.Client(base_url=url, timeout=30) as http:
+        assert http.get("/livez").status_code == 200
+        assert http.post("/predict", json={"flights": records[:1]}).status_code == 401
+
+        response = http.post("/predict", json={"flights": records}, headers=AUTH)
+        assert response.status_code == 200, response.text
+        assert np.allclose([p["delay_probability"] for p in response.json()], unit.predict_proba(sample), atol=1e-6)
+
+        huge = b'{"flights": [' + b" " * (2 << 20) + b"]}"
+        assert http.post("/predict", content=huge, headers={**AUTH, "Content-Type": "application/json"}).status_code == 413
+        for name, body in _bad_requests(records[0]).items():
+            bad = http.post("/predict", content=body, headers={**AUTH, "Content-Type": "application/json"})
+            assert 400 <= bad.status_code < 500, (name, bad.status_code, bad.text)
+
+        again = http.post("/predict", json={"flights": records[:3]}, headers=AUTH)
+        assert again.status_code == 200, "the service stays up after bad requests"
+        metrics = http.get("/metrics").text
+        assert "flight_delay_score_bucket" in metrics
+        assert 'flight_delay_model_info{bento_model="' + tag + '",model_version="7"' in metrics
+        served_ids = {p["request_id"] for p in response.json()} | {p["request_id"] for p in again.json()}
+
+    logged = read_prediction_log(str(log_url))  # flushed at shutdown
+    assert set(logged["request_id"]) == served_ids
+
+
+def test_serving_never_imports_dagster_or_mlflow(tmp_path):
+    import subprocess
+
+    code = (
+        "import sys, serving.service, serving.build, serving.prediction_log;"
+        "print(sorted(m for m in ('dagster', 'mlflow', 'sklearn') if m in sys.modules))"
+    )
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"
