@@ -10,7 +10,7 @@ export BENTOML_HOME ?= $(DATA_DIR)/bentoml
 export BENTOML_DO_NOT_TRACK ?= true
 SERVE_PORT ?= 3001
 
-.PHONY: install run dev serve test test-fast check-data validate lock clean
+.PHONY: install run dev serve demo test test-fast check-data validate lock clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 ## serve the newest Bento (built by `make run`) on http://127.0.0.1:$(SERVE_PORT); SERVICE_API_TOKEN turns on auth
 serve: $(STAMP)
 	$(BIN)/bentoml serve flight_delay_service:latest --host 127.0.0.1 -p $(SERVE_PORT)
+
+## replay 2013 day by day with the daemon running: drift, retraining, new champions and Bentos (data/demo)
+demo: $(STAMP)
+	$(BIN)/python -m pipelines.demo $(DEMO_ARGS)
 
 ## the whole suite (slow tests included), then the asset checks on a sample of real days
 test: $(STAMP)

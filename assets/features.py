@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.ingest import airports, planes, raw_flights, raw_weather
-from assets.partitions import daily_partitions
+from assets.partitions import daily_partitions, on_new_upstream_partition
 from resources.compute import DaskCluster
 from resources.storage import LakeStorage
 
@@ -82,6 +82,7 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
     ],
     code_version="1",
     output_required=False,
+    automation_condition=on_new_upstream_partition(),
 )
 def flight_features(
     context: dg.AssetExecutionContext, config: FeaturesConfig, storage: LakeStorage, dask: DaskCluster

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from resources import settings
+from resources.mlflow_registry import REFERENCE_ARTIFACT_DIR, REFERENCE_FILE
 
 BASELINE_CHECK = "reaches_baseline"
 CHAMPION_CHECK = "not_worse_than_champion"
@@ -60,6 +61,7 @@ def evaluate_and_register(context, config, training_set, mlflow, compute) -> Reg
     from mlflow.models import infer_signature
 
     from ml.dataset import SPLIT, TEST, TRAIN, VALIDATION
+    from ml.drift import reference_sample
     from ml.evaluate import Baseline, behavioural_suite, classification_metrics, labels
     from ml.features import FEATURE_COLUMNS
     from ml.train import TrainConfig, train_model
@@ -129,6 +131,9 @@ def evaluate_and_register(context, config, training_set, mlflow, compute) -> Reg
                 pip_requirements=["torch", "pandas<3", "numpy", "scikit-learn"],
                 registered_model_name=mlflow.model_name,
             )
+            reference = Path(tmp) / REFERENCE_FILE
+            reference_sample(parts[TRAIN]).to_parquet(reference, index=False)
+            mlflow_lib.log_artifact(str(reference), artifact_path=REFERENCE_ARTIFACT_DIR)
     version = str(info.registered_model_version)
     passed = beats_baseline and beats_champion and behaves
     version_tags = {

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.features import flight_features
-from assets.partitions import daily_partitions
+from assets.partitions import daily_partitions, on_new_upstream_partition
 from assets.training import champion_model
 from resources.mlflow_registry import MlflowRegistry
 from resources.serving import BentoServing
@@ -119,6 +119,7 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
     kinds={"pytorch", "parquet"},
     deps=[flight_features, champion_model],
     code_version="1",
+    automation_condition=on_new_upstream_partition(ignore=["champion_model"]),
 )
 def batch_predictions(context: dg.AssetExecutionContext, mlflow: MlflowRegistry, storage: LakeStorage):
     """The champion's delay probability for every flight of the day, scored in batch (no HTTP).

@@ -11,12 +11,12 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 import assets
 import resources
 import sensors
-from pipelines import jobs
+from pipelines import jobs, schedules
 
 defs = dg.Definitions.merge(
     dg.load_definitions_from_package_module(assets),
     dg.load_definitions_from_package_module(sensors),
-    dg.load_definitions_from_modules([jobs]),
+    dg.load_definitions_from_modules([jobs, schedules]),
     resources.build_defs(),
     # Steps run in the run's own process: a child process per step costs ~1.8 s here, far more
     # than our steps. A Kubernetes deployment swaps in its executor in deploy/.

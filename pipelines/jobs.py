@@ -33,3 +33,16 @@ batch_predictions_job = dg.define_asset_job(
     partitions_def=daily_partitions,
     description="The champion scores feature days in batch (a range is one step).",
 )
+
+bento_job = dg.define_asset_job(
+    "bento_job",
+    selection=dg.AssetSelection.assets("bento"),
+    description="Build the champion's Bento and check it over HTTP (deploy_on_promotion_sensor starts it).",
+)
+
+monitoring_job = dg.define_asset_job(
+    "monitoring_job",
+    selection=dg.AssetSelection.groups("monitoring"),
+    partitions_def=daily_partitions,
+    description="drift_report and model_performance for a day (or a range, as one run).",
+)

@@ -13,6 +13,9 @@ from pydantic import PrivateAttr
 
 CHAMPION_ALIAS = "champion"
 UNIT_ARTIFACT_PATH = "artifacts/unit"  # where the pyfunc model keeps the saved ModelUnit
+REFERENCE_ARTIFACT_DIR = "monitoring"
+REFERENCE_FILE = "drift_reference.parquet"
+"""A stratified sample of the version's training rows, logged with it: what drift is measured against."""
 
 
 class PromotionConflict(RuntimeError):
@@ -90,6 +93,17 @@ class MlflowRegistry(dg.ConfigurableResource):
         self.client()
         root = mlflow.artifacts.download_artifacts(artifact_uri=self.model_uri(version), dst_path=destination)
         return Path(root) / UNIT_ARTIFACT_PATH
+
+    def download_reference(self, version: str, destination: str) -> Path:
+        """The drift reference sample logged with a version's training run."""
+        import mlflow
+
+        run_id = self.client().get_model_version(self.model_name, version).run_id
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=f"{REFERENCE_ARTIFACT_DIR}/{REFERENCE_FILE}", dst_path=destination
+            )
+        )
 
     @contextlib.contextmanager
     def _promotion_lock(self) -> Iterator[None]:

@@ -76,3 +76,8 @@ def code_version() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def sensor_interval_s(default: int) -> int:
+    """``SENSOR_INTERVAL_S``: the least seconds between two ticks of our sensors (the replay demo shortens it)."""
+    return int(os.environ.get("SENSOR_INTERVAL_S") or default)

@@ -9,6 +9,7 @@ import dagster as dg
 from assets.partitions import daily_partitions
 from ml.landing import partition_of
 from resources.storage import LakeStorage, StoredObject
+from resources import settings
 
 DATASET_ASSETS = {"flights": "raw_flights", "weather": "raw_weather"}
 
@@ -81,7 +82,7 @@ def run_request_for(
 
 @dg.sensor(
     job_name="ingest_job",
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=settings.sensor_interval_s(30),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests an ingestion run for each new or changed file under landing/flights and landing/weather.",
 )

@@ -11,6 +11,7 @@ from pipelines.definitions import defs
 RAW_ASSETS = {"raw_flights", "raw_weather", "planes", "airports"}
 EXPECTED_ASSETS = RAW_ASSETS | {
     "flight_features", "training_set", "delay_model", "champion_model", "bento", "batch_predictions",
+    "drift_report", "model_performance",
 }
 EXPECTED_CHECKS = {(a, "landing_contract") for a in RAW_ASSETS} | {
     ("flight_features", "feature_null_shares"),
@@ -20,9 +21,15 @@ EXPECTED_CHECKS = {(a, "landing_contract") for a in RAW_ASSETS} | {
     ("delay_model", "not_worse_than_champion"),
     ("delay_model", "behavioural_tests"),
     ("bento", "serves_registry_predictions"),
+    ("drift_report", "drift_check"),
+    ("model_performance", "performance_check"),
 }
-EXPECTED_JOBS = {"ingest_job", "features_job", "training_job", "batch_predictions_job"}
-EXPECTED_SENSORS = {"landing_zone_sensor"}
+EXPECTED_JOBS = {"ingest_job", "features_job", "training_job", "batch_predictions_job", "bento_job", "monitoring_job"}
+EXPECTED_SENSORS = {
+    "landing_zone_sensor", "retrain_on_drift_sensor", "deploy_on_promotion_sensor", "run_failure_alert",
+    "automation_sensor",
+}
+EXPECTED_SCHEDULES = {"daily_monitoring_schedule"}
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +43,7 @@ def test_snapshot_of_the_graph(graph):
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == EXPECTED_CHECKS
     assert {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")} == EXPECTED_JOBS
     assert {s.name for s in defs.sensors} == EXPECTED_SENSORS
+    assert {s.name for s in defs.schedules} == EXPECTED_SCHEDULES
 
 
 def test_every_asset_has_group_kinds_and_description(graph):
@@ -47,16 +55,27 @@ def test_every_asset_has_group_kinds_and_description(graph):
 
 
 def test_daily_assets_run_ranges_in_one_step(graph):
-    for name in ("raw_flights", "raw_weather", "flight_features", "batch_predictions"):
+    for name in ("raw_flights", "raw_weather", "flight_features", "batch_predictions", "drift_report", "model_performance"):
         node = graph.get(dg.AssetKey(name))
         assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
         assert node.partitions_def.get_num_partitions() == 365
         assert node.backfill_policy == dg.BackfillPolicy.single_run()
 
 
-def test_contract_checks_are_blocking(graph):
+MONITORING_CHECKS = {"drift_check", "performance_check"}
+
+
+def test_contract_checks_are_blocking_and_monitoring_checks_are_not(graph):
+    """Bad data must not flow on; drift and decay must not stop the day's report (they trigger retraining)."""
     for key in graph.asset_check_keys:
-        assert graph.get_check_spec(key).blocking, key
+        assert graph.get_check_spec(key).blocking == (key.name not in MONITORING_CHECKS), key
+
+
+def test_new_days_flow_by_automation_without_rescoring_on_a_new_champion(graph):
+    for name in ("flight_features", "batch_predictions"):
+        condition = graph.get(dg.AssetKey(name)).automation_condition
+        assert condition is not None and "any partition" in condition.get_label(), name
+    assert "champion_model" in graph.get(dg.AssetKey("batch_predictions")).automation_condition.get_label()
 
 
 def test_resources_are_bound():

@@ -1,0 +1,211 @@
+"""Monitoring: what the service saw vs what the champion learned from (drift), and how it did (delayed labels)."""
+
+import dagster as dg
+
+from assets.features import flight_features
+from assets.partitions import daily_partitions
+from assets.serving import batch_predictions
+from assets.training import champion_model
+from resources.mlflow_registry import MlflowRegistry
+from resources.serving import BentoServing
+from resources.storage import LakeStorage
+
+DRIFT_CHECK = "drift_check"
+PERFORMANCE_CHECK = "performance_check"
+DRIFT_REPORTS_PREFIX = "monitoring/drift"
+
+
+class DriftConfig(dg.Config):
+    gate_columns: list[str] = ["temp", "dewp"]
+    """Columns the drift check gates on (the report covers every feature); see ml/drift.py GATE_COLUMNS."""
+    column_threshold: float = 2.75
+    """A gate column drifts at a normed Wasserstein distance at or above this (reference standard deviations)."""
+    drift_share_threshold: float = 0.5
+    """The check fails on a day whose share of drifted gate columns is at or above this (docs/monitoring.md)."""
+    min_rows: int = 200
+    """Days with fewer current rows are reported but never fail the check (too few to tell)."""
+
+
+class PerformanceConfig(dg.Config):
+    auc_margin: float = 0.05
+    """The check fails on a day whose realised ROC AUC is this far below the serving model's test AUC."""
+    min_labelled: int = 200
+    """Days with fewer labelled flights are reported but never fail the check."""
+
+
+def _served_or_batch(serving: BentoServing, storage: LakeStorage, day: str):
+    """The day's served predictions (the prediction log), else its batch predictions; with the source."""
+    from resources.parquet_io import read_warehouse_frame
+    from serving.prediction_log import read_prediction_log
+
+    served = read_prediction_log(serving.prediction_log_url, [day])
+    if len(served):
+        return served, "served traffic"
+    batch = read_warehouse_frame(storage, "batch_predictions", day)
+    return (batch, "batch predictions") if batch is not None else (None, "none")
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="monitoring",
+    kinds={"evidently", "parquet"},
+    deps=[flight_features, champion_model],
+    check_specs=[
+        dg.AssetCheckSpec(DRIFT_CHECK, asset="drift_report",
+                          description="Share of drifted feature columns within the threshold on every day of the run."),
+    ],
+    code_version="1",
+)
+def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, mlflow: MlflowRegistry,
+                 storage: LakeStorage, serving: BentoServing):
+    """Evidently data drift of each day against the champion's reference sample.
+
+    Current: the day's served requests from the prediction log, or the day's feature partition when
+    no traffic was served. Reference: the stratified training sample logged with the champion in
+    MLflow. The HTML report goes to `monitoring/drift/date=<day>/report.html` in the lake; drift
+    share and per-column scores are metadata of each partition, and the stored Parquet (one row per column).
+    """
+    import tempfile
+
+    import pandas as pd
+
+    from ml.drift import drift_report as evidently_drift
+    from ml.drift import gate
+    from resources.parquet_io import read_warehouse_frame
+    from serving.prediction_log import read_prediction_log
+
+    version = mlflow.champion_version()
+    if version is None:
+        raise dg.Failure("drift_report: no champion yet; its training sample is the reference")
+    with tempfile.TemporaryDirectory(prefix="reference-") as tmp:
+        reference = pd.read_parquet(mlflow.download_reference(version, tmp))
+
+    out, drifted_days, worst = {}, {}, 0.0
+    for day in context.partition_keys:
+        current = read_prediction_log(serving.prediction_log_url, [day])
+        source = "served traffic"
+        if not len(current):
+            current, source = read_warehouse_frame(storage, "flight_features", day), "feature partition"
+        if current is None or not len(current):
+            context.log.warning(f"drift_report {day}: no traffic and no features; nothing to compare")
+            out[day] = None
+            continue
+        result = evidently_drift(current, reference)
+        verdict = gate(result, config.gate_columns, config.column_threshold)
+        key = f"{DRIFT_REPORTS_PREFIX}/date={day}/report.html"
+        storage.write_bytes(key, result.html.encode())
+        counted = verdict.share is not None and result.rows_current >= config.min_rows
+        if counted and verdict.share >= config.drift_share_threshold:
+            drifted_days[day] = round(verdict.share, 4)
+        if counted:
+            worst = max(worst, verdict.share)
+        context.add_asset_metadata(
+            {
+                "drift_share": round(verdict.share, 4) if verdict.share is not None else "not evaluated",
+                "drifted_gate_columns": dg.MetadataValue.json(verdict.drifted),
+                "evidently_drift_share": round(result.drift_share, 4),
+                "evidently_drifted_columns": dg.MetadataValue.json(result.drifted_columns),
+                "skipped_columns": dg.MetadataValue.json(result.skipped_columns),
+                "current_source": source,
+                "rows_current": result.rows_current,
+                "reference_version": version,
+                "report": dg.MetadataValue.url(storage.uri(key)) if storage.is_s3 else dg.MetadataValue.path(storage.uri(key)),
+                **{f"score_{k}": round(v, 4) for k, v in result.column_scores.items()},
+            },
+            partition_key=day,
+        )
+        out[day] = pd.DataFrame(
+            {
+                "date": day,
+                "column": list(result.column_scores),
+                "score": list(result.column_scores.values()),
+                "test": [result.column_tests[c] for c in result.column_scores],
+                "drifted": [c in result.drifted_columns for c in result.column_scores],
+                "gate_column": [c in verdict.scores for c in result.column_scores],
+                "gate_drift_share": verdict.share,
+                "source": source,
+                "reference_version": version,
+            }
+        )
+    yield dg.Output(out)
+    yield dg.AssetCheckResult(
+        check_name=DRIFT_CHECK,
+        passed=not drifted_days,
+        description=(
+            f"drifted days (share of {config.gate_columns} >= {config.drift_share_threshold}): {drifted_days}"
+            if drifted_days
+            else f"no day at drift share {config.drift_share_threshold} of {config.gate_columns} (worst {worst:.3f})"
+        ),
+        metadata={
+            "drifted_days": dg.MetadataValue.json(drifted_days),
+            "last_day": context.partition_keys[-1],
+            "worst_drift_share": round(worst, 4),
+            "threshold": config.drift_share_threshold,
+            "champion_version": version,
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="monitoring",
+    kinds={"scikit-learn", "parquet"},
+    deps=[flight_features, batch_predictions],
+    check_specs=[
+        dg.AssetCheckSpec(PERFORMANCE_CHECK, asset="model_performance",
+                          description="Realised ROC AUC of the serving model within a margin of its test AUC."),
+    ],
+    code_version="1",
+)
+def model_performance(context: dg.AssetExecutionContext, config: PerformanceConfig, mlflow: MlflowRegistry,
+                      storage: LakeStorage, serving: BentoServing):
+    """How the served model did once the day's outcomes landed: ROC AUC, log loss, Brier, calibration.
+
+    The day's predictions (served traffic from the prediction log, else batch predictions) joined
+    with its flight_features labels (arrived 15+ min late) by date, carrier, flight and origin.
+    Cancelled and diverted flights have no label and are counted, not scored.
+    """
+    import pandas as pd
+
+    from ml.performance import served_performance
+    from resources.parquet_io import read_warehouse_frame
+    from serving.prediction_log import SCORE
+
+    out, failing, test_aucs = {}, {}, {}
+    for day in context.partition_keys:
+        predictions, source = _served_or_batch(serving, storage, day)
+        outcomes = read_warehouse_frame(storage, "flight_features", day)
+        if predictions is None or outcomes is None:
+            context.log.warning(f"model_performance {day}: predictions from {source}, outcomes "
+                                f"{'missing' if outcomes is None else 'present'}; skipped")
+            out[day] = None
+            continue
+        result = served_performance(predictions.rename(columns={SCORE: "score"}), outcomes)
+        version = max(result.model_versions, key=result.model_versions.get) if result.model_versions else None
+        if version is not None and version not in test_aucs:
+            tag = mlflow.client().get_model_version(mlflow.model_name, version).tags.get("test_roc_auc")
+            test_aucs[version] = float(tag) if tag else None
+        expected = test_aucs.get(version)
+        labelled = result.rows_joined - result.rows_cancelled - result.rows_invalid_score
+        if (result.roc_auc is not None and expected is not None and labelled >= config.min_labelled
+                and result.roc_auc < expected - config.auc_margin):
+            failing[day] = {"roc_auc": round(result.roc_auc, 4), "test_roc_auc": expected, "model_version": version}
+        metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.metrics().items()}
+        context.add_asset_metadata(
+            {**{k: v for k, v in metrics.items() if v is not None}, "source": source,
+             "model_version": version or "none", "model_test_roc_auc": expected if expected is not None else "n/a",
+             "calibration": dg.MetadataValue.md(result.calibration.round(4).to_markdown(index=False))},
+            partition_key=day,
+        )
+        out[day] = pd.DataFrame([{**metrics, "date": day, "source": source, "model_version": version}])
+    yield dg.Output(out)
+    yield dg.AssetCheckResult(
+        check_name=PERFORMANCE_CHECK,
+        passed=not failing,
+        description=(f"ROC AUC more than {config.auc_margin} below test: {failing}" if failing
+                     else f"every scored day within {config.auc_margin} of the model's test ROC AUC"),
+        metadata={"failing_days": dg.MetadataValue.json(failing), "last_day": context.partition_keys[-1],
+                  "margin": config.auc_margin},
+    )

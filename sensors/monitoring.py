@@ -1,0 +1,158 @@
+"""The closed loop: failed drift/performance checks → one retraining; a moved champion → a new Bento; alerts.
+
+Storm control for retraining, in order: each failed check evaluation is considered once (the cursor
+holds the newest evaluation id seen, and the run_key names the evaluation); nothing is requested
+while a training run is queued or running; nothing within ``RETRAIN_COOLDOWN_S`` of the last
+training run's start, whatever its outcome, so a failing training is not retried in a loop. The
+``training`` and ``champion_promotion`` pools then bound what runs at once.
+"""
+
+import json
+import os
+import time
+import urllib.request
+
+import dagster as dg
+
+from assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
+from resources.mlflow_registry import MlflowRegistry
+from resources import settings
+
+TRAINING_JOB = "training_job"
+BENTO_JOB = "bento_job"
+TRIGGER_CHECKS = (
+    dg.AssetCheckKey(dg.AssetKey("drift_report"), DRIFT_CHECK),
+    dg.AssetCheckKey(dg.AssetKey("model_performance"), PERFORMANCE_CHECK),
+)
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+]
+
+
+def retrain_cooldown_s() -> float:
+    """``RETRAIN_COOLDOWN_S``: the least time between two retrainings the sensor starts (default 6 h)."""
+    return float(os.environ.get("RETRAIN_COOLDOWN_S", 6 * 3600))
+
+
+def _failed_evaluations(instance: dg.DagsterInstance, after_id: int, limit: int = 50):
+    """Failed evaluations of the trigger checks newer than ``after_id``, and the next cursor.
+
+    A bounded read of each check's newest executions. A planned execution is updated in place when
+    it completes, so the cursor never moves past one still planned (unless its run has ended
+    without evaluating it: a failed step).
+    """
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as Status
+
+    failed, completed, planned = [], [], []
+    for key in TRIGGER_CHECKS:
+        for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=limit):
+            if record.id <= after_id:
+                continue
+            pending = record.status == Status.PLANNED and not _run_finished(instance, record.run_id)
+            (planned if pending else completed).append(record.id)
+            if record.status == Status.FAILED:
+                failed.append(record)
+    newest = max([after_id, *completed])
+    if planned:
+        newest = min(newest, min(planned) - 1)
+    return sorted(failed, key=lambda r: r.id), newest
+
+
+def _run_finished(instance: dg.DagsterInstance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is None or run.is_finished
+
+
+def _evaluation_summary(record) -> str:
+    evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
+    description = getattr(evaluation, "description", None) or ""
+    return f"{record.key.asset_key.to_user_string()}:{record.key.name} (run {record.run_id[:8]}): {description}"[:500]
+
+
+@dg.sensor(
+    job_name=TRAINING_JOB,
+    minimum_interval_seconds=settings.sensor_interval_s(30),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A failed drift_check or performance_check → one training_job run (cooldown, never two at once).",
+)
+def retrain_on_drift_sensor(context: dg.SensorEvaluationContext):
+    after_id = int(context.cursor or 0)
+    failed, newest = _failed_evaluations(context.instance, after_id)
+    context.update_cursor(str(newest))
+    if not failed:
+        return dg.SkipReason(f"no failed drift/performance check since evaluation {after_id}")
+    trigger = failed[-1]
+    in_flight = context.instance.get_run_records(
+        dg.RunsFilter(job_name=TRAINING_JOB, statuses=IN_FLIGHT), limit=1
+    )
+    if in_flight:
+        return dg.SkipReason(
+            f"{len(failed)} failed check(s), newest {_evaluation_summary(trigger)}; training run "
+            f"{in_flight[0].dagster_run.run_id[:8]} is already queued or running"
+        )
+    last = context.instance.get_run_records(dg.RunsFilter(job_name=TRAINING_JOB), limit=1)
+    cooldown = retrain_cooldown_s()
+    if last and time.time() - last[0].create_timestamp.timestamp() < cooldown:
+        return dg.SkipReason(
+            f"{len(failed)} failed check(s), newest {_evaluation_summary(trigger)}; within the {cooldown:.0f} s "
+            f"cooldown after training run {last[0].dagster_run.run_id[:8]}"
+        )
+    return dg.RunRequest(
+        run_key=f"retrain-after-check-evaluation-{trigger.id}",
+        tags={
+            "retrain/trigger": f"{trigger.key.asset_key.to_user_string()}:{trigger.key.name}",
+            "retrain/trigger_run": trigger.run_id,
+            "retrain/failed_evaluations": str(len(failed)),
+        },
+    )
+
+
+@dg.sensor(
+    job_name=BENTO_JOB,
+    minimum_interval_seconds=settings.sensor_interval_s(60),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="The champion alias moved (in any way) and no Bento serves it yet → build and parity-check one.",
+)
+def deploy_on_promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowRegistry):
+    try:
+        champion = mlflow.champion_version()
+    except Exception as exc:  # the registry is down: try again next tick
+        return dg.SkipReason(f"registry unreachable: {exc}"[:300])
+    if champion is None:
+        return dg.SkipReason("no champion yet")
+    latest = context.instance.get_latest_materialization_event(dg.AssetKey("bento"))
+    built = latest.asset_materialization.metadata.get("model_version") if latest else None
+    if built is not None and str(built.value) == champion:
+        return dg.SkipReason(f"the newest Bento already serves champion v{champion}")
+    for job in (TRAINING_JOB, BENTO_JOB):
+        if context.instance.get_run_records(dg.RunsFilter(job_name=job, statuses=IN_FLIGHT), limit=1):
+            return dg.SkipReason(f"{job} is queued or running; it may build the Bento for v{champion}")
+    return dg.RunRequest(run_key=f"bento-for-champion-v{champion}", tags={"deploy/champion_version": champion})
+
+
+def alert_webhook_url() -> str | None:
+    """``ALERT_WEBHOOK_URL``: where failed runs are posted as JSON (Slack-compatible ``text``); unset: log only."""
+    return os.environ.get("ALERT_WEBHOOK_URL") or None
+
+
+@dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every failed run: an error in the daemon's log, and a POST to ALERT_WEBHOOK_URL when set.",
+)
+def run_failure_alert(context: dg.RunFailureSensorContext):
+    run = context.dagster_run
+    message = (
+        f"Dagster run {run.run_id} of {run.job_name} failed"
+        f"{' (partition ' + run.tags['dagster/partition'] + ')' if 'dagster/partition' in run.tags else ''}: "
+        f"{context.failure_event.message or 'see the run log'}"
+    )
+    context.log.error(message)
+    url = alert_webhook_url()
+    if url:
+        body = json.dumps({"text": message, "run_id": run.run_id, "job": run.job_name}).encode()
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except OSError as exc:
+            context.log.error(f"alert webhook {url} failed: {exc}")

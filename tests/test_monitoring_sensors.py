@@ -1,0 +1,146 @@
+"""The loop's sensors on a real (ephemeral) instance: fire once per failed check, respect cooldown and running training."""
+
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+import pytest
+
+from sensors.monitoring import deploy_on_promotion_sensor, retrain_on_drift_sensor, run_failure_alert
+
+
+def _drift_report_with(passed: bool):
+    """A stand-in with the real asset's key and check name: the sensor reads check evaluations by key."""
+
+    @dg.asset(name="drift_report", check_specs=[dg.AssetCheckSpec("drift_check", asset="drift_report")])
+    def stand_in():
+        yield dg.MaterializeResult()
+        yield dg.AssetCheckResult(check_name="drift_check", passed=passed, description="share 1.0 on 2013-07-15")
+
+    return stand_in
+
+
+def _evaluate(sensor, instance, cursor=None, **resources):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources or None)
+    return sensor.evaluate_tick(context)
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def test_a_failed_drift_check_requests_one_training_run(instance, monkeypatch):
+    monkeypatch.setenv("RETRAIN_COOLDOWN_S", "3600")
+    first = _evaluate(retrain_on_drift_sensor, instance)
+    assert not first.run_requests and "no failed" in first.skip_message
+
+    assert dg.materialize([_drift_report_with(False)], instance=instance, raise_on_error=False)
+    fired = _evaluate(retrain_on_drift_sensor, instance, first.cursor)
+    (request,) = fired.run_requests
+    assert request.run_key.startswith("retrain-after-check-evaluation-")
+    assert request.tags["retrain/trigger"] == "drift_report:drift_check"
+
+    again = _evaluate(retrain_on_drift_sensor, instance, fired.cursor)
+    assert not again.run_requests, "the same evaluation never fires twice"
+
+    assert dg.materialize([_drift_report_with(True)], instance=instance)
+    passed = _evaluate(retrain_on_drift_sensor, instance, again.cursor)
+    assert not passed.run_requests
+
+
+def _add_training_run(instance, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+    run = dg.DagsterRun(job_name="training_job", run_id=str(uuid.uuid4()), status=status)
+    return instance.add_run(run)
+
+
+def test_no_new_training_while_one_is_queued_or_running(instance):
+    cursor = _evaluate(retrain_on_drift_sensor, instance).cursor
+    _add_training_run(instance, dg.DagsterRunStatus.STARTED)
+    dg.materialize([_drift_report_with(False)], instance=instance, raise_on_error=False)
+    result = _evaluate(retrain_on_drift_sensor, instance, cursor)
+    assert not result.run_requests and "already queued or running" in result.skip_message
+
+
+def test_cooldown_after_any_training_even_a_failed_one(instance, monkeypatch):
+    cursor = _evaluate(retrain_on_drift_sensor, instance).cursor
+    _add_training_run(instance, dg.DagsterRunStatus.FAILURE)
+    dg.materialize([_drift_report_with(False)], instance=instance, raise_on_error=False)
+
+    monkeypatch.setenv("RETRAIN_COOLDOWN_S", "3600")
+    held = _evaluate(retrain_on_drift_sensor, instance, cursor)
+    assert not held.run_requests and "cooldown" in held.skip_message
+
+    dg.materialize([_drift_report_with(False)], instance=instance, raise_on_error=False)
+    monkeypatch.setenv("RETRAIN_COOLDOWN_S", "0")
+    after = _evaluate(retrain_on_drift_sensor, instance, held.cursor)
+    assert len(after.run_requests) == 1
+
+
+class _FakeRegistry(dg.ConfigurableResource):
+    """Only the champion's version: what the deploy sensor asks the registry."""
+
+    version: str | None = None
+
+    def champion_version(self):
+        return self.version
+
+
+def _bento_materialized(instance, version: str):
+    @dg.asset(name="bento")
+    def stand_in():
+        return dg.MaterializeResult(metadata={"model_version": version})
+
+    dg.materialize([stand_in], instance=instance)
+
+
+def test_a_moved_champion_without_a_bento_requests_one_build(instance):
+    none = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version=None))
+    assert not none.run_requests
+
+    moved = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version="3"))
+    (request,) = moved.run_requests
+    assert request.run_key == "bento-for-champion-v3"
+
+    _bento_materialized(instance, "3")
+    built = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version="3"))
+    assert not built.run_requests and "already serves" in built.skip_message
+
+    _add_training_run(instance, dg.DagsterRunStatus.STARTED)
+    busy = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version="4"))
+    assert not busy.run_requests and "training_job is queued or running" in busy.skip_message
+
+
+def test_run_failure_alert_posts_to_the_webhook(instance, monkeypatch):
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+
+    @dg.asset
+    def broken():
+        raise RuntimeError("the lake is on fire")
+
+    result = dg.materialize([broken], instance=instance, raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert", dagster_instance=instance, dagster_run=result.dagster_run,
+        dagster_event=failure,
+    ).for_run_failure()
+    run_failure_alert(context)
+    server.shutdown()
+    (alert,) = received
+    assert alert["run_id"] == result.run_id and "failed" in alert["text"]
