@@ -13,17 +13,16 @@ def on_new_upstream_partition(ignore: list[str] = ()) -> dg.AutomationCondition:
 
     Replayed and backfilled days land far from "today" (2013 in a 2026 clock), and eager() only
     looks at the latest window. ``ignore``: upstream assets whose updates must not rerun every partition
-    (a new champion must not rescore the year).
+    (a new champion must not rescore the year); they must still exist before anything runs.
     """
     eager = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
     if not ignore:
         return eager.with_label("eager, any partition")
     selection = dg.AssetSelection.assets(*ignore)
     updated = dg.AutomationCondition.any_deps_updated().ignore(selection)
-    missing = dg.AutomationCondition.any_deps_missing().ignore(selection)
     return (
         (dg.AutomationCondition.newly_missing() | updated).since_last_handled()
-        & ~missing
+        & ~dg.AutomationCondition.any_deps_missing()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
     ).with_label(f"eager, any partition, ignoring {', '.join(ignore)}")

@@ -75,16 +75,22 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
         built = serving.build(unit, version, run_id, model_uri)
         context.log.info(f"built {built['bento_tag']} with model {built['model_tag']} (registry v{version})")
 
-        window = read_warehouse_frame(storage, "training_set")
-        if window is None:
-            raise dg.Failure("bento: no training_set to draw parity rows from; materialize training_set first")
-        test_rows = window[window["split"] == "test"] if "split" in window else window
-        sample = test_rows.sample(n=min(config.parity_rows, len(test_rows)), random_state=0)
-        mlflow.client()
-        model = mlflow_lib.pyfunc.load_model(model_uri)
-        expected = np.asarray(model.predict(sample[list(FEATURE_COLUMNS)]), dtype="float64")
-        with serving.serve(built["bento_tag"], Path(tmp) / "serve.log", prediction_log_url=str(Path(tmp) / "plog")) as url:
-            served = np.asarray(_post_all(url, records_from_features(sample)), dtype="float64")
+        try:
+            window = read_warehouse_frame(storage, "training_set")
+            if window is None:
+                raise dg.Failure("bento: no training_set to draw parity rows from; materialize training_set first")
+            test_rows = window[window["split"] == "test"] if "split" in window else window
+            sample = test_rows.sample(n=min(config.parity_rows, len(test_rows)), random_state=0)
+            mlflow.client()  # sets MLflow's tracking and registry URIs for pyfunc.load_model
+            model = mlflow_lib.pyfunc.load_model(model_uri)
+            expected = np.asarray(model.predict(sample[list(FEATURE_COLUMNS)]), dtype="float64")
+            log = Path(tmp) / "serve.log"
+            with serving.serve(built["bento_tag"], log, prediction_log_url=str(Path(tmp) / "plog")) as url:
+                served = np.asarray(_post_all(url, records_from_features(sample)), dtype="float64")
+        except BaseException:
+            # Never leave an unchecked Bento as `latest`, whatever stopped the check.
+            serving.delete(built["bento_tag"])
+            raise
 
     worst = float(np.max(np.abs(served - expected))) if len(sample) else 0.0
     passed = len(sample) > 0 and worst <= config.parity_tolerance

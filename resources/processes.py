@@ -26,8 +26,8 @@ def serving(command: list[str], ready_url: str, log: Path, timeout_s: float = 90
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                urllib.request.urlopen(ready_url, timeout=2)
-                break
+                with urllib.request.urlopen(ready_url, timeout=2):
+                    break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{command[:4]} did not start: {Path(log).read_text()[-2000:]}") from None
@@ -47,5 +47,7 @@ def _stop(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        process.kill()
         process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # workers that outlived their leader

@@ -44,11 +44,12 @@ class BentoServing(dg.ConfigurableResource):
             raise RuntimeError(f"bento build failed (exit {done.returncode}): {done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    def delete(self, bento_tag: str) -> None:
-        """Remove a Bento (one that failed its parity check must never be 'latest')."""
-        subprocess.run(
-            [self._bentoml(), "delete", "-y", bento_tag], env=self.env(), capture_output=True, check=True
-        )
+    def delete(self, bento_tag: str) -> bool:
+        """Remove a Bento (one that failed or missed its parity check must never be 'latest'); False if that failed."""
+        done = subprocess.run([self._bentoml(), "delete", "-y", bento_tag], env=self.env(), capture_output=True, text=True)
+        if done.returncode != 0:
+            dg.get_dagster_logger().error(f"could not delete Bento {bento_tag}: {done.stderr[-500:]}")
+        return done.returncode == 0
 
     @contextlib.contextmanager
     def serve(self, bento_tag: str, log: Path, prediction_log_url: str | None = None) -> Iterator[str]:

@@ -10,6 +10,7 @@ training run's start, whatever its outcome, so a failing training is not retried
 import json
 import os
 import time
+import urllib.parse
 import urllib.request
 
 import dagster as dg
@@ -26,8 +27,10 @@ TRIGGER_CHECKS = (
 )
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
 ]
+BENTO_ATTEMPTS = 3
+"""Builds of one champion the deploy sensor starts before it gives up (and the failure sensor has alerted)."""
 
 
 def retrain_cooldown_s() -> float:
@@ -112,7 +115,7 @@ def retrain_on_drift_sensor(context: dg.SensorEvaluationContext):
     job_name=BENTO_JOB,
     minimum_interval_seconds=settings.sensor_interval_s(60),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="The champion alias moved (in any way) and no Bento serves it yet → build and parity-check one.",
+    description="The champion alias moved and the newest Bento does not serve it → build and parity-check one.",
 )
 def deploy_on_promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowRegistry):
     try:
@@ -121,14 +124,28 @@ def deploy_on_promotion_sensor(context: dg.SensorEvaluationContext, mlflow: Mlfl
         return dg.SkipReason(f"registry unreachable: {exc}"[:300])
     if champion is None:
         return dg.SkipReason("no champion yet")
-    latest = context.instance.get_latest_materialization_event(dg.AssetKey("bento"))
+    records = context.instance.fetch_materializations(dg.AssetKey("bento"), limit=1).records
+    latest = records[0] if records else None
     built = latest.asset_materialization.metadata.get("model_version") if latest else None
     if built is not None and str(built.value) == champion:
         return dg.SkipReason(f"the newest Bento already serves champion v{champion}")
     for job in (TRAINING_JOB, BENTO_JOB):
         if context.instance.get_run_records(dg.RunsFilter(job_name=job, statuses=IN_FLIGHT), limit=1):
             return dg.SkipReason(f"{job} is queued or running; it may build the Bento for v{champion}")
-    return dg.RunRequest(run_key=f"bento-for-champion-v{champion}", tags={"deploy/champion_version": champion})
+    since = latest.storage_id if latest else 0
+    attempts = [
+        r for r in context.instance.get_run_records(
+            dg.RunsFilter(job_name=BENTO_JOB, tags={"deploy/champion_version": champion, "deploy/after_bento": str(since)})
+        )
+    ]
+    if len(attempts) >= BENTO_ATTEMPTS:
+        return dg.SkipReason(f"{len(attempts)} Bento builds for champion v{champion} failed; see run_failure_alert")
+    return dg.RunRequest(
+        # A new key per champion move (the newest Bento changes) and per attempt: a rollback redeploys,
+        # a failed build is retried, at most BENTO_ATTEMPTS times.
+        run_key=f"bento-for-champion-v{champion}-after-{since}-attempt-{len(attempts) + 1}",
+        tags={"deploy/champion_version": champion, "deploy/after_bento": str(since)},
+    )
 
 
 def alert_webhook_url() -> str | None:
@@ -155,4 +172,4 @@ def run_failure_alert(context: dg.RunFailureSensorContext):
         try:
             urllib.request.urlopen(request, timeout=10).close()
         except OSError as exc:
-            context.log.error(f"alert webhook {url} failed: {exc}")
+            context.log.error(f"alert webhook at {urllib.parse.urlsplit(url).netloc} failed: {exc}")

@@ -43,6 +43,10 @@ def default_url() -> str:
     """``PREDICTION_LOG_URL``, else ``$LAKE_URL/predictions``, else ``$DATA_DIR/lake/predictions``."""
     if os.environ.get("PREDICTION_LOG_URL"):
         return os.environ["PREDICTION_LOG_URL"]
+    if not (os.environ.get("LAKE_URL") or os.environ.get("DATA_DIR")):
+        # A served Bento runs from its own src/ folder: a relative default lands where monitoring never looks.
+        logger.warning("prediction log: none of PREDICTION_LOG_URL, LAKE_URL, DATA_DIR is set; writing under %s",
+                       Path("data").resolve())
     lake = os.environ.get("LAKE_URL") or str(Path(os.environ.get("DATA_DIR") or "data").resolve() / "lake")
     return f"{lake.rstrip('/')}/{PREDICTIONS_PREFIX}"
 
@@ -64,9 +68,10 @@ def _filesystem(url: str):
 class PredictionLog:
     """Buffered, append-only writer of prediction rows (thread-safe; call ``close`` to flush the rest)."""
 
-    def __init__(self, url: str, flush_rows: int = 10_000, flush_seconds: float = 5.0):
+    def __init__(self, url: str, flush_rows: int = 10_000, flush_seconds: float = 5.0, max_buffer_rows: int = 500_000):
         self.url = url
         self.flush_rows = flush_rows
+        self.max_buffer_rows = max_buffer_rows
         self.flush_seconds = flush_seconds
         self._fs, self._root = _filesystem(url)
         self._local = not url.startswith("s3://")  # local files appear whole: write aside, then rename
@@ -97,20 +102,34 @@ class PredictionLog:
         return frame.astype({c: t for c, t in LOG_DTYPES.items() if c in frame.columns})
 
     def flush(self) -> int:
-        """Write what is buffered now; returns the rows written. Failed writes are kept for the next try."""
+        """Write what is buffered now; returns the rows written.
+
+        Days whose write failed are kept for the next flush (only those: written days are not
+        rewritten); the buffer is capped at ``max_buffer_rows``, dropping the oldest (``rows_dropped``).
+        """
         frame = self._take()
         if frame is None:
             return 0
-        try:
-            for day, rows in frame.groupby("date", sort=False):
+        written, failed = 0, []
+        for day, rows in frame.groupby("date", sort=False):
+            try:
                 self._write(str(day), rows)
-        except Exception:
-            logger.exception("prediction log: write to %s failed; keeping %d rows for the next flush", self.url, len(frame))
+                written += len(rows)
+            except Exception:
+                logger.exception("prediction log: writing %d rows of %s to %s failed; kept for the next flush",
+                                 len(rows), day, self.url)
+                failed.append(rows)
+        if failed:
+            kept = pd.concat(failed).to_dict("records")
             with self._lock:
-                self._rows[:0] = frame.to_dict("records")
-                self._pending += len(frame)
-            return 0
-        return len(frame)
+                self._rows[:0] = kept
+                overflow = len(self._rows) - self.max_buffer_rows
+                if overflow > 0:
+                    del self._rows[:overflow]
+                    self.rows_dropped += overflow
+                    logger.error("prediction log: buffer full, dropped the %d oldest rows", overflow)
+                self._pending = len(self._rows)
+        return written
 
     def _write(self, day: str, rows: pd.DataFrame) -> None:
         buffer = io.BytesIO()
@@ -131,7 +150,10 @@ class PredictionLog:
         while not self._closed.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the thread must outlive any one bad flush
+                logger.exception("prediction log: flush failed")
 
     def close(self) -> None:
         self._closed.set()

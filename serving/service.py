@@ -8,6 +8,7 @@ The champion arrives as one BentoML model (``flight_delay:<tag>``) holding the s
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import time
 import uuid
@@ -40,8 +41,9 @@ MODEL_INFO = bentoml.metrics.Gauge(
 @bentoml.service(
     name="flight_delay_service",
     traffic={"timeout": 10, "max_concurrency": 1024},
-    # two processes on 2 cores: one's event loop parses and answers while the other's batch holds
-    # its GIL (bench/serve_load.py: ~1.5x req/s at 64 clients vs one worker); ~0.4 GB RSS each
+    # two processes on 2 cores: per-request work is BentoML's event loop, GIL-bound; one worker's loop
+    # peaks near 800 req/s even in process (bench/serve_profile.py), two served 1,000-1,100 req/s over
+    # HTTP at 64 clients (bench/serve_load.py); ~0.4 GB RSS each
     workers=int(os.environ.get("SERVICE_WORKERS", "2")),
     logging={"access": {"enabled": os.environ.get("SERVICE_ACCESS_LOG", "false").lower() == "true"}},
     metrics={"enabled": True},
@@ -63,6 +65,9 @@ class FlightDelay:
         self.bento_model = str(stored.tag)
         MODEL_INFO.labels(model_version=self.model_version, bento_model=self.bento_model).set(1)
         self.prediction_log = PredictionLog(default_url())
+        # Everything loaded so far lives as long as the worker: keep it out of the collector's scans
+        # (full collections paused 150–230 ms before, bench/serve_profile.py; the p99 tail).
+        gc.freeze()
 
     def __is_ready__(self) -> bool:
         return getattr(self, "unit", None) is not None
@@ -76,8 +81,8 @@ class FlightDelay:
         batchable=True,
         max_batch_size=256,
         # the batcher's shedding threshold (503 once a request's estimated wait passes it), not a wait:
-        # a batch costs ~15 ms of pandas whatever its size, so 50 ms shed most requests at 16+ clients
-        # on 2 cores; 1 s sheds only a real overload, well inside the 10 s request timeout.
+        # 50 ms shed half or more of the requests at 64 clients on 2 cores (bench/serve_load.py); 1 s
+        # sheds only a real overload, well inside the 10 s request timeout.
         max_latency_ms=1_000,
     )
     def predict(self, flights: Flights) -> list[Prediction]:

@@ -89,7 +89,7 @@ def test_a_drifted_day_leads_to_one_training_run_and_a_new_champion(demo_environ
     launched = [r for r in _training_runs(instance) if "retrain/trigger" in r.dagster_run.tags]
     assert len(launched) == 1
     run = instance.get_run_by_id(launched[0].dagster_run.run_id)
-    # Drift and decay both failed on that day: two failed evaluations, one retraining.
+    # Drift (and usually decay) failed on that day: however many failed evaluations, one retraining.
     assert run.tags["retrain/trigger"] in {"drift_report:drift_check", "model_performance:performance_check"}
     assert int(run.tags["retrain/failed_evaluations"]) >= 1
     assert run.status == dg.DagsterRunStatus.SUCCESS, (demo_environment / "daemon.log").read_text()[-3000:]

@@ -142,3 +142,23 @@ def test_all_null_and_absent_columns_are_skipped_with_a_reason(january, january_
     assert set(result.evaluated_columns) == set(FEATURE_COLUMNS) - set(result.skipped_columns)
     assert set(result.column_scores) == set(result.evaluated_columns)
     assert result.drift_share == len(result.drifted_columns) / len(result.evaluated_columns)
+
+
+def test_gate_defaults_of_the_asset_are_the_calibrated_ones():
+    from assets.monitoring import DriftConfig
+    from ml.drift import GATE_COLUMNS, GATE_THRESHOLD
+
+    config = DriftConfig()
+    assert tuple(config.gate_columns) == GATE_COLUMNS and config.column_threshold == GATE_THRESHOLD
+
+
+def test_gate_counts_only_distance_scores_and_reports_none_without_weather():
+    from ml.drift import DriftResult, gate
+
+    def result(scores, tests):
+        return DriftResult(0.0, [], scores, tests, list(scores), {}, 900, 10_000)
+
+    hot = gate(result({"temp": 3.1, "dewp": 1.0, "dest": 0.4}, {"temp": "wasserstein", "dewp": "wasserstein", "dest": "jensenshannon"}))
+    assert hot.share == 0.5 and hot.drifted == ["temp"] and set(hot.scores) == {"temp", "dewp"}
+    assert gate(result({"temp": 0.01}, {"temp": "ks"})).share is None, "p-values are not on the distance scale"
+    assert gate(result({"dest": 0.4}, {"dest": "jensenshannon"})).share is None, "no weather: not evaluated"

@@ -38,7 +38,7 @@ def test_a_failed_drift_check_requests_one_training_run(instance, monkeypatch):
     first = _evaluate(retrain_on_drift_sensor, instance)
     assert not first.run_requests and "no failed" in first.skip_message
 
-    assert dg.materialize([_drift_report_with(False)], instance=instance, raise_on_error=False)
+    dg.materialize([_drift_report_with(False)], instance=instance, raise_on_error=False)
     fired = _evaluate(retrain_on_drift_sensor, instance, first.cursor)
     (request,) = fired.run_requests
     assert request.run_key.startswith("retrain-after-check-evaluation-")
@@ -47,7 +47,7 @@ def test_a_failed_drift_check_requests_one_training_run(instance, monkeypatch):
     again = _evaluate(retrain_on_drift_sensor, instance, fired.cursor)
     assert not again.run_requests, "the same evaluation never fires twice"
 
-    assert dg.materialize([_drift_report_with(True)], instance=instance)
+    assert dg.materialize([_drift_report_with(True)], instance=instance).success
     passed = _evaluate(retrain_on_drift_sensor, instance, again.cursor)
     assert not passed.run_requests
 
@@ -103,7 +103,7 @@ def test_a_moved_champion_without_a_bento_requests_one_build(instance):
 
     moved = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version="3"))
     (request,) = moved.run_requests
-    assert request.run_key == "bento-for-champion-v3"
+    assert request.run_key == "bento-for-champion-v3-after-0-attempt-1"
 
     _bento_materialized(instance, "3")
     built = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version="3"))
