@@ -237,9 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data" / "demo")
     parser.add_argument("--bootstrap-from", type=dt.date.fromisoformat, default=dt.date(2013, 1, 1))
     parser.add_argument("--bootstrap-to", type=dt.date.fromisoformat, default=dt.date(2013, 3, 31))
-    parser.add_argument("--from", dest="start", type=dt.date.fromisoformat, default=dt.date(2013, 4, 1))
-    parser.add_argument("--to", dest="end", type=dt.date.fromisoformat, default=dt.date(2013, 8, 31))
-    parser.add_argument("--every", type=int, default=10, help="replay every Nth day (1: every day)")
+    # Summer days, densely: the drift gate fires from the first one (a Jan–Mar champion), and a
+    # candidate needs recent days in its window to beat the champion on them (sparse replays mostly
+    # give candidates that not_worse_than_champion rejects: the gate working, no new champion).
+    parser.add_argument("--from", dest="start", type=dt.date.fromisoformat, default=dt.date(2013, 6, 20))
+    parser.add_argument("--to", dest="end", type=dt.date.fromisoformat, default=dt.date(2013, 7, 20))
+    parser.add_argument("--every", type=int, default=1, help="replay every Nth day (1: every day)")
     parser.add_argument("--cooldown-s", type=int, default=0, help="RETRAIN_COOLDOWN_S for the demo")
     parser.add_argument("--fresh", action="store_true", help="delete the demo's data first")
     args = parser.parse_args(argv)
