@@ -13,12 +13,19 @@ import resources
 import sensors
 from pipelines import jobs, schedules
 
-defs = dg.Definitions.merge(
-    dg.load_definitions_from_package_module(assets),
-    dg.load_definitions_from_package_module(sensors),
-    dg.load_definitions_from_modules([jobs, schedules]),
-    resources.build_defs(),
-    # Steps run in the run's own process: a child process per step costs ~1.8 s here, far more
-    # than our steps. A Kubernetes deployment swaps in its executor in deploy/.
-    dg.Definitions(executor=dg.in_process_executor),
-)
+
+
+def build_definitions() -> dg.Definitions:
+    """Everything, with resources configured from the environment as it is now."""
+    return dg.Definitions.merge(
+        dg.load_definitions_from_package_module(assets),
+        dg.load_definitions_from_package_module(sensors),
+        dg.load_definitions_from_modules([jobs, schedules]),
+        resources.build_defs(),
+        # Steps run in the run's own process: a child process per step costs ~1.8 s here, far more
+        # than our steps. A Kubernetes deployment swaps in its executor in deploy/.
+        dg.Definitions(executor=dg.in_process_executor),
+    )
+
+
+defs = build_definitions()

@@ -33,10 +33,11 @@ def demo_environment(tmp_path, monkeypatch):
 
 
 def _run(job: str, first: str, last: str, instance):
+    """In process, with resources from this test's environment (the module-level defs were bound at import)."""
+    from pipelines.definitions import build_definitions
     from pipelines.runner import run_job_over_range
 
-    report = run_job_over_range(job, first, last, instance)
-    return report
+    return run_job_over_range(job, first, last, instance, defs=build_definitions())
 
 
 def _training_runs(instance):
