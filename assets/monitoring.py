@@ -34,16 +34,16 @@ class PerformanceConfig(dg.Config):
     """Days with fewer labelled flights are reported but never fail the check."""
 
 
-def _served_or_batch(serving: BentoServing, storage: LakeStorage, day: str):
-    """The day's served predictions (the prediction log), else its batch predictions; with the source."""
+def _served_or(serving: BentoServing, storage: LakeStorage, day: str, fallback: str):
+    """The day's served requests (the prediction log), else the day's ``fallback`` partition; with the source."""
     from resources.parquet_io import read_warehouse_frame
     from serving.prediction_log import read_prediction_log
 
     served = read_prediction_log(serving.prediction_log_url, [day])
     if len(served):
         return served, "served traffic"
-    batch = read_warehouse_frame(storage, "batch_predictions", day)
-    return (batch, "batch predictions") if batch is not None else (None, "none")
+    stored = read_warehouse_frame(storage, fallback, day)
+    return (stored, fallback.replace("_", " ")) if stored is not None and len(stored) else (None, "none")
 
 
 @dg.asset(
@@ -73,8 +73,6 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, mlflow:
 
     from ml.drift import drift_report as evidently_drift
     from ml.drift import gate
-    from resources.parquet_io import read_warehouse_frame
-    from serving.prediction_log import read_prediction_log
 
     version = mlflow.champion_version()
     if version is None:
@@ -84,11 +82,8 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, mlflow:
 
     out, drifted_days, worst = {}, {}, 0.0
     for day in context.partition_keys:
-        current = read_prediction_log(serving.prediction_log_url, [day])
-        source = "served traffic"
-        if not len(current):
-            current, source = read_warehouse_frame(storage, "flight_features", day), "feature partition"
-        if current is None or not len(current):
+        current, source = _served_or(serving, storage, day, "flight_features")
+        if current is None:
             context.log.warning(f"drift_report {day}: no traffic and no features; nothing to compare")
             out[day] = None
             continue
@@ -176,7 +171,7 @@ def model_performance(context: dg.AssetExecutionContext, config: PerformanceConf
 
     out, failing, test_aucs = {}, {}, {}
     for day in context.partition_keys:
-        predictions, source = _served_or_batch(serving, storage, day)
+        predictions, source = _served_or(serving, storage, day, "batch_predictions")
         outcomes = read_warehouse_frame(storage, "flight_features", day)
         if predictions is None or outcomes is None:
             context.log.warning(f"model_performance {day}: predictions from {source}, outcomes "

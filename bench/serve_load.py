@@ -53,6 +53,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from resources.processes import free_port, serving  # noqa: E402
+
 LEVELS = (1, 16, 64)
 MODEL_VERSION, RUN_ID = "1", "benchserveload00"
 READY_TIMEOUT_S = 120
@@ -136,37 +138,11 @@ def save_to_store(unit_dir: Path) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def free_port() -> int:
-    from tests.servers import free_port as _free_port
-
-    return _free_port()
-
-
 @contextlib.contextmanager
 def server(command: list[str], port: int, log: Path, env: dict[str, str], ready_path: str = "/readyz"):
-    """Start a server, wait until ``ready_path`` answers 200, stop it (and its children) afterwards."""
-    with open(log, "w") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{command[:4]} did not start: {log.read_text()[-3000:]}") from None
-                time.sleep(0.2)
+    """Start a server, wait until ``ready_path`` answers, stop it and its workers afterwards."""
+    with serving(command, f"http://127.0.0.1:{port}{ready_path}", log, timeout_s=READY_TIMEOUT_S, env=env, cwd=ROOT) as process:
         yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 15)  # the session we started: bentoml's arbiter and its workers
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, 9)
-            process.wait()
 
 
 def post_json(port: int, body: dict) -> tuple[int, object]:
