@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +16,43 @@ from ml.preprocess import Preprocessor
 
 WEIGHTS_FILE = "weights.pt"
 UNIT_FILE = "unit.json"
+UNIT_FILES = (WEIGHTS_FILE, UNIT_FILE)
+"""A unit is exactly these files: anything else in its folder is refused, never loaded."""
+
+
+class UnitIntegrityError(ValueError):
+    """A saved unit whose files are not the ones registered (tampered, truncated, or foreign)."""
+
+
+def unit_digest(directory: str | Path) -> str:
+    """SHA-256 over a unit's files (names and bytes, in a fixed order): recorded at registration,
+    verified wherever the unit is loaded, before anything in it is read."""
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    for name in UNIT_FILES:
+        path = directory / name
+        if not path.is_file():
+            raise UnitIntegrityError(f"{directory}: not a saved model unit ({name} missing)")
+        digest.update(name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def verify_unit(directory: str | Path, expected_digest: str) -> None:
+    """Raise UnitIntegrityError unless the unit's files hash to ``expected_digest``."""
+    directory = Path(directory)
+    extra = sorted(p.name for p in directory.iterdir() if p.name not in UNIT_FILES) if directory.is_dir() else []
+    if extra:
+        raise UnitIntegrityError(f"{directory}: unexpected file(s) {extra} beside the unit; refused")
+    actual = unit_digest(directory)
+    if actual != expected_digest:
+        raise UnitIntegrityError(
+            f"{directory}: SHA-256 {actual[:16]}… does not match the registered {expected_digest[:16]}…; "
+            "the unit was changed after registration and is refused"
+        )
 
 
 @dataclass
@@ -126,8 +164,14 @@ class ModelUnit:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> ModelUnit:
+    def load(cls, directory: str | Path, expected_digest: str | None = None) -> ModelUnit:
+        """Load a saved unit; with ``expected_digest`` its files are verified first (UnitIntegrityError).
+
+        Weights are read with ``weights_only=True``: a pickled object in them is refused, never run.
+        """
         directory = Path(directory)
+        if expected_digest is not None:
+            verify_unit(directory, expected_digest)
         description = json.loads((directory / UNIT_FILE).read_text())
         config_data = description["config"]
         config = ModelConfig(
@@ -138,7 +182,10 @@ class ModelUnit:
             }
         )
         unit = cls.create(Preprocessor.from_dict(description["preprocessor"]), config)
-        state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle.UnpicklingError for anything beyond tensors
+            raise UnitIntegrityError(f"{directory / WEIGHTS_FILE}: not plain tensor weights; refused ({exc})"[:600]) from None
         unit.network.load_state_dict(state)
         unit.network.eval()
         unit.info = description.get("info", {})

@@ -113,3 +113,36 @@ def test_scoring_records_equals_scoring_the_frame(trained):
         for row in frame.to_dict("records")
     ]
     assert np.array_equal(result.unit.predict_records(records), result.unit.predict_proba(frame))
+
+
+def test_a_unit_is_verified_by_its_digest_before_it_is_loaded(trained, tmp_path):
+    import torch
+
+    from ml.model import UnitIntegrityError, unit_digest, verify_unit
+
+    unit_dir = trained[0].unit.save(tmp_path / "unit")
+    digest = unit_digest(unit_dir)
+    verify_unit(unit_dir, digest)
+    assert ModelUnit.load(unit_dir, expected_digest=digest) is not None
+
+    (unit_dir / "unit.json").write_text((unit_dir / "unit.json").read_text().replace('"dropout"', '"dropout" '))
+    with pytest.raises(UnitIntegrityError, match="does not match the registered"):
+        ModelUnit.load(unit_dir, expected_digest=digest)
+
+    pickled = tmp_path / "pickled"
+    trained[0].unit.save(pickled)
+    marker = tmp_path / "marker"
+    torch.save({"payload": _Payload(str(marker))}, pickled / "weights.pt")
+    with pytest.raises(UnitIntegrityError, match="not plain tensor weights"):
+        ModelUnit.load(pickled)
+    assert not marker.exists()
+
+
+class _Payload:
+    """Would write a marker file if anything unpickled it."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
