@@ -38,6 +38,7 @@ class LandingCursor:
 
     seen: dict[str, dict[str, str]] = field(default_factory=dict)  # dataset → day → version digest
     ignored: dict[str, str] = field(default_factory=dict)  # key → digest, warned about once
+    generation: int = 0  # ticks that requested runs: part of each run key (see run_request_for)
 
     @classmethod
     def parse(cls, raw: str | None) -> "LandingCursor":
@@ -50,10 +51,14 @@ class LandingCursor:
         return cls(
             seen={d: dict(days) for d, days in data.get("seen", {}).items()},
             ignored=dict(data.get("ignored", {})),
+            generation=int(data.get("generation", 0)),
         )
 
     def dump(self) -> str:
-        return json.dumps({"v": 2, "seen": self.seen, "ignored": self.ignored}, sort_keys=True, separators=(",", ":"))
+        return json.dumps(
+            {"v": 2, "seen": self.seen, "ignored": self.ignored, "generation": self.generation},
+            sort_keys=True, separators=(",", ":"),
+        )
 
     def knows(self, dataset: str, day: str, version: str) -> bool:
         return self.seen.get(dataset, {}).get(day) == version_digest(version)
@@ -87,10 +92,15 @@ def landing_version_ingested(instance: dg.DagsterInstance, asset: str, partition
     return str(key.value), str(version.value)
 
 
-def run_request_for(obj: StoredObject, dataset: str, partition: str) -> dg.RunRequest:
-    """A run that ingests exactly this version of this file (the run fails if it changed meanwhile)."""
+def run_request_for(obj: StoredObject, dataset: str, partition: str, generation: int) -> dg.RunRequest:
+    """A run that ingests exactly this version of this file (the run fails if it changed meanwhile).
+
+    The run key adds the cursor's generation to key and version: a tick retried from the same
+    stored cursor asks for the same keys (Dagster launches each once), while a version that comes
+    back after another was ingested (A, B, A again) is a new key, not one Dagster would skip.
+    """
     return dg.RunRequest(
-        run_key=f"{obj.key}@{obj.version}",
+        run_key=f"{obj.key}@{obj.version}#{generation}",
         partition_key=partition,
         asset_selection=[dg.AssetKey(DATASET_ASSETS[dataset])],
         tags={LANDING_KEY_TAG: obj.key, LANDING_VERSION_TAG: obj.version},
@@ -102,6 +112,7 @@ def plan_runs(
 ) -> list[dg.RunRequest]:
     """One request per (file, version) not seen before and not already ingested; updates ``cursor``."""
     requests = []
+    generation = cursor.generation + 1
     for dataset, obj in listed:
         partition = daily_partition_of(dataset, obj.key)
         if partition is None or not daily_partitions.has_partition_key(partition):
@@ -120,8 +131,10 @@ def plan_runs(
         if landing_version_ingested(instance, DATASET_ASSETS[dataset], partition) == (obj.key, obj.version):
             log.info(f"landing_zone_sensor: {obj.key} version {obj.version} was already ingested")
         else:
-            requests.append(run_request_for(obj, dataset, partition))
+            requests.append(run_request_for(obj, dataset, partition, generation))
         cursor.remember(dataset, partition, obj.version)
+    if requests:
+        cursor.generation = generation
     cursor.bound()
     return requests
 

@@ -257,3 +257,26 @@ def test_files_ingested_after_they_landed_are_not_requested_again(lake):
     dg.materialize([raw_flights], resources=resources_for(lake), instance=instance, tags=range_tags("2013-01-01", "2013-01-01"))
     result, _ = _tick(lake, instance=instance)
     assert [r.partition_key for r in _requests(result)] == ["2013-01-02"]
+
+
+def test_a_version_that_comes_back_after_another_was_ingested_runs_again(lake):
+    """A, then B ingested, then A again: the lake holds B, so A needs a run Dagster will not skip."""
+    from assets.ingest import raw_flights
+    from tests.conftest import resources_for
+
+    replay(lake, dt.date(2013, 1, 1), dt.date(2013, 1, 1), datasets=("flights",), with_reference=False)
+    instance = dg.DagsterInstance.ephemeral()
+    key = "landing/flights/date=2013-01-01.csv"
+    a = lake.read_bytes(key)
+    keys = []
+    cursor = None
+    for data in (a, a.replace(b"\n", b"\r\n"), a):
+        lake.write_bytes(key, data)
+        result, cursor = _tick(lake, cursor, instance=instance)
+        (request,) = _requests(result)
+        assert dg.materialize(
+            [raw_flights], resources=resources_for(lake), instance=instance,
+            partition_key=request.partition_key, tags=request.tags,
+        ).success
+        keys.append(request.run_key)
+    assert len(set(keys)) == 3
