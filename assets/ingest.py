@@ -151,7 +151,7 @@ def _ingest(
             f"{asset}: {exc}. This run was requested for version {exc.expected} and ingests exactly "
             "that version or nothing: nothing was written. The landing sensor requests a new run for "
             "the new version.",
-            metadata={LANDING_KEY: exc.key, "expected_version": exc.expected, "found_version": str(exc.found)},
+            metadata={"landing/file": exc.key, "expected_version": exc.expected, "found_version": str(exc.found)},
             allow_retries=False,
         ) from None
     quarantined = {}

@@ -44,8 +44,8 @@ def content_version(data: bytes) -> str:
     a stat-based version cannot prove which bytes a reader got (the file can change between the
     stat and the read). A digest names exactly the bytes read, so an ingestion run can check it
     read the version its run key names, and rewriting identical bytes is (rightly) no change.
-    The price is reading every listed file: about 0.1 s per 1,000 daily landing files here
-    (see docs/reliability-notes/landing.md); on S3 the ETag is free.
+    The price is reading every listed file: 0.06 s for a year of landing files here (729 files,
+    33 MB, warm page cache; docs/reliability-notes/landing.md); on S3 the ETag is free.
     """
     return hashlib.sha256(data).hexdigest()[:32]
 
