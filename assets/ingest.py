@@ -9,7 +9,10 @@ import dagster as dg
 from assets.partitions import daily_partitions
 from ml.contracts import AIRPORTS, ALL_ROWS, FLIGHTS, PLANES, WEATHER, Contract
 from ml.landing import landing_key, reference_key
-from resources.storage import LakeStorage
+from resources.storage import LakeStorage, ObjectChanged
+
+LANDING_KEY = "landing/key"  # run tag (set by landing_zone_sensor) and materialization metadata
+LANDING_VERSION = "landing/version"
 
 CONTRACT_CHECK = "landing_contract"
 QUARANTINE_PREFIX = "quarantine"
@@ -27,6 +30,14 @@ def _contract_check_spec(asset: str, contract: Contract) -> dg.AssetCheckSpec:
             "fails is quarantined and never written where downstream reads."
         ),
     )
+
+
+class LandingConfig(dg.Config):
+    """How strictly a landing file must match its contract's columns."""
+
+    reject_extra_columns: bool = False
+    """Hold back a file with columns the contract does not name; by default they are recorded
+    in the metadata (``landing/extra_columns``) and not ingested."""
 
 
 def _column_schema(contract: Contract) -> dg.TableSchema:
@@ -63,7 +74,10 @@ def _check_result(
     if failed:
         shown = list(failed)[:_MAX_PARTITIONS_IN_METADATA]
         metadata["failed_partitions"] = dg.MetadataValue.json(
-            {key: {"reasons": failed[key].verdict.reasons(), "quarantine": quarantined.get(key)} for key in shown}
+            {
+                key: {"file": failed[key].source, "reasons": failed[key].verdict.reasons(), "quarantine": quarantined.get(key)}
+                for key in shown
+            }
         )
         first = failed[shown[0]]
         sample = bad_rows_sample(first)
@@ -87,9 +101,28 @@ def _check_result(
     )
 
 
+def _expected_versions(context: dg.AssetExecutionContext, partitions: list[str], key_of) -> dict[str, str]:
+    """The landing version the run was requested for, by partition (only sensor runs name one)."""
+    key, version = context.run.tags.get(LANDING_KEY), context.run.tags.get(LANDING_VERSION)
+    if not (key and version):
+        return {}
+    return {p: version for p in partitions if key_of(p) == key}
+
+
+def _landing_metadata(key: str, version: str | None, result) -> dict[str, object]:
+    """What a partition was made from: the landing file and version read, and columns left out."""
+    metadata: dict[str, object] = {LANDING_KEY: key}
+    if version is not None:
+        metadata[LANDING_VERSION] = version
+    if result.extra_columns:
+        metadata["landing/extra_columns"] = dg.MetadataValue.json(result.extra_columns)
+    return metadata
+
+
 def _ingest(
     context: dg.AssetExecutionContext,
     storage: LakeStorage,
+    config: LandingConfig,
     contract: Contract,
     asset: str,
     partitions: Iterable[str],
@@ -97,17 +130,40 @@ def _ingest(
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     from ml.ingestion import ingest_partitions
 
-    results = ingest_partitions(
-        partitions,
-        contract,
-        read=lambda p: storage.read_bytes(key_of(p)),
-        source_of=lambda p: storage.uri(key_of(p)),
-    )
+    partitions = list(partitions)
+    expected = _expected_versions(context, partitions, key_of)
+    versions: dict[str, str] = {}
+
+    def read(partition: str) -> bytes:
+        data, versions[partition] = storage.read_versioned(key_of(partition), expected.get(partition))
+        return data
+
+    try:
+        results = ingest_partitions(
+            partitions,
+            contract,
+            read=read,
+            source_of=lambda p: storage.uri(key_of(p)),
+            reject_extra_columns=config.reject_extra_columns,
+        )
+    except ObjectChanged as exc:
+        raise dg.Failure(
+            f"{asset}: {exc}. This run was requested for version {exc.expected} and ingests exactly "
+            "that version or nothing: nothing was written. The landing sensor requests a new run for "
+            "the new version.",
+            metadata={"landing/file": exc.key, "expected_version": exc.expected, "found_version": str(exc.found)},
+            allow_retries=False,
+        ) from None
     quarantined = {}
     for key, result in results.items():
         if not result.verdict.passed:
             quarantined[key] = _quarantine(storage, contract, result)
-            context.log.warning(f"{asset} {key} held back: {'; '.join(result.verdict.reasons())}")
+            context.log.warning(f"{asset} {key} held back ({result.source}): {'; '.join(result.verdict.reasons())}")
+        elif result.extra_columns:
+            context.log.warning(
+                f"{asset} {key}: column(s) {result.extra_columns} of {result.source} are not in the "
+                f"{contract.dataset} contract and were not ingested (recorded as landing/extra_columns)"
+            )
     # A day with no landing file keeps whatever it had; a day that failed its checks loses it.
     frames = {key: r.frame for key, r in results.items() if not r.missing}
     metadata = {
@@ -116,10 +172,18 @@ def _ingest(
     }
     if not contract.date_columns:
         if results[ALL_ROWS].missing:
-            raise dg.Failure(f"{asset}: {results[ALL_ROWS].verdict.error}; replay or upload it (nothing was changed)")
+            raise dg.Failure(
+                f"{asset}: {results[ALL_ROWS].verdict.error}; replay or upload it (nothing was changed)",
+                allow_retries=False,
+            )
         frame = frames[ALL_ROWS]
+        metadata.update(_landing_metadata(key_of(ALL_ROWS), versions.get(ALL_ROWS), results[ALL_ROWS]))
         yield dg.Output(frame, metadata={**metadata, "dagster/row_count": len(frame) if frame is not None else 0})
     else:
+        for key in frames:
+            context.add_asset_metadata(
+                _landing_metadata(key_of(key), versions.get(key), results[key]), partition_key=key
+            )
         yield dg.Output(frames, metadata=metadata)
     yield _check_result(asset, contract, results, quarantined)
 
@@ -130,9 +194,9 @@ def _ingest(
     group_name="ingest",
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("raw_flights", FLIGHTS)],
-    code_version="1",
+    code_version="2",
 )
-def raw_flights(context: dg.AssetExecutionContext, storage: LakeStorage):
+def raw_flights(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
     """Flights of one day, typed and validated.
 
     Read from `landing/flights/date=YYYY-MM-DD.csv`, typed by the flights contract (`ml/contracts.py`)
@@ -141,7 +205,7 @@ def raw_flights(context: dg.AssetExecutionContext, storage: LakeStorage):
     A range of days runs as one step.
     """
     yield from _ingest(
-        context, storage, FLIGHTS, "raw_flights", context.partition_keys,
+        context, storage, config, FLIGHTS, "raw_flights", context.partition_keys,
         lambda p: landing_key("flights", p),
     )
 
@@ -152,16 +216,16 @@ def raw_flights(context: dg.AssetExecutionContext, storage: LakeStorage):
     group_name="ingest",
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("raw_weather", WEATHER)],
-    code_version="1",
+    code_version="2",
 )
-def raw_weather(context: dg.AssetExecutionContext, storage: LakeStorage):
+def raw_weather(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
     """Hourly weather at EWR, JFK and LGA for one day, typed and validated.
 
     Read from `landing/weather/date=YYYY-MM-DD.csv`; physical ranges are checked (a 1,048 mph wind
     is a sensor fault, not weather). Days that fail the blocking check are quarantined.
     """
     yield from _ingest(
-        context, storage, WEATHER, "raw_weather", context.partition_keys,
+        context, storage, config, WEATHER, "raw_weather", context.partition_keys,
         lambda p: landing_key("weather", p),
     )
 
@@ -170,25 +234,25 @@ def raw_weather(context: dg.AssetExecutionContext, storage: LakeStorage):
     group_name="ingest",
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("planes", PLANES)],
-    code_version="1",
+    code_version="2",
 )
-def planes(context: dg.AssetExecutionContext, storage: LakeStorage):
+def planes(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
     """Aircraft registry by tail number (build year, maker, model, engines, seats).
 
     Reference table from `landing/reference/planes.csv`.
     """
-    yield from _ingest(context, storage, PLANES, "planes", [ALL_ROWS], lambda _: reference_key("planes"))
+    yield from _ingest(context, storage, config, PLANES, "planes", [ALL_ROWS], lambda _: reference_key("planes"))
 
 
 @dg.asset(
     group_name="ingest",
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("airports", AIRPORTS)],
-    code_version="1",
+    code_version="2",
 )
-def airports(context: dg.AssetExecutionContext, storage: LakeStorage):
+def airports(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
     """Airports by FAA code with location, altitude and time zone.
 
     Reference table from `landing/reference/airports.csv`.
     """
-    yield from _ingest(context, storage, AIRPORTS, "airports", [ALL_ROWS], lambda _: reference_key("airports"))
+    yield from _ingest(context, storage, config, AIRPORTS, "airports", [ALL_ROWS], lambda _: reference_key("airports"))

@@ -24,6 +24,9 @@ class Column:
     value_set: tuple[str, ...] | None = None
     regex: str | None = None
     hhmm: bool = False  # a clock time written as HHMM: the last two digits are minutes < 60
+    # A nullable column may still not be empty for a whole partition (a producer dropped it),
+    # unless the world allows it: no gusts on a calm day.
+    may_be_all_null: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ WEATHER = Contract(
         Column("humid", "float64", min_value=0, max_value=100),  # %
         Column("wind_dir", "float64", min_value=0, max_value=360),  # degrees
         Column("wind_speed", "float64", min_value=0, max_value=200),  # mph; record gust on Earth is 253
-        Column("wind_gust", "float64", min_value=0, max_value=260),
+        Column("wind_gust", "float64", min_value=0, max_value=260, may_be_all_null=True),  # 50 calm days in 2013
         Column("precip", "float64", min_value=0, max_value=10),  # inches per hour
         Column("pressure", "float64", min_value=870, max_value=1090),  # millibars
         Column("visib", "float64", min_value=0, max_value=100),  # miles

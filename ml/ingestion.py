@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from ml.contracts import Contract
 from ml.expectations import ExpectationFailure, PartitionVerdict, validate_partitions
-from ml.parsing import LandingFileError, ParsedFile, parse_frames, read_landing_csv
+from ml.parsing import LandingFileError, ParsedFile, extra_columns, parse_frames, read_landing_csv
+
+ALL_NULL_EXPECTATION = "column_not_entirely_null"
 
 
 @dataclass
@@ -21,6 +23,7 @@ class IngestedPartition:
     source: str
     landing_bytes: bytes | None = None
     missing: bool = False  # no landing file at all (as opposed to a bad one)
+    extra_columns: list[str] = field(default_factory=list)  # in the file, not in the contract: not ingested
 
     @property
     def frame(self) -> pd.DataFrame | None:
@@ -42,21 +45,38 @@ def _type_failures(parsed: ParsedFile) -> list[ExpectationFailure]:
     ]
 
 
+def _all_null_failures(frame: pd.DataFrame, contract: Contract) -> list[ExpectationFailure]:
+    """Nullable columns that hold no value at all in a partition, unless the contract allows it."""
+    if frame.empty:
+        return []
+    return [
+        ExpectationFailure(
+            expectation=ALL_NULL_EXPECTATION, column=c.name, kwargs={}, unexpected_count=len(frame), sample_values=[]
+        )
+        for c in contract.columns
+        if c.nullable and not c.may_be_all_null and frame[c.name].isna().all()
+    ]
+
+
 def ingest_partitions(
     partitions: Iterable[str],
     contract: Contract,
     read: Callable[[str], bytes],
     source_of: Callable[[str], str],
+    reject_extra_columns: bool = False,
 ) -> dict[str, IngestedPartition]:
     """Read, type and validate each partition; only those that pass every expectation keep a frame.
 
-    ``read(partition)`` returns the landing bytes (FileNotFoundError when absent);
-    ``source_of(partition)`` names the file in messages. Files are read one by one (a broken file
-    fails alone); typing and validation run once over all of them.
+    ``read(partition)`` returns the landing bytes (FileNotFoundError when absent; any other
+    error propagates: the caller cannot trust the run); ``source_of(partition)`` names the file in
+    messages. Files are read one by one (a broken file fails alone); typing and validation run
+    once over all of them. Columns beyond the contract are listed in ``extra_columns`` (or the
+    partition is held back when ``reject_extra_columns``).
     """
     out: dict[str, IngestedPartition] = {}
     raws: dict[str, pd.DataFrame] = {}
     landed: dict[str, bytes] = {}
+    extras: dict[str, list[str]] = {}
     for partition in partitions:
         source = source_of(partition)
         try:
@@ -67,8 +87,9 @@ def ingest_partitions(
             )
             continue
         try:
-            raws[partition] = read_landing_csv(data, contract, source)
+            raws[partition] = read_landing_csv(data, contract, source, reject_extra_columns)
             landed[partition] = data
+            extras[partition] = extra_columns(raws[partition], contract)
         except LandingFileError as exc:
             out[partition] = IngestedPartition(None, PartitionVerdict(partition, 0, error=str(exc)), source, data)
 
@@ -80,8 +101,11 @@ def ingest_partitions(
             verdict.failures = _type_failures(result)
         else:
             typed[partition] = result.frame
-        out[partition] = IngestedPartition(result.frame, verdict, result.source, landed[partition])
+        out[partition] = IngestedPartition(
+            result.frame, verdict, result.source, landed[partition], extra_columns=extras[partition]
+        )
     for partition, verdict in validate_partitions(typed, contract).items():
+        verdict.failures.extend(_all_null_failures(typed[partition], contract))
         out[partition].verdict = verdict
     return out
 

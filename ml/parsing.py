@@ -90,7 +90,8 @@ def _coerce(raw: pd.Series, dtype: str) -> pd.Series:
         fits = (numbers == numbers.round()) & numbers.between(limits.min, limits.max)
         return numbers.where(numbers.isna() | fits).astype(dtype)
     if dtype == "float64":
-        return pd.to_numeric(raw, errors="coerce").astype("float64")
+        numbers = pd.to_numeric(raw, errors="coerce").astype("float64")
+        return numbers.where(np.isfinite(numbers))  # "inf" is no measurement: a type problem
     if dtype.startswith("datetime64"):
         return pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
     return raw.astype("string").str.strip()
@@ -146,16 +147,55 @@ def parse_frame(raw: pd.DataFrame, contract: Contract, source: str) -> ParsedFil
     return parse_frames({source: raw}, contract, {source: source})[source]
 
 
-def read_landing_csv(data: bytes, contract: Contract, source: str) -> pd.DataFrame:
-    """Read one landing CSV as strings; raise LandingFileError when it cannot be read as the contract says."""
+_COMPRESSED = {
+    b"\x1f\x8b": "gzip-compressed",
+    b"PK\x03\x04": "a zip archive",
+    b"BZh": "bzip2-compressed",
+    b"\xfd7zXZ\x00": "xz-compressed",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed",
+}
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _decode(data: bytes, source: str) -> str:
+    """UTF-8 text, with or without the byte-order mark Excel and Windows tools write first."""
+    for magic, what in _COMPRESSED.items():
+        if data.startswith(magic):
+            raise LandingFileError(
+                f"{source}: {what}, not CSV text; decompress it and deliver the plain .csv under the same name"
+            )
+    if data.startswith(_UTF16_BOMS):
+        raise LandingFileError(f"{source}: not UTF-8 text (UTF-16, e.g. Excel's 'Unicode text'); export it as CSV UTF-8")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise LandingFileError(f"{source}: not UTF-8 text ({exc})") from None
+        raise LandingFileError(f"{source}: not UTF-8 text ({exc}); export it as CSV UTF-8") from None
+
+
+def extra_columns(raw: pd.DataFrame, contract: Contract) -> list[str]:
+    """Columns of a landing file that its contract does not name (they are not ingested)."""
+    return [c for c in raw.columns if c not in contract.names]
+
+
+def read_landing_csv(
+    data: bytes, contract: Contract, source: str, reject_extra_columns: bool = False
+) -> pd.DataFrame:
+    """Read one landing CSV as strings; raise LandingFileError when it cannot be read as the contract says.
+
+    Columns beyond the contract are kept in the frame for the caller to report (``extra_columns``),
+    or rejected when ``reject_extra_columns``.
+    """
+    text = _decode(data, source)
     if not text.strip():
         raise LandingFileError(f"{source}: empty file (no header, no rows)")
     header = _check_shape(text, source)
     _check_columns(header, contract, source)
+    unexpected = [h for h in header if h not in contract.names]
+    if unexpected and reject_extra_columns:
+        raise LandingFileError(
+            f"{source}: unexpected column(s) {unexpected} and extra columns are rejected "
+            "(reject_extra_columns); remove them, or add them to the contract"
+        )
     raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=NA_VALUES)
     raw.columns = [c.strip() for c in raw.columns]
     if raw.empty:

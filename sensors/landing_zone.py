@@ -1,83 +1,142 @@
-"""landing_zone_sensor: a new or changed landing file → a run for exactly its partition."""
+"""landing_zone_sensor: a new or changed landing file → a run for exactly its partition and version."""
 
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 
 import dagster as dg
 
+from assets.ingest import LANDING_KEY as LANDING_KEY_TAG, LANDING_VERSION as LANDING_VERSION_TAG
 from assets.partitions import daily_partitions
-from ml.landing import partition_of
+from ml.landing import daily_partition_of, why_not_a_landing_file
 from resources.storage import LakeStorage, StoredObject
 from resources import settings
 
 DATASET_ASSETS = {"flights": "raw_flights", "weather": "raw_weather"}
+MAX_TRACKED = 4_000  # files whose version the cursor remembers: 5 years of two daily datasets
+MAX_IGNORED = 200  # misnamed files remembered so that each is warned about once
+_DIGEST_CHARS = 12
+
+
+def version_digest(version: str) -> str:
+    """48 bits of a version: enough to tell one file's successive versions apart, small in a cursor."""
+    return hashlib.sha256(version.encode()).hexdigest()[:_DIGEST_CHARS]
 
 
 @dataclass
 class LandingCursor:
-    """The newest modification time seen, and the versions seen at exactly that time.
+    """The version the sensor last saw of each landing file, by dataset and day.
 
-    Objects modified strictly before ``since`` were handled already; a file rewritten later gets a
-    newer time, so it is seen again. Keeping only the keys at ``since`` keeps the cursor small.
+    No timestamps: a file copied with an older mtime, or rewritten while its run is in flight, is
+    a new version and nothing else. Bounded: only files that name a day of ``daily_partitions``
+    are tracked (two per day of the partitions' window), at most ``MAX_TRACKED`` (the newest days
+    win), as 12-hex digests (~20 kB for the year). A file not tracked, because it is new or was
+    dropped for size, is compared with the landing version that its partition's latest
+    materialization recorded instead (``landing_version_ingested``).
     """
 
-    since: float = 0.0
-    at_since: dict[str, str] = field(default_factory=dict)
+    seen: dict[str, dict[str, str]] = field(default_factory=dict)  # dataset → day → version digest
+    ignored: dict[str, str] = field(default_factory=dict)  # key → digest, warned about once
+    generation: int = 0  # ticks that requested runs: part of each run key (see run_request_for)
 
     @classmethod
     def parse(cls, raw: str | None) -> "LandingCursor":
+        """A cursor from its stored form; one from an older format starts empty (see above: safe)."""
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls(since=float(data.get("since", 0.0)), at_since=dict(data.get("at_since", {})))
+        if data.get("v") != 2:
+            return cls()
+        return cls(
+            seen={d: dict(days) for d, days in data.get("seen", {}).items()},
+            ignored=dict(data.get("ignored", {})),
+            generation=int(data.get("generation", 0)),
+        )
 
     def dump(self) -> str:
-        return json.dumps({"since": self.since, "at_since": self.at_since}, sort_keys=True)
+        return json.dumps(
+            {"v": 2, "seen": self.seen, "ignored": self.ignored, "generation": self.generation},
+            sort_keys=True, separators=(",", ":"),
+        )
+
+    def knows(self, dataset: str, day: str, version: str) -> bool:
+        return self.seen.get(dataset, {}).get(day) == version_digest(version)
+
+    def remember(self, dataset: str, day: str, version: str) -> None:
+        self.seen.setdefault(dataset, {})[day] = version_digest(version)
+
+    def bound(self, max_tracked: int | None = None, max_ignored: int | None = None) -> None:
+        """Forget the oldest days beyond ``MAX_TRACKED`` files, and misnamed keys beyond ``MAX_IGNORED``."""
+        max_tracked = MAX_TRACKED if max_tracked is None else max_tracked
+        max_ignored = MAX_IGNORED if max_ignored is None else max_ignored
+        tracked = sorted(((day, d) for d, days in self.seen.items() for day in days), reverse=True)
+        for day, dataset in tracked[max_tracked:]:
+            del self.seen[dataset][day]
+        self.seen = {d: days for d, days in self.seen.items() if days}
+        if len(self.ignored) > max_ignored:
+            self.ignored = dict(sorted(self.ignored.items())[:max_ignored])
 
 
-def new_objects(objects: list[StoredObject], cursor: LandingCursor) -> tuple[list[StoredObject], "LandingCursor"]:
-    """The objects not seen before, and the cursor that remembers them."""
-    fresh = [
-        o for o in objects
-        if o.modified > cursor.since or (o.modified == cursor.since and cursor.at_since.get(o.key) != o.version)
-    ]
-    if not fresh:
-        return [], cursor
-    newest = max(o.modified for o in fresh)
-    if newest > cursor.since:
-        at_since = {o.key: o.version for o in objects if o.modified == newest}
-        return fresh, LandingCursor(since=newest, at_since=at_since)
-    return fresh, LandingCursor(since=cursor.since, at_since={**cursor.at_since, **{o.key: o.version for o in fresh}})
-
-
-def _ingested_since_landing(instance: dg.DagsterInstance, asset: str, partition: str, landed: float) -> bool:
-    """Whether the partition was materialized after the file landed (e.g. by `make run` or a backfill)."""
+def landing_version_ingested(instance: dg.DagsterInstance, asset: str, partition: str) -> tuple[str, str] | None:
+    """(landing key, version) that the partition's latest materialization read, if it recorded one."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
     ).records
-    return bool(records) and records[0].timestamp >= landed
+    if not records or records[0].asset_materialization is None:
+        return None
+    metadata = records[0].asset_materialization.metadata
+    key, version = metadata.get(LANDING_KEY_TAG), metadata.get(LANDING_VERSION_TAG)
+    if key is None or version is None:
+        return None
+    return str(key.value), str(version.value)
 
 
-def run_request_for(
-    obj: StoredObject, dataset: str, instance: dg.DagsterInstance, log
-) -> dg.RunRequest | None:
-    partition = partition_of(obj.key)
-    if partition is None:
-        log.warning(f"landing_zone_sensor: ignoring {obj.key}: name is not date=YYYY-MM-DD.csv")
-        return None
-    if not daily_partitions.has_partition_key(partition):
-        log.warning(f"landing_zone_sensor: ignoring {obj.key}: {partition} is outside {daily_partitions}")
-        return None
-    if _ingested_since_landing(instance, DATASET_ASSETS[dataset], partition, obj.modified):
-        log.info(f"landing_zone_sensor: {obj.key} was already ingested after it landed")
-        return None
+def run_request_for(obj: StoredObject, dataset: str, partition: str, generation: int) -> dg.RunRequest:
+    """A run that ingests exactly this version of this file (the run fails if it changed meanwhile).
+
+    The run key adds the cursor's generation to key and version: a tick retried from the same
+    stored cursor asks for the same keys (Dagster launches each once), while a version that comes
+    back after another was ingested (A, B, A again) is a new key, not one Dagster would skip.
+    """
     return dg.RunRequest(
-        run_key=f"{obj.key}@{obj.version}",
+        run_key=f"{obj.key}@{obj.version}#{generation}",
         partition_key=partition,
         asset_selection=[dg.AssetKey(DATASET_ASSETS[dataset])],
-        tags={"landing/key": obj.key, "landing/version": obj.version},
+        tags={LANDING_KEY_TAG: obj.key, LANDING_VERSION_TAG: obj.version},
     )
+
+
+def plan_runs(
+    listed: list[tuple[str, StoredObject]], cursor: LandingCursor, instance: dg.DagsterInstance, log
+) -> list[dg.RunRequest]:
+    """One request per (file, version) not seen before and not already ingested; updates ``cursor``."""
+    requests = []
+    generation = cursor.generation + 1
+    for dataset, obj in listed:
+        partition = daily_partition_of(dataset, obj.key)
+        if partition is None or not daily_partitions.has_partition_key(partition):
+            digest = version_digest(obj.version)
+            if cursor.ignored.get(obj.key) != digest:
+                reason = (
+                    why_not_a_landing_file(dataset, obj.key)
+                    if partition is None
+                    else f"{partition} is outside {daily_partitions}"
+                )
+                log.warning(f"landing_zone_sensor: ignoring {obj.key}: {reason}")
+                cursor.ignored[obj.key] = digest
+            continue
+        if cursor.knows(dataset, partition, obj.version):
+            continue
+        if landing_version_ingested(instance, DATASET_ASSETS[dataset], partition) == (obj.key, obj.version):
+            log.info(f"landing_zone_sensor: {obj.key} version {obj.version} was already ingested")
+        else:
+            requests.append(run_request_for(obj, dataset, partition, generation))
+        cursor.remember(dataset, partition, obj.version)
+    if requests:
+        cursor.generation = generation
+    cursor.bound()
+    return requests
 
 
 @dg.sensor(
@@ -93,16 +152,14 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, storage: LakeStorag
         try:
             objects = storage.list(f"landing/{dataset}/")
         except Exception as exc:  # storage down: skip the tick, keep the cursor, never crash
-            return dg.SkipReason(f"cannot list landing/{dataset}/: {exc}")
+            from ml.redaction import redact
+
+            return dg.SkipReason(f"cannot list landing/{dataset}/: {redact(str(exc))}")
         listed.extend((dataset, o) for o in objects)
-    fresh, next_cursor = new_objects([o for _, o in listed], cursor)
-    if not fresh:
-        return dg.SkipReason("no new landing files")
-    dataset_of = {o.key: d for d, o in listed}
-    requests = [
-        r for o in fresh if (r := run_request_for(o, dataset_of[o.key], context.instance, context.log))
-    ]
-    context.update_cursor(next_cursor.dump())
+    before = cursor.dump()
+    requests = plan_runs(listed, cursor, context.instance, context.log)
+    if cursor.dump() != before:
+        context.update_cursor(cursor.dump())
     if not requests:
-        return dg.SkipReason(f"{len(fresh)} new file(s), none a daily landing file still to ingest")
+        return dg.SkipReason("no new landing files still to ingest")
     return requests

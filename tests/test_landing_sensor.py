@@ -2,14 +2,17 @@
 
 import datetime as dt
 import os
+import shutil
 import time
 
 import dagster as dg
 import pytest
 
+from assets.partitions import daily_partitions
+from ml.reference_data import daily_csvs
 from pipelines.replay import replay
-from resources.storage import LakeStorage
-from sensors.landing_zone import LandingCursor, landing_zone_sensor
+from resources.storage import LakeStorage, content_version
+from sensors.landing_zone import LandingCursor, landing_zone_sensor, plan_runs
 
 
 def _tick(storage, cursor=None, instance=None):
@@ -18,6 +21,19 @@ def _tick(storage, cursor=None, instance=None):
     )
     result = landing_zone_sensor(context)
     return result, context.cursor
+
+
+class _Log:
+    """Stands in for the sensor's logger: keeps what it was told."""
+
+    def __init__(self):
+        self.warnings: list[str] = []
+
+    def warning(self, message):
+        self.warnings.append(message)
+
+    def info(self, message):
+        pass
 
 
 def _requests(result):
@@ -60,24 +76,114 @@ def test_a_changed_file_runs_again_with_a_new_run_key(lake):
     first, cursor = _tick(lake)
     (first_request,) = _requests(first)
     key = "landing/flights/date=2013-01-01.csv"
-    time.sleep(0.01)
-    lake.write_bytes(key, lake.read_bytes(key) + b"")  # same bytes, rewritten: a new delivery
-    path = os.path.join(lake.url, key)
-    os.utime(path, ns=(time.time_ns(), time.time_ns()))
-    second, _ = _tick(lake, cursor)
+    lake.write_bytes(key, lake.read_bytes(key).replace(b"\n", b"\r\n"))  # new bytes: a new delivery
+    second, cursor = _tick(lake, cursor)
     (second_request,) = _requests(second)
     assert second_request.partition_key == "2013-01-01"
     assert second_request.run_key != first_request.run_key
+    assert second_request.tags["landing/version"] == content_version(lake.read_bytes(key))
 
 
-def test_badly_named_and_out_of_range_files_are_ignored(lake):
+def test_identical_bytes_rewritten_are_no_change(lake):
+    """The version names the bytes: a producer re-sending the same file does not rerun the day.
+
+    (Before versions were content digests, a rewrite of the same bytes with a new mtime ran again.)
+    """
+    replay(lake, dt.date(2013, 1, 1), dt.date(2013, 1, 1), datasets=("flights",), with_reference=False)
+    _, cursor = _tick(lake)
+    key = "landing/flights/date=2013-01-01.csv"
+    lake.write_bytes(key, lake.read_bytes(key))
+    os.utime(os.path.join(lake.url, key), ns=(time.time_ns(), time.time_ns()))
+    again, _ = _tick(lake, cursor)
+    assert isinstance(again, dg.SkipReason)
+
+
+def test_a_file_landing_with_an_older_mtime_is_requested(lake, tmp_path):
+    """`cp -p`, `rsync -a` and `tar x` keep the producer's mtime: older than what the sensor saw last."""
+    replay(lake, dt.date(2013, 1, 2), dt.date(2013, 1, 2), datasets=("flights",), with_reference=False)
+    _, cursor = _tick(lake)
+    staged = tmp_path / "producer" / "date=2013-01-01.csv"
+    staged.parent.mkdir()
+    staged.write_bytes(next(daily_csvs("flights", dt.date(2013, 1, 1), dt.date(2013, 1, 1)))[1])
+    a_week_ago = time.time() - 7 * 86400
+    os.utime(staged, (a_week_ago, a_week_ago))
+    shutil.copy2(staged, os.path.join(lake.url, "landing/flights/date=2013-01-01.csv"))  # cp -p
+    result, _ = _tick(lake, cursor)
+    assert [r.partition_key for r in _requests(result)] == ["2013-01-01"]
+
+
+def test_a_file_rewritten_while_its_run_is_in_flight_runs_again(lake):
+    """The run read version A; B landed before it finished: B is not "already ingested"."""
+    from assets.ingest import raw_flights
+    from tests.conftest import resources_for
+
+    replay(lake, dt.date(2013, 1, 1), dt.date(2013, 1, 1), datasets=("flights",), with_reference=False)
+    instance = dg.DagsterInstance.ephemeral()
+    first, cursor = _tick(lake, instance=instance)
+    (request,) = _requests(first)
+    time.sleep(0.01)
+    started = time.time()
+    assert dg.materialize(
+        [raw_flights], resources=resources_for(lake), instance=instance,
+        partition_key=request.partition_key, tags=request.tags,
+    ).success
+    key = "landing/flights/date=2013-01-01.csv"
+    lake.write_bytes(key, lake.read_bytes(key).replace(b"\n", b"\r\n"))
+    os.utime(os.path.join(lake.url, key), (started, started))  # it landed while the run was running
+    second, _ = _tick(lake, cursor, instance=instance)
+    (again,) = _requests(second)
+    assert again.tags["landing/version"] == content_version(lake.read_bytes(key)) != request.tags["landing/version"]
+
+
+def test_a_run_ingests_the_version_of_its_run_key_or_fails_saying_the_file_changed(lake):
+    from assets.ingest import raw_flights
+    from tests.conftest import resources_for
+
+    replay(lake, dt.date(2013, 1, 1), dt.date(2013, 1, 1), datasets=("flights",), with_reference=False)
+    instance = dg.DagsterInstance.ephemeral()
+    first, cursor = _tick(lake, instance=instance)
+    (stale,) = _requests(first)
+    key = "landing/flights/date=2013-01-01.csv"
+    new_bytes = lake.read_bytes(key).replace(b"\n", b"\r\n")
+    lake.write_bytes(key, new_bytes)  # after the tick, before the run reads it
+
+    result = dg.materialize(
+        [raw_flights], resources=resources_for(lake), instance=instance,
+        partition_key=stale.partition_key, tags=stale.tags, raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.user_failure_data.description
+    assert f"changed since version {stale.tags['landing/version']} was seen" in message
+    assert content_version(new_bytes) in message and "new run" in message
+    assert not lake.exists("warehouse/raw_flights/2013-01-01.parquet")
+
+    second, _ = _tick(lake, cursor, instance=instance)
+    (fresh,) = _requests(second)
+    result = dg.materialize(
+        [raw_flights], resources=resources_for(lake), instance=instance,
+        partition_key=fresh.partition_key, tags=fresh.tags,
+    )
+    (materialization,) = result.asset_materializations_for_node("raw_flights")
+    assert materialization.metadata["landing/version"].value == content_version(new_bytes)
+    assert materialization.metadata["landing/key"].value == key
+
+
+def test_badly_named_and_out_of_range_files_are_ignored_once(lake):
     lake.write_bytes("landing/flights/notes.txt", b"hello")
     lake.write_bytes("landing/flights/date=2013-02-30.csv", b"x")
     lake.write_bytes("landing/flights/date=2019-01-01.csv", b"x")
-    result, cursor = _tick(lake)
-    assert isinstance(result, dg.SkipReason)
-    assert "none a daily landing file still to ingest" in result.skip_message
-    assert LandingCursor.parse(cursor).since > 0  # seen: not re-listed as new on the next tick
+    lake.write_bytes("landing/flights/date=2013-01-05.csv.gz", b"\x1f\x8b")
+    lake.write_bytes("landing/flights/old/date=2013-01-06.csv", b"x")
+    listed = [("flights", o) for o in lake.list("landing/flights/")]
+    cursor, log = LandingCursor(), _Log()
+    assert plan_runs(listed, cursor, dg.DagsterInstance.ephemeral(), log) == []
+    assert len(log.warnings) == 5
+    assert any("compressed files are not accepted" in w and "date=2013-01-05.csv.gz" in w for w in log.warnings)
+    assert any("sub-folder" in w for w in log.warnings)
+    again = _Log()
+    assert plan_runs(listed, LandingCursor.parse(cursor.dump()), dg.DagsterInstance.ephemeral(), again) == []
+    assert again.warnings == []
 
 
 def test_unreachable_storage_skips_the_tick_without_crashing(monkeypatch):
@@ -86,23 +192,58 @@ def test_unreachable_storage_skips_the_tick_without_crashing(monkeypatch):
     storage = LakeStorage(
         url="s3://nowhere/lake", endpoint_url="http://127.0.0.1:9", region_name="us-east-1", max_attempts=1
     )
-    result, cursor = _tick(storage, cursor=LandingCursor(since=5.0).dump())
+    stored = LandingCursor(seen={"flights": {"2013-01-01": "abc"}}).dump()
+    result, cursor = _tick(storage, cursor=stored)
     assert isinstance(result, dg.SkipReason) and "cannot list" in result.skip_message
-    assert LandingCursor.parse(cursor).since == 5.0
+    assert cursor == stored
 
 
-@pytest.mark.parametrize(
-    ("objects_since", "expected_new"),
-    [(0.0, 2), (2.0, 0)],
-)
-def test_cursor_logic(objects_since, expected_new):
-    from resources.storage import StoredObject
-    from sensors.landing_zone import new_objects
+def test_a_cursor_of_the_old_format_starts_over_without_a_storm(lake):
+    """The mtime cursor of earlier releases is dropped; what was ingested is known from the instance."""
+    from assets.ingest import raw_flights
+    from pipelines.partition_ranges import range_tags
+    from tests.conftest import resources_for
 
-    objects = [StoredObject("a", "v1", 1.0), StoredObject("b", "v1", 2.0)]
-    cursor = LandingCursor(since=objects_since, at_since={"b": "v1"} if objects_since else {})
-    fresh, _ = new_objects(objects, cursor)
-    assert len(fresh) == expected_new
+    replay(lake, dt.date(2013, 1, 1), dt.date(2013, 1, 2), datasets=("flights",), with_reference=False)
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize([raw_flights], resources=resources_for(lake), instance=instance, tags=range_tags("2013-01-01", "2013-01-02"))
+    old = '{"at_since": {"landing/flights/date=2013-01-02.csv": "1-2"}, "since": 1700000000.0}'
+    result, cursor = _tick(lake, old, instance=instance)
+    assert isinstance(result, dg.SkipReason)
+    assert set(LandingCursor.parse(cursor).seen["flights"]) == {"2013-01-01", "2013-01-02"}
+
+
+def test_the_cursor_stays_bounded_and_forgotten_days_fall_back_to_the_instance(lake, monkeypatch):
+    from assets.ingest import raw_flights
+    from pipelines.partition_ranges import range_tags
+    from sensors import landing_zone
+    from tests.conftest import resources_for
+
+    monkeypatch.setattr(landing_zone, "MAX_TRACKED", 2)
+    replay(lake, dt.date(2013, 1, 1), dt.date(2013, 1, 3), datasets=("flights",), with_reference=False)
+    instance = dg.DagsterInstance.ephemeral()
+    first, cursor = _tick(lake, instance=instance)
+    assert len(_requests(first)) == 3
+    assert set(LandingCursor.parse(cursor).seen["flights"]) == {"2013-01-02", "2013-01-03"}
+    # 2013-01-01 is no longer in the cursor: once ingested, the instance says so, tick after tick
+    dg.materialize([raw_flights], resources=resources_for(lake), instance=instance, tags=range_tags("2013-01-01", "2013-01-03"))
+    for _ in range(2):
+        result, cursor = _tick(lake, cursor, instance=instance)
+        assert isinstance(result, dg.SkipReason)
+    key = "landing/flights/date=2013-01-01.csv"
+    lake.write_bytes(key, lake.read_bytes(key).replace(b"\n", b"\r\n"))
+    result, cursor = _tick(lake, cursor, instance=instance)
+    assert [r.partition_key for r in _requests(result)] == ["2013-01-01"]
+    assert len(LandingCursor.parse(cursor).seen["flights"]) == 2
+
+
+def test_a_year_of_files_keeps_a_small_cursor():
+    cursor = LandingCursor()
+    for day in daily_partitions.get_partition_keys():
+        for dataset in ("flights", "weather"):
+            cursor.remember(dataset, day, content_version(day.encode() + dataset.encode()))
+    cursor.bound()
+    assert len(cursor.dump()) < 25_000
 
 
 def test_files_ingested_after_they_landed_are_not_requested_again(lake):
@@ -116,3 +257,26 @@ def test_files_ingested_after_they_landed_are_not_requested_again(lake):
     dg.materialize([raw_flights], resources=resources_for(lake), instance=instance, tags=range_tags("2013-01-01", "2013-01-01"))
     result, _ = _tick(lake, instance=instance)
     assert [r.partition_key for r in _requests(result)] == ["2013-01-02"]
+
+
+def test_a_version_that_comes_back_after_another_was_ingested_runs_again(lake):
+    """A, then B ingested, then A again: the lake holds B, so A needs a run Dagster will not skip."""
+    from assets.ingest import raw_flights
+    from tests.conftest import resources_for
+
+    replay(lake, dt.date(2013, 1, 1), dt.date(2013, 1, 1), datasets=("flights",), with_reference=False)
+    instance = dg.DagsterInstance.ephemeral()
+    key = "landing/flights/date=2013-01-01.csv"
+    a = lake.read_bytes(key)
+    keys = []
+    cursor = None
+    for data in (a, a.replace(b"\n", b"\r\n"), a):
+        lake.write_bytes(key, data)
+        result, cursor = _tick(lake, cursor, instance=instance)
+        (request,) = _requests(result)
+        assert dg.materialize(
+            [raw_flights], resources=resources_for(lake), instance=instance,
+            partition_key=request.partition_key, tags=request.tags,
+        ).success
+        keys.append(request.run_key)
+    assert len(set(keys)) == 3

