@@ -161,8 +161,8 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
     def __init__(
         self,
         base_path: UPath,
+        storage: LakeStorage,
         storage_options: Mapping[str, Any] | None = None,
-        storage: LakeStorage | None = None,
         prefix: str = WAREHOUSE_PREFIX,
         keep_run_outputs: int = 5,
     ):
@@ -199,12 +199,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
     def _write(self, context: dg.OutputContext, obj: Any, path: UPath, partition: str | None) -> None:
         if _is_dask_frame_type(type(obj)):
             obj = obj.compute()
-        data = parquet_bytes(obj, self._footer_for(context, partition))
-        if self._storage is not None:
-            self._storage.write_bytes(self._key(path), data)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+        self._storage.write_bytes(self._key(path), parquet_bytes(obj, self._footer_for(context, partition)))
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         partition = context.asset_partition_key if context.has_asset_partitions else None
@@ -221,7 +216,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
             ) from None
 
     def _storage_metadata(self) -> dict:
-        return {"bucket_versioning": self._storage.bucket_versioning()} if self._storage is not None else {}
+        return {"bucket_versioning": self._storage.bucket_versioning()}
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None and not context.has_asset_partitions:
@@ -270,8 +265,6 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
 
     def _prune_run_outputs(self, context: dg.OutputContext) -> int:
         """Keep the newest ``keep_run_outputs`` files of a run-scoped asset (this run's always)."""
-        if self._storage is None:
-            return 0
         asset = "/".join(context.asset_key.path)
         prefix = f"{self._prefix}/{asset}/"
         runs = sorted(
@@ -338,8 +331,8 @@ class LakeParquetIOManager(dg.ConfigurableIOManagerFactory):
     def create_io_manager(self, context: dg.InitResourceContext) -> PartitionedParquetIOManager:
         return PartitionedParquetIOManager(
             base_path=self.storage.upath(self.prefix),
-            storage_options=self.storage.storage_options(),
             storage=self.storage,
+            storage_options=self.storage.storage_options(),
             prefix=self.prefix,
             keep_run_outputs=self.keep_run_outputs,
         )

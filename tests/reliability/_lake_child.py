@@ -13,7 +13,9 @@ from pathlib import Path
 
 
 def _signal_and_wait(spec: dict, info: dict) -> None:
-    Path(spec["signal"]).write_text(json.dumps(info))
+    flag = Path(spec["signal"])
+    flag.with_suffix(".tmp").write_text(json.dumps(info))
+    os.replace(flag.with_suffix(".tmp"), flag)  # the parent never reads half a signal
     go = spec.get("go")
     while not (go and Path(go).exists()):
         time.sleep(0.05)
