@@ -20,18 +20,24 @@ class FeaturesConfig(dg.Config):
     """Days per Dask task: enough rows to amortise pandas' per-call overhead."""
 
 
+RAW_UPSTREAMS = ("raw_flights", "raw_weather")
+
+
 def features_for_days(storage: LakeStorage, days: list[str], planes_frame=None) -> dict[str, tuple]:
-    """Build features for many days in one pass: ``{day: (features or None, had_weather, raw_rows)}``.
+    """Build features for many days in one pass: ``{day: (features or None, had_weather, raw_rows, built_from)}``.
 
     Per-day pandas work costs ~50 ms of overhead whatever the rows; concatenating the days first
     makes a year ~15× cheaper. Runs in process or as a Dask task on a worker (clients are rebuilt
-    there from the storage config).
+    there from the storage config). ``built_from`` holds the stored version of each raw day used
+    (None: absent), listed before reading: a raw day rewritten meanwhile makes the features look
+    stale to training (excluded), never current.
     """
     import pandas as pd
 
     from ml.features import build_features
-    from resources.parquet_io import read_warehouse_frame
+    from resources.parquet_io import read_warehouse_frame, stored_partitions
 
+    versions = {upstream: stored_partitions(storage, upstream) for upstream in RAW_UPSTREAMS}
     if planes_frame is None:
         planes_frame = read_warehouse_frame(storage, "planes")
     airports_frame = read_warehouse_frame(storage, "airports")
@@ -40,7 +46,7 @@ def features_for_days(storage: LakeStorage, days: list[str], planes_frame=None) 
     flights = {d: read_warehouse_frame(storage, "raw_flights", d) for d in days}
     weather = {d: read_warehouse_frame(storage, "raw_weather", d) for d in days}
     present = [d for d in days if flights[d] is not None]
-    out: dict[str, tuple] = {d: (None, weather[d] is not None, 0) for d in days if flights[d] is None}
+    out: dict[str, tuple] = {d: (None, weather[d] is not None, 0, None) for d in days if flights[d] is None}
     if not present:
         return out
     all_flights = pd.concat([flights[d] for d in present], ignore_index=True)
@@ -48,7 +54,8 @@ def features_for_days(storage: LakeStorage, days: list[str], planes_frame=None) 
     all_weather = pd.concat(observed, ignore_index=True) if observed else None
     features = build_features(all_flights, all_weather, planes_frame, airports_frame)
     for day, rows in features.groupby("date", sort=False):
-        out[day] = (rows.reset_index(drop=True), weather[day] is not None, len(flights[day]))
+        built_from = {upstream: versions[upstream].get(day) for upstream in RAW_UPSTREAMS}
+        out[day] = (rows.reset_index(drop=True), weather[day] is not None, len(flights[day]), built_from)
     return out
 
 
@@ -80,7 +87,7 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
         dg.AssetCheckSpec(ROW_COUNT_CHECK, asset="flight_features", blocking=True,
                           description="One feature row per raw scheduled flight (cancelled keep a NA label)."),
     ],
-    code_version="1",
+    code_version="2",
     output_required=False,
     automation_condition=on_new_upstream_partition(),
 )
@@ -92,12 +99,13 @@ def flight_features(
     Joins the flight with its origin's weather at the scheduled hour and its plane's registry entry
     (`ml/features.py`); never uses dep_time, dep_delay, arr_time, arr_delay or air_time as features.
     Cancelled flights stay with a NA label (counted in metadata; training leaves them out).
-    The checks run before anything is written: a range that fails them publishes nothing.
-    A day whose raw flights were held back has no features; a day whose weather was held back
-    gets missing weather. Long ranges run on the Dask cluster, a day in process.
+    The checks run before anything is written: a range that fails them publishes nothing and
+    removes the older files of its days. Each file records the raw versions it was built from
+    (`built_from`), so training can tell current features from stale ones. A day whose raw flights
+    were held back has no features; a day whose weather was held back gets missing weather. Long ranges run on the Dask cluster, a day in process.
     """
     from ml import feature_checks
-    from resources.parquet_io import read_warehouse_frame
+    from resources.parquet_io import BUILT_FROM, read_warehouse_frame, remove_partitions
 
     if dask.scheduler_address and not storage.is_s3:
         raise dg.Failure(
@@ -124,10 +132,11 @@ def flight_features(
         built = features_for_days(storage, keys, planes_frame)
         engine = "pandas"
 
-    frames = {k: f for k, (f, _, _) in built.items() if f is not None}
-    no_flights = sorted(k for k, (f, _, _) in built.items() if f is None)
-    no_weather = {k for k, (f, has_weather, _) in built.items() if f is not None and not has_weather}
-    raw_rows = {k: rows for k, (f, _, rows) in built.items() if f is not None}
+    frames = {k: f for k, (f, _, _, _) in built.items() if f is not None}
+    no_flights = sorted(k for k, (f, _, _, _) in built.items() if f is None)
+    no_weather = {k for k, (f, has_weather, _, _) in built.items() if f is not None and not has_weather}
+    raw_rows = {k: rows for k, (f, _, rows, _) in built.items() if f is not None}
+    built_from = {k: lineage for k, (f, _, _, lineage) in built.items() if f is not None}
     cancelled = int(sum(f["arrived_late"].isna().sum() for f in frames.values()))
     rows = int(sum(len(f) for f in frames.values()))
     for key in no_flights:
@@ -147,11 +156,15 @@ def flight_features(
                 "cancelled_flights": cancelled,
                 "partitions_without_raw_flights": dg.MetadataValue.json(no_flights),
                 "partitions_without_weather": dg.MetadataValue.json(sorted(no_weather)),
+                BUILT_FROM: dg.MetadataValue.json(built_from),
             },
         )
     else:
-        # Checks run before publishing: features that fail them are never written where training reads.
+        # Checks run before publishing: features that fail them are never written where training reads,
+        # and older files of these days go too (built from raw data that has changed since).
+        removed = remove_partitions(storage, "flight_features", keys)
         context.log.error(
-            "flight_features not written: " + "; ".join(f"{c.check_name}: {c.description}" for c in checks if not c.passed)
+            f"flight_features not written ({len(removed)} older file(s) of these days removed): "
+            + "; ".join(f"{c.check_name}: {c.description}" for c in checks if not c.passed)
         )
     yield from checks

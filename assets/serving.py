@@ -65,7 +65,7 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
     import numpy as np
 
     from ml.features import FEATURE_COLUMNS
-    from resources.parquet_io import read_warehouse_frame
+    from resources.parquet_io import read_run_output
     from serving.schema import records_from_features
 
     version, run_id = _champion(mlflow)
@@ -76,7 +76,7 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
         context.log.info(f"built {built['bento_tag']} with model {built['model_tag']} (registry v{version})")
 
         try:
-            window = read_warehouse_frame(storage, "training_set")
+            window = read_run_output(storage, "training_set")
             if window is None:
                 raise dg.Failure("bento: no training_set to draw parity rows from; materialize training_set first")
             test_rows = window[window["split"] == "test"] if "split" in window else window

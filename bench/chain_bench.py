@@ -51,7 +51,7 @@ def feature_throughput(storage) -> dict[str, float]:
     started = time.perf_counter()
     built = features_for_days(storage, days, planes)
     pandas_s = time.perf_counter() - started
-    assert sum(len(f) for f, _, _ in built.values() if f is not None) == rows
+    assert sum(len(b[0]) for b in built.values() if b[0] is not None) == rows
     out = {"rows": rows, "pandas_s": pandas_s, "pandas_per_day_s": per_day_s}
     config = {"url": storage.url, "endpoint_url": None, "region_name": None, "sse": None, "max_attempts": 1}
     chunks = [days[i : i + 31] for i in range(0, len(days), 31)]
@@ -96,7 +96,7 @@ def plain_chain(storage, mlflow_uri: str) -> dict[str, float]:
 
     started = time.perf_counter()
     planes = read_warehouse_frame(storage, "planes")
-    frames = {d: f for d, (f, _, _) in features_for_days(storage, _days(), planes).items()}
+    frames = {d: built[0] for d, built in features_for_days(storage, _days(), planes).items()}
     frames = {d: f for d, f in frames.items() if f is not None}
     spec = WindowSpec(**QUALITY_WINDOW)
     splits = split_days(window_days(list(frames), spec), spec)

@@ -59,3 +59,40 @@ def fingerprint(versions: dict[str, str]) -> str:
     """A short hash of the partitions and their stored versions: equal data, equal fingerprint."""
     payload = json.dumps(sorted(versions.items())).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def unusable_days(
+    days: list[str], built_from: dict[str, dict | None], current: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    """Days whose features must not be trained on, each with the reason.
+
+    ``built_from[day]`` maps each upstream (``raw_flights``, ``raw_weather``) to the stored version
+    the day's features were built from (None: it was absent), or is None when the day has no
+    features or they record nothing. ``current[upstream]`` maps days to the versions stored now. A
+    day is usable only if every upstream is exactly as it was when its features were built: a raw
+    day held back or rewritten since then leaves stale features, which are excluded, never used.
+    """
+    out = {}
+    for day in days:
+        if day not in built_from:
+            out[day] = "no flight_features (not built yet, or removed because its checks failed)"
+            continue
+        recorded = built_from[day]
+        if not recorded:
+            out[day] = "features record no raw versions (built before lineage was kept); rebuild flight_features"
+            continue
+        changed = [
+            upstream for upstream, version in sorted(recorded.items())
+            if current.get(upstream, {}).get(day) != version
+        ]
+        if changed:
+            out[day] = "; ".join(_change(upstream, recorded[upstream], current.get(upstream, {}).get(day)) for upstream in changed)
+    return out
+
+
+def _change(upstream: str, then: str | None, now: str | None) -> str:
+    if then is None:
+        return f"{upstream} arrived after these features were built; rebuild flight_features"
+    if now is None:
+        return f"{upstream} was held back or removed after these features were built"
+    return f"{upstream} was rewritten after these features were built; rebuild flight_features"

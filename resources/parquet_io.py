@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,17 @@ from resources.storage import LakeStorage
 
 
 WAREHOUSE_PREFIX = "warehouse"
+FOOTER_KEY = b"lake"
+"""Parquet key-value metadata where the IO manager records what a file is (run, lineage, fingerprint)."""
+FOOTER_ATTR = "lake"
+"""``DataFrame.attrs`` entry that carries a loaded file's footer to the code that asked for it."""
+RUN_SCOPED = "lake/run_scoped"
+"""Definition metadata of an asset stored once per run (``<asset>/<run_id>.parquet``), never shared."""
+BUILT_FROM = "built_from"
+"""Output metadata ``{partition: {upstream: stored version}}``: recorded in each partition's footer."""
+FINGERPRINT = "data_fingerprint"
+"""Output metadata recorded in the footer too, so a reader can tell which window a file holds."""
+_EPHEMERAL_RUN_ID = "__EPHEMERAL_RUN_ID"
 
 
 def warehouse_key(asset: str, partition: str | None = None) -> str:
@@ -21,14 +33,113 @@ def warehouse_key(asset: str, partition: str | None = None) -> str:
 
 def read_warehouse_frame(storage: LakeStorage, asset: str, partition: str | None = None):
     """A stored asset partition as pandas, or None when it does not exist (never made, or held back)."""
-    import io
-
-    import pandas as pd
-
     try:
-        return pd.read_parquet(io.BytesIO(storage.read_bytes(warehouse_key(asset, partition))))
+        return frame_from_bytes(storage.read_bytes(warehouse_key(asset, partition)))
     except FileNotFoundError:
         return None
+
+
+def stored_partitions(storage: LakeStorage, asset: str) -> dict[str, str]:
+    """``{partition: stored version}`` of an asset's Parquet files; writers' temporaries never count."""
+    prefix = f"{WAREHOUSE_PREFIX}/{asset}/"
+    found = {}
+    for stored in storage.list(prefix):
+        name = stored.key[len(prefix):]
+        if "/" in name or name.startswith(".") or not name.endswith(".parquet"):
+            continue
+        found[name.removesuffix(".parquet")] = stored.version
+    return found
+
+
+def read_footers(storage: LakeStorage, asset: str, partitions: list[str]) -> dict[str, dict | None]:
+    """Each partition's footer (what the IO manager recorded with it), None for a file without one.
+
+    Reads only the Parquet footer (a few KiB) of each file, not its rows.
+    """
+    import fsspec
+    import pyarrow.parquet as pq
+
+    out = {}
+    for partition in partitions:
+        uri = storage.uri(warehouse_key(asset, partition))
+        with fsspec.open(uri, "rb", **storage.storage_options()) as handle:
+            out[partition] = _footer(pq.read_schema(handle).metadata)
+    return out
+
+
+def remove_partitions(storage: LakeStorage, asset: str, partitions: list[str]) -> list[str]:
+    """Delete the stored files of ``partitions`` (e.g. older features whose rebuild failed its checks)."""
+    stored = stored_partitions(storage, asset)
+    removed = [p for p in partitions if p in stored]
+    for partition in removed:
+        storage.delete(warehouse_key(asset, partition))
+    return removed
+
+
+def read_run_output(storage: LakeStorage, asset: str, run_id: str | None = None):
+    """A run-scoped asset as the run ``run_id`` stored it, or the newest whole one; None if there is none.
+
+    A file counts only when its footer names the run its file name does (the IO manager writes
+    both in one put or rename, so such a file is whole).
+    """
+    prefix = f"{WAREHOUSE_PREFIX}/{asset}/"
+    candidates = sorted(
+        (o for o in storage.list(prefix) if not o.key[len(prefix):].startswith(".") and o.key.endswith(".parquet")),
+        key=lambda o: o.modified,
+        reverse=True,
+    )
+    for stored in candidates:
+        name = stored.key[len(prefix):].removesuffix(".parquet")
+        if run_id is not None and name != run_id:
+            continue
+        try:
+            frame = frame_from_bytes(storage.read_bytes(stored.key))
+        except FileNotFoundError:
+            continue  # pruned meanwhile
+        if frame.attrs.get(FOOTER_ATTR, {}).get("run_id") == name:
+            return frame
+    return None
+
+
+def parquet_bytes(frame, footer: Mapping[str, Any] | None = None) -> bytes:
+    """The whole Parquet file as bytes (written in one put or rename), ``footer`` in its metadata.
+
+    Serialised before anything reaches storage, so a failure while encoding leaves nothing behind.
+    A frame's ``attrs`` are never written: what a file says about itself is the IO manager's to say.
+    """
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if footer:
+        metadata = dict(table.schema.metadata or {})
+        metadata[FOOTER_KEY] = json.dumps(dict(footer), sort_keys=True, default=str).encode()
+        table = table.replace_schema_metadata(metadata)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="snappy")
+    return buffer.getvalue()
+
+
+def frame_from_bytes(data: bytes):
+    """A Parquet file as pandas, its footer (if any) in ``attrs[FOOTER_ATTR]``."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(data))
+    frame = table.to_pandas()
+    frame.attrs = {}
+    footer = _footer(table.schema.metadata)
+    if footer is not None:
+        frame.attrs[FOOTER_ATTR] = footer
+    return frame
+
+
+def _footer(metadata: Mapping[bytes, bytes] | None) -> dict | None:
+    raw = (metadata or {}).get(FOOTER_KEY)
+    return json.loads(raw) if raw else None
 
 
 class PartitionedParquetIOManager(dg.UPathIOManager):
@@ -37,42 +148,75 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
     A step that covers a range of partitions (single-run backfill) returns one frame per partition;
     a partition mapped to ``None`` was held back by a blocking check: any older file at its path is
     removed, so downstream can never read rows that failed validation. A partition left out of the
-    mapping is left as it is. Local files are written to a temporary name and renamed, so readers
-    never see half a file (S3 puts are atomic already). An input annotated as a Dask
-    DataFrame is read lazily with ``dd.read_parquet`` over the partitions' files.
+    mapping is left as it is. Every file is serialised first and stored whole (one S3 put, or a
+    hidden local temporary renamed into place), so neither a crash nor a killed process leaves a
+    truncated Parquet where readers look. An asset whose definition metadata sets ``RUN_SCOPED``
+    is stored per run (``<asset>/<run_id>.parquet``, the newest ``keep_run_outputs`` kept), so two
+    runs never share its file. An input annotated as a Dask DataFrame is read lazily with
+    ``dd.read_parquet`` over the partitions' files.
     """
 
     extension = ".parquet"
 
-    def __init__(self, base_path: UPath, storage_options: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        base_path: UPath,
+        storage: LakeStorage,
+        storage_options: Mapping[str, Any] | None = None,
+        prefix: str = WAREHOUSE_PREFIX,
+        keep_run_outputs: int = 5,
+    ):
         super().__init__(base_path=base_path)
         self._storage_options = dict(storage_options or {})
+        self._storage = storage
+        self._prefix = prefix
+        self._keep_run_outputs = keep_run_outputs
 
-    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+    def _key(self, path: UPath) -> str:
+        relative = str(path)[len(str(self._base_path)):].lstrip("/")
+        return f"{self._prefix}/{relative}"
+
+    def _get_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
+        if isinstance(context, dg.OutputContext) and _run_scoped(context.definition_metadata):
+            return self._get_path_without_extension(context) / f"{context.run_id}{self.extension}"
+        if isinstance(context, dg.InputContext) and context.has_asset_key and context.upstream_output is not None \
+                and _run_scoped(context.upstream_output.definition_metadata):
+            return self._get_path_without_extension(context) / f"{_producing_run(context)}{self.extension}"
+        return super()._get_path(context)
+
+    def _footer_for(self, context: dg.OutputContext, partition: str | None) -> dict:
+        metadata = context.output_metadata or {}
+        footer: dict[str, Any] = {}
+        if _run_scoped(context.definition_metadata):
+            footer["run_id"] = context.run_id
+        if FINGERPRINT in metadata:
+            footer[FINGERPRINT] = _plain(metadata[FINGERPRINT])
+        built_from = _plain(metadata.get(BUILT_FROM)) or {}
+        if partition is not None and partition in built_from:
+            footer[BUILT_FROM] = built_from[partition]
+        return footer
+
+    def _write(self, context: dg.OutputContext, obj: Any, path: UPath, partition: str | None) -> None:
         if _is_dask_frame_type(type(obj)):
             obj = obj.compute()
-        if path.protocol in ("", "file", "local"):
-            import os
+        self._storage.write_bytes(self._key(path), parquet_bytes(obj, self._footer_for(context, partition)))
 
-            target = str(path.path)
-            partial = f"{target}.partial-{os.getpid()}"
-            obj.to_parquet(partial, index=False)
-            os.replace(partial, target)
-            return
-        with path.open("wb") as handle:
-            obj.to_parquet(handle, index=False)
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        self._write(context, obj, path, partition)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
-        import pandas as pd
-
         try:
             with path.open("rb") as handle:
-                return pd.read_parquet(handle)
+                return frame_from_bytes(handle.read())
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"{context.asset_key.to_user_string()}: no Parquet at {path}. The partition was "
                 "never materialized, or a blocking check held it back (see quarantine/ in the lake)."
             ) from None
+
+    def _storage_metadata(self) -> dict:
+        return {"bucket_versioning": self._storage.bucket_versioning()}
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None and not context.has_asset_partitions:
@@ -81,7 +225,17 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
                 self.unlink(path)  # held back: never leave an older, stale table in its place
             return None
         if not (context.has_asset_partitions and isinstance(obj, Mapping)):
-            return super().handle_output(context, obj)
+            if context.has_asset_partitions:
+                super().handle_output(context, obj)
+            else:
+                path = self._get_path(context)
+                self._write(context, obj, path, None)
+                context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+            metadata = self._storage_metadata()
+            if _run_scoped(context.definition_metadata):
+                metadata["run_outputs_pruned"] = self._prune_run_outputs(context)
+            context.add_output_metadata(metadata)
+            return None
         paths = self._get_paths_for_partitions(context)
         unknown = set(obj) - set(paths)
         if unknown:
@@ -96,8 +250,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
                     self.unlink(path)
                     removed += 1
                 continue
-            self.make_directory(path.parent)
-            self.dump_to_path(context, frame, path)
+            self._write(context, frame, path, partition)
             written += 1
             rows += len(frame)
         context.add_output_metadata(
@@ -106,8 +259,24 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
                 "stale_files_removed": removed,
                 "dagster/row_count": rows,
                 "path": dg.MetadataValue.path(str(self._get_path_without_extension(context))),
+                **self._storage_metadata(),
             }
         )
+
+    def _prune_run_outputs(self, context: dg.OutputContext) -> int:
+        """Keep the newest ``keep_run_outputs`` files of a run-scoped asset (this run's always)."""
+        asset = "/".join(context.asset_key.path)
+        prefix = f"{self._prefix}/{asset}/"
+        runs = sorted(
+            (o for o in self._storage.list(prefix) if not o.key[len(prefix):].startswith(".")),
+            key=lambda o: o.modified,
+            reverse=True,
+        )
+        mine = f"{prefix}{context.run_id}{self.extension}"
+        old = [o for o in runs if o.key != mine][max(self._keep_run_outputs - 1, 0):]
+        for stored in old:
+            self._storage.delete(stored.key)
+        return len(old)
 
     def load_input(self, context: dg.InputContext) -> Any:
         annotation = getattr(context.dagster_type, "typing_type", None)
@@ -127,6 +296,25 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
         return super().load_input(context)
 
 
+def _producing_run(context: dg.InputContext) -> str:
+    """The run whose copy of a run-scoped input to load: the upstream step's run, else the latest materialization."""
+    run_id = context.upstream_output.run_id
+    if run_id and run_id != _EPHEMERAL_RUN_ID:
+        return run_id
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    if event is None:
+        raise FileNotFoundError(f"{context.asset_key.to_user_string()}: never materialized; materialize it first")
+    return event.run_id
+
+
+def _run_scoped(definition_metadata: Mapping[str, Any] | None) -> bool:
+    return bool(_plain((definition_metadata or {}).get(RUN_SCOPED)))
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
 def _is_dask_frame_type(annotation: Any) -> bool:
     module = getattr(annotation, "__module__", "") or ""
     return module.startswith("dask") and getattr(annotation, "__name__", "") == "DataFrame"
@@ -137,9 +325,14 @@ class LakeParquetIOManager(dg.ConfigurableIOManagerFactory):
 
     storage: LakeStorage
     prefix: str = WAREHOUSE_PREFIX
+    keep_run_outputs: int = 5
+    """Files kept per run-scoped asset (e.g. training windows), newest first."""
 
     def create_io_manager(self, context: dg.InitResourceContext) -> PartitionedParquetIOManager:
         return PartitionedParquetIOManager(
             base_path=self.storage.upath(self.prefix),
+            storage=self.storage,
             storage_options=self.storage.storage_options(),
+            prefix=self.prefix,
+            keep_run_outputs=self.keep_run_outputs,
         )

@@ -12,6 +12,8 @@ import dagster as dg
 from pydantic import PrivateAttr
 from upath import UPath
 
+_TMP_MARK = ".tmp-"
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -66,6 +68,7 @@ class LakeStorage(dg.ConfigurableResource):
     max_attempts: int = 5
 
     _client: Any = PrivateAttr(default=None)
+    _versioning: str | None = PrivateAttr(default=None)
 
     @property
     def is_s3(self) -> bool:
@@ -100,6 +103,13 @@ class LakeStorage(dg.ConfigurableResource):
         return str(self._local(key).resolve())
 
     def write_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` at ``key`` whole or not at all.
+
+        On S3 one ``put_object`` of the complete bytes (SSE requested): a writer that dies mid-way
+        leaves the previous object, never a truncated one. Locally the bytes go to a hidden sibling
+        (``.name.tmp-<pid>``, which no lister shows), are synced, then renamed into place; temporaries
+        left by killed writers of the same key are removed.
+        """
         if self.is_s3:
             extra = {"ServerSideEncryption": self.sse} if self.sse else {}
             self.s3_client().put_object(
@@ -108,9 +118,35 @@ class LakeStorage(dg.ConfigurableResource):
             return
         path = self._local(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        tmp.replace(path)  # readers never see half a file
+        tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _remove_orphaned_temporaries(path)
+
+    def bucket_versioning(self) -> str:
+        """Whether the bucket keeps old versions: ``Enabled``, ``Suspended``, ``Disabled``, or why unknown.
+
+        Asked once per resource instance (the answer goes into every write's metadata).
+        """
+        if self._versioning is None:
+            if not self.is_s3:
+                self._versioning = "n/a (local folder)"
+            else:
+                try:
+                    answer = self.s3_client().get_bucket_versioning(Bucket=self._bucket_and_prefix()[0])
+                    self._versioning = answer.get("Status") or "Disabled"
+                except Exception as exc:  # e.g. AccessDenied: report it, never fail a write for it
+                    from ml.redaction import redact
+
+                    self._versioning = f"unknown ({redact(type(exc).__name__)}: {redact(exc)[:200]})"
+        return self._versioning
 
     def read_bytes(self, key: str) -> bytes:
         return self.read_versioned(key)[0]
@@ -230,3 +266,21 @@ class LakeStorage(dg.ConfigurableResource):
         path = self._local(key)
         path.mkdir(parents=True, exist_ok=True)
         return UPath(path.resolve())
+
+
+def _remove_orphaned_temporaries(path: Path) -> None:
+    """Remove ``.name.tmp-<pid>`` siblings of ``path`` whose writer process no longer exists."""
+    for tmp in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
+        pid = tmp.name.rsplit(_TMP_MARK, 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

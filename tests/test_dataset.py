@@ -34,3 +34,27 @@ def test_fingerprint_follows_the_data():
     base = {"2013-01-01": "v1", "2013-01-02": "v1"}
     assert fingerprint(base) == fingerprint(dict(reversed(base.items())))
     assert fingerprint(base) != fingerprint({**base, "2013-01-02": "v2"})
+
+
+def test_features_are_usable_only_while_their_raw_days_are_unchanged():
+    from ml.dataset import unusable_days
+
+    built = {
+        "2013-01-01": {"raw_flights": "f1", "raw_weather": "w1"},
+        "2013-01-02": {"raw_flights": "f2", "raw_weather": "w2"},
+        "2013-01-03": {"raw_flights": "f3", "raw_weather": None},
+        "2013-01-04": {"raw_flights": "f4", "raw_weather": "w4"},
+        "2013-01-05": None,
+    }
+    current = {
+        "raw_flights": {"2013-01-01": "f1", "2013-01-03": "f3", "2013-01-04": "f4-new", "2013-01-05": "f5", "2013-01-06": "f6"},
+        "raw_weather": {"2013-01-01": "w1", "2013-01-02": "w2", "2013-01-03": "w3", "2013-01-04": "w4"},
+    }
+    days = [f"2013-01-0{d}" for d in range(1, 7)]
+    out = unusable_days(days, built, current)
+    assert set(out) == set(days[1:])
+    assert "raw_flights was held back" in out["2013-01-02"]
+    assert "raw_weather arrived after" in out["2013-01-03"]
+    assert "raw_flights was rewritten" in out["2013-01-04"]
+    assert "record no raw versions" in out["2013-01-05"]
+    assert "no flight_features" in out["2013-01-06"]
