@@ -129,11 +129,16 @@ def request_records(frame) -> list[dict]:
 
 
 def save_to_store(unit_dir: Path) -> str:
-    """``serving.build.save_unit`` in a subprocess: BENTOML_HOME is resolved once per process."""
-    code = (
-        "import sys; from pathlib import Path; from serving.build import save_unit; "
-        f"print(save_unit(Path({str(unit_dir)!r}), {MODEL_VERSION!r}, {RUN_ID!r}, 'bench'))"
-    )
+    """The unit into the BentoML store with its ``unit_sha256`` (the service verifies it), in a subprocess:
+    BENTOML_HOME is resolved once per process."""
+    code = "\n".join([
+        "import shutil, bentoml",
+        "from ml.model import unit_digest",
+        f"metadata = {{'mlflow_version': {MODEL_VERSION!r}, 'mlflow_run_id': {RUN_ID!r}, 'unit_sha256': unit_digest({str(unit_dir)!r})}}",
+        f"with bentoml.models.create('flight_delay:v{MODEL_VERSION}-{RUN_ID[:12]}', metadata=metadata) as model:",
+        f"    shutil.copytree({str(unit_dir)!r}, model.path_of('unit'))",
+        "print(model.tag)",
+    ])
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return done.stdout.strip().splitlines()[-1]
 

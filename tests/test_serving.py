@@ -10,43 +10,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.contracts import AIRPORTS, FLIGHTS, PLANES, WEATHER
-from ml.dataset import TRAIN, VALIDATION, WindowSpec, assign_splits, split_days
-from ml.features import build_features
-from ml.parsing import parse_frame
-from ml.reference_data import read_table
-from ml.train import TrainConfig, train_model
 from serving.prediction_log import read_prediction_log
 from serving.schema import MAX_FLIGHTS_PER_REQUEST, records_from_features
-from tests.servers import free_port, serving
-
-TOKEN = "s3cret-token"
+from tests.serving_helpers import AUTH, TOKEN, january_features, serve_env, served, store_model, train_small_unit
 
 
 @pytest.fixture(scope="module")
 def features() -> pd.DataFrame:
     """Real features of 2013-01-01..10."""
-    keep = lambda t: t[(t.month == "1") & (t.day.astype(int) <= 10)].reset_index(drop=True)  # noqa: E731
-    return build_features(
-        parse_frame(keep(read_table("flights")), FLIGHTS, "f").frame,
-        parse_frame(keep(read_table("weather")), WEATHER, "w").frame,
-        parse_frame(read_table("planes"), PLANES, "p").frame,
-        parse_frame(read_table("airports"), AIRPORTS, "a").frame,
-    )
+    return january_features()
 
 
 @pytest.fixture(scope="module")
 def model_tag(features, tmp_path_factory):
     """A small real model, saved into the session's BentoML store the way the bento asset saves the champion."""
-    from serving.build import save_unit
-
-    days = sorted(features["date"].unique())
-    split = assign_splits(features, split_days(days, WindowSpec(validation_days=2, test_days=2)))
-    trained = train_model(split[split.split == TRAIN], split[split.split == VALIDATION], TrainConfig(epochs=2, patience=1))
-    unit_dir = trained.unit.save(tmp_path_factory.mktemp("unit") / "unit")
-    tag = save_unit(unit_dir, "7", "0123456789abcdef", "models:/flight_delay/7")
+    unit_dir, unit = train_small_unit(features, tmp_path_factory.mktemp("unit"))
+    tag = store_model(unit_dir, "7")
     os.environ["FLIGHT_DELAY_MODEL_TAG"] = tag
-    yield tag, trained.unit
+    yield tag, unit
     os.environ.pop("FLIGHT_DELAY_MODEL_TAG", None)
 
 
@@ -54,6 +35,7 @@ def model_tag(features, tmp_path_factory):
 def log_url(tmp_path, monkeypatch):
     url = str(tmp_path / "predictions")
     monkeypatch.setenv("PREDICTION_LOG_URL", url)
+    monkeypatch.setenv("SERVICE_API_TOKEN", TOKEN)
     return url
 
 
@@ -75,7 +57,7 @@ def test_service_class_scores_like_the_unit_and_logs_every_prediction(model_tag,
     tag, unit = model_tag
     service = _service_class(model_tag)()
     flights = [Flight(**r) for r in records_from_features(sample)]
-    predictions = service.predict(flights)
+    predictions = service.score(flights)
     service.close_prediction_log()
 
     expected = unit.predict_proba(sample)
@@ -98,21 +80,17 @@ def test_unknown_carrier_and_airport_are_scored_not_rejected(model_tag, log_url,
 
     service = _service_class(model_tag)()
     record = {**records_from_features(sample.head(1))[0], "carrier": "ZZ", "dest": "XYZ"}
-    (prediction,) = service.predict([Flight(**record)])
+    (prediction,) = service.score([Flight(**record)])
     service.close_prediction_log()
     assert 0.0 < prediction.delay_probability < 1.0
 
 
 @pytest.fixture
-def client(model_tag, log_url, monkeypatch):
+def client(model_tag, log_url):
     from starlette.testclient import TestClient
 
-    monkeypatch.setenv("SERVICE_API_TOKEN", TOKEN)
     with TestClient(_service_class(model_tag).to_asgi()) as test_client:
         yield test_client
-
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _bad_requests(record: dict) -> dict[str, bytes]:
@@ -153,13 +131,8 @@ def test_served_process_over_http(model_tag, sample, tmp_path):
 
     tag, unit = model_tag
     log_url = tmp_path / "served-predictions"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SERVICE_API_TOKEN": TOKEN, "PREDICTION_LOG_URL": str(log_url), "FLIGHT_DELAY_MODEL_TAG": tag}
-    command = [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:FlightDelay",
-               "--host", "127.0.0.1", "-p", str(port)]
     records = records_from_features(sample)
-    with serving(command, f"{url}/readyz", tmp_path / "serve.log", env=env), httpx.Client(base_url=url, timeout=30) as http:
+    with served(serve_env(tag, log_url), tmp_path / "serve.log") as (url, _), httpx.Client(base_url=url, timeout=30) as http:
         assert http.get("/livez").status_code == 200
         assert http.post("/predict", json={"flights": records[:1]}).status_code == 401
 
@@ -175,7 +148,8 @@ def test_served_process_over_http(model_tag, sample, tmp_path):
 
         again = http.post("/predict", json={"flights": records[:3]}, headers=AUTH)
         assert again.status_code == 200, "the service stays up after bad requests"
-        metrics = http.get("/metrics").text
+        assert http.get("/metrics").status_code == 401, "/metrics needs the token unless SERVICE_METRICS_PUBLIC=true"
+        metrics = http.get("/metrics", headers=AUTH).text
         assert "flight_delay_score_bucket" in metrics
         assert 'flight_delay_model_info{bento_model="' + tag + '",model_version="7"' in metrics
         served_ids = {p["request_id"] for p in response.json()} | {p["request_id"] for p in again.json()}
