@@ -7,7 +7,7 @@
 Serves ``serving.service:FlightDelay`` (a tiny unit trained as in ``serve_load.py``) with ``bentoml serve``,
 then: the lone-client baseline (median of ``--lone`` sequential 1-flight requests), a burst of
 ``--clients`` concurrent clients each sending ``--flights``-flight requests back to back for ``--burst``
-seconds (statuses counted: 503 is shedding), then 1-flight requests from a lone client for ``--after``
+seconds (statuses counted: 503 is shedding; ``--backoff`` seconds of pause after a 503), then 1-flight requests from a lone client for ``--after``
 seconds. Prints the lone latency per second after the burst and the recovery time: the first moment
 from which a sliding median of 10 lone requests stays within 3x the baseline + 2 ms.
 """
@@ -34,25 +34,31 @@ sys.path.insert(0, str(BENCH))
 import serve_load  # noqa: E402  (the unit, the store, the servers)
 
 
-async def _burst(url: str, token: str, body: bytes, clients: int, seconds: float) -> dict[str, int]:
+async def _burst(url: str, token: str, body: bytes, clients: int, seconds: float, backoff: float = 0.0) -> tuple[dict[str, int], list[float]]:
     import httpx
 
     statuses: dict[str, int] = {}
+    ok_latencies: list[float] = []
     deadline = time.monotonic() + seconds
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     async def client(http: httpx.AsyncClient) -> None:
         while time.monotonic() < deadline:
+            sent = time.monotonic()
             try:
                 status = str((await http.post("/predict", content=body, headers=headers)).status_code)
             except httpx.HTTPError as error:
                 status = type(error).__name__
             statuses[status] = statuses.get(status, 0) + 1
+            if status == "200":
+                ok_latencies.append(time.monotonic() - sent)
+            elif status == "503" and backoff:
+                await asyncio.sleep(backoff)
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
         await asyncio.gather(*(client(http) for _ in range(clients)))
-    return statuses
+    return statuses, ok_latencies
 
 
 def lone_latencies(http, body: bytes, headers: dict, count: int | None = None, seconds: float | None = None):
@@ -83,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flights", type=int, default=1000, help="flights per burst request (default 1000)")
     parser.add_argument("--burst", type=float, default=4.0, help="burst seconds (default 4)")
     parser.add_argument("--after", type=float, default=30.0, help="seconds of lone requests after the burst (default 30)")
+    parser.add_argument("--backoff", type=float, default=0.0,
+                        help="seconds a burst client waits after a 503 before its next request (default 0: at once)")
     parser.add_argument("--lone", type=int, default=40, help="lone requests for the baseline (default 40)")
     parser.add_argument("--service", default="serving.service:FlightDelay")
     parser.add_argument("--service-env", action="append", default=[], metavar="K=V")
@@ -118,10 +126,14 @@ def main(argv: list[str] | None = None) -> int:
             baseline = statistics.median(x[1] for x in lone_latencies(http, one_body, headers, count=args.lone))
             print(f"{args.service}: {len(big_body) / 1e6:.2f} MB bodies of {args.flights} flights; "
                   f"lone baseline median {baseline * 1000:.2f} ms", flush=True)
-            statuses = asyncio.run(_burst(url, token, big_body, args.clients, args.burst))
+            statuses, ok_latencies = asyncio.run(_burst(url, token, big_body, args.clients, args.burst, args.backoff))
             total = sum(statuses.values())
+            shed = [line for line in http.get("/metrics", headers=headers).text.splitlines()
+                    if line.startswith("flight_delay_shed_requests_total")]
             print(f"burst: {args.clients} clients x {args.burst:.0f} s: {total} requests, statuses {statuses}, "
-                  f"shed (503) {100 * statuses.get('503', 0) / max(total, 1):.0f} %", flush=True)
+                  f"shed (503) {100 * statuses.get('503', 0) / max(total, 1):.0f} %; served {statuses.get('200', 0) * args.flights / args.burst:.0f} "
+                  f"flights/s, their latency p50 {1000 * statistics.median(ok_latencies or [float('nan')]):.0f} ms, "
+                  f"max {1000 * max(ok_latencies or [float('nan')]):.0f} ms; {' '.join(shed) or 'no shed counters'}", flush=True)
             after = lone_latencies(http, one_body, headers, seconds=args.after)
 
     bound = 3 * baseline + 0.002

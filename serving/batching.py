@@ -19,11 +19,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextvars
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+ARRIVED: contextvars.ContextVar[float] = contextvars.ContextVar("arrived")
+"""When the current request arrived (``time.monotonic``), set at the door (``serving.middleware.LoadShedding``):
+the wait bound covers reading and validating the body too, not only the queue."""
 
 
 class Overloaded(Exception):
@@ -107,7 +113,11 @@ class MicroBatcher:
         if not self.admits(len(rows)):
             self.shed["queue"] += 1
             raise Overloaded(f"about {self.expected_wait_s(len(rows)):.1f} s of work queued ahead (bound {self.max_wait_s:g} s)", "queue")
-        job = _Job(rows, asyncio.get_running_loop().create_future())
+        arrived = ARRIVED.get(time.monotonic())
+        if time.monotonic() - arrived > self.max_wait_s:
+            self.shed["late"] += 1
+            raise Overloaded(f"waited {time.monotonic() - arrived:.1f} s before scoring (bound {self.max_wait_s:g} s)", "late")
+        job = _Job(rows, asyncio.get_running_loop().create_future(), arrived)
         self._queue.append(job)
         self._queued_rows += len(rows)
         if self._dispatcher is None or self._dispatcher.done():

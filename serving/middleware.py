@@ -11,6 +11,9 @@ import hmac
 import json
 import logging
 import os
+import time
+
+from serving.batching import ARRIVED
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +62,16 @@ def metrics_public() -> bool:
     return _flag("SERVICE_METRICS_PUBLIC")
 
 
-async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = (), close: bool = True) -> None:
+    """Answer without reading the request's body; ``close``: the server drops the connection rather than
+    read and discard what the client still sends (a 50 MB body), at the cost of the client reconnecting."""
     payload = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            # the connection closes: a body we did not read must not be parsed as the next request
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                        (b"connection", b"close"), *headers],
+                        *([(b"connection", b"close")] if close else []), *headers],
         }
     )
     await send({"type": "http.response.body", "body": payload})
@@ -120,13 +124,16 @@ class LoadShedding:
         self.on_shed = on_shed
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] in self.paths and not self.batcher.admits():
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        ARRIVED.set(time.monotonic())
+        if not self.batcher.admits():
             self.batcher.shed["queue"] += 1
             if self.on_shed is not None:
                 self.on_shed("queue")
             return await _send_json(
                 send, 503, {"error": "overloaded: more work is queued than can be served in time; retry shortly"},
-                [(b"retry-after", b"1")],
+                [(b"retry-after", b"1")], close=False,  # bodies here are at most SERVICE_MAX_BODY_BYTES
             )
         return await self.app(scope, receive, send)
 

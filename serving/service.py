@@ -21,7 +21,7 @@ import numpy as np
 
 from ml.model import ModelUnit, UnitIntegrityError
 from serving.batching import MicroBatcher, Overloaded
-from serving.middleware import BearerTokenAuth, BodySizeLimit, LoadShedding, auth_token
+from serving.middleware import AuthConfigError, BearerTokenAuth, BodySizeLimit, LoadShedding, auth_token
 from serving.prediction_log import SCORE, PredictionLog, default_url
 from serving.schema import Flights, Prediction
 
@@ -97,10 +97,14 @@ class FlightDelay:
     def __init__(self) -> None:
         import torch
 
-        auth_token()  # AuthConfigError: no token and auth not disabled explicitly; the worker does not start
+        try:
+            auth_token()
+            stored = self.model  # the descriptor resolves the stored model
+            self.unit = load_verified_unit(stored)
+        except (AuthConfigError, UnitIntegrityError) as error:
+            _stop_server(error)
+            raise
         torch.set_num_threads(int(os.environ.get("SERVICE_TORCH_THREADS", "1")))
-        stored = self.model  # the descriptor resolves the stored model
-        self.unit = load_verified_unit(stored)
         self.model_version = str(stored.info.metadata.get("mlflow_version", stored.tag.version))
         self.bento_model = str(stored.tag)
         MODEL_INFO.labels(model_version=self.model_version, bento_model=self.bento_model).set(1)
@@ -149,6 +153,19 @@ class FlightDelay:
                              SCORE: score, "inference_ms": elapsed_ms, "batch_size": size})
         self.prediction_log.append(log_rows)
         return predictions
+
+
+def _stop_server(error: Exception) -> None:
+    """A worker that can never start (no token, an unverifiable unit) stops the whole server.
+
+    BentoML's supervisor restarts a failed worker forever; for an error no restart can fix, the
+    ``bentoml serve`` process exits instead, with the reason as the last thing in its log.
+    """
+    import signal
+
+    logger.critical("flight-delay service not started: %s", error)
+    if bentoml.server_context.worker_index is not None:  # a served worker; its parent is the server
+        os.kill(os.getppid(), signal.SIGTERM)
 
 
 def _observe_scores(scores: np.ndarray) -> None:
