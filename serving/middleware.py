@@ -11,9 +11,8 @@ import hmac
 import json
 import logging
 import os
-import time
 
-from serving.batching import ARRIVED
+from serving.batching import ARRIVAL
 
 logger = logging.getLogger(__name__)
 
@@ -126,16 +125,19 @@ class LoadShedding:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] not in self.paths:
             return await self.app(scope, receive, send)
-        ARRIVED.set(time.monotonic())
-        if not self.batcher.admits():
-            self.batcher.shed["queue"] += 1
+        arrival = self.batcher.arrive()
+        if arrival is None:
             if self.on_shed is not None:
                 self.on_shed("queue")
             return await _send_json(
                 send, 503, {"error": "overloaded: more work is queued than can be served in time; retry shortly"},
                 [(b"retry-after", b"1")], close=False,  # bodies here are at most SERVICE_MAX_BODY_BYTES
             )
-        return await self.app(scope, receive, send)
+        ARRIVAL.set(arrival)
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.batcher.leave(arrival)
 
 
 class BodySizeLimit:

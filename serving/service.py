@@ -23,7 +23,7 @@ from ml.model import ModelUnit, UnitIntegrityError
 from serving.batching import MicroBatcher, Overloaded
 from serving.middleware import AuthConfigError, BearerTokenAuth, BodySizeLimit, LoadShedding, auth_token
 from serving.prediction_log import SCORE, PredictionLog, default_url
-from serving.schema import Flights, Prediction
+from serving.schema import Flights, Prediction, PredictRequest
 
 logger = logging.getLogger("bentoml.flight_delay")
 
@@ -121,7 +121,7 @@ class FlightDelay:
     def close_prediction_log(self) -> None:
         self.prediction_log.close()
 
-    @bentoml.api(route="/predict")
+    @bentoml.api(route="/predict", input_spec=PredictRequest)
     async def predict(self, flights: Flights) -> list[Prediction]:
         """P(arrives 15+ minutes late) for each flight; every prediction is logged.
 

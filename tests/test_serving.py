@@ -168,3 +168,111 @@ def test_serving_never_imports_dagster_or_mlflow(tmp_path):
     env = {**os.environ, "BENTOML_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_prediction_log_buffer_is_capped_on_append_dropping_the_oldest_counted(tmp_path, caplog):
+    from serving.prediction_log import PredictionLog
+
+    dropped = []
+    log = PredictionLog(str(tmp_path / "predictions"), flush_rows=10**9, flush_seconds=3600, max_buffer_rows=100,
+                        on_drop=dropped.append)
+    rows = [{"request_id": f"r{i:03d}", "date": "2013-01-01", "delay_probability": 0.5} for i in range(150)]
+    for start in range(0, 150, 50):
+        log.append(rows[start : start + 50])
+    assert log.rows_dropped == 50 and sum(dropped) == 50
+    with caplog.at_level("ERROR", logger="serving.prediction_log"):
+        assert log.flush() == 100
+    assert "dropped the 50 oldest rows" in caplog.text
+    log.close()
+    assert sorted(read_prediction_log(str(tmp_path / "predictions"))["request_id"]) == [r["request_id"] for r in rows[50:]]
+
+
+def test_prediction_log_rows_appended_after_close_are_written_not_lost(tmp_path):
+    from serving.prediction_log import PredictionLog
+
+    log = PredictionLog(str(tmp_path / "predictions"), flush_seconds=3600)
+    log.close()
+    log.append([{"request_id": "late", "date": "2013-01-02", "delay_probability": 0.1}])
+    assert list(read_prediction_log(str(tmp_path / "predictions"))["request_id"]) == ["late"]
+
+
+def test_verified_unit_is_required_to_serve(model_tag, tmp_path):
+    """A model without ``unit_sha256`` or whose unit changed after it was recorded is refused."""
+    import shutil
+
+    import bentoml
+
+    from ml.model import UnitIntegrityError
+    from serving.service import load_verified_unit
+    from tests.serving_helpers import store_model
+
+    tag, _ = model_tag
+    stored = bentoml.models.get(tag)
+    assert load_verified_unit(stored) is not None
+    unit_dir = tmp_path / "unit"
+    shutil.copytree(stored.path_of("unit"), unit_dir)
+    with pytest.raises(UnitIntegrityError, match="no 'unit_sha256'"):
+        load_verified_unit(bentoml.models.get(store_model(unit_dir, "8", digest=None)))
+    with pytest.raises(UnitIntegrityError, match="does not match"):
+        load_verified_unit(bentoml.models.get(store_model(unit_dir, "9", digest="0" * 64)))
+
+
+def _run(coroutine):
+    import asyncio
+
+    return asyncio.run(coroutine)
+
+
+def test_batcher_merges_concurrent_requests_and_answers_a_lone_one_at_once_after_a_backlog():
+    import asyncio
+    import threading
+
+    from serving.batching import MicroBatcher
+
+    gate, batches = threading.Event(), []
+
+    def score(rows):
+        batches.append(list(rows))
+        gate.wait(30)
+        return [r * 10 for r in rows]
+
+    async def scenario():
+        batcher = MicroBatcher(max_batch_rows=4, max_wait_s=3600)
+        batcher.start(score)
+        first = asyncio.create_task(batcher.submit([1]))
+        while not batches:  # the first batch is in the scorer, held at the gate
+            await asyncio.sleep(0)
+        backlog = [asyncio.create_task(batcher.submit([i])) for i in range(2, 8)]
+        await asyncio.sleep(0)
+        gate.set()
+        answers = await asyncio.gather(first, *backlog)
+        lone = await batcher.submit([99])
+        return answers, lone
+
+    answers, lone = _run(scenario())
+    assert answers == [[10], [20], [30], [40], [50], [60], [70]]
+    assert batches == [[1], [2, 3, 4, 5], [6, 7], [99]], "the backlog is merged; the lone request goes alone, at once"
+    assert lone == [990]
+
+
+def test_batcher_sheds_at_the_door_while_the_oldest_waits_too_long_and_forgets_it_after():
+    from serving.batching import ARRIVAL, MicroBatcher, Overloaded
+
+    batcher = MicroBatcher(max_batch_rows=4, max_wait_s=1.0)
+    scored = []
+    batcher.start(lambda rows: scored.extend(rows) or rows)
+    stuck = batcher.arrive()
+    stuck.at -= 0.6  # a request being read for 0.6 s: more than half the bound
+    assert batcher.arrive() is None and batcher.shed["queue"] == 1
+    batcher.leave(stuck)
+    assert batcher.arrive() is not None, "nothing waits any more: admitted again, nothing left over"
+
+    async def late_request():
+        arrival = batcher.arrive()
+        arrival.at -= 2.0  # it waited longer than the bound before reaching the queue
+        ARRIVAL.set(arrival)
+        return await batcher.submit(["late"])
+
+    with pytest.raises(Overloaded, match="waited"):
+        _run(late_request())
+    assert batcher.shed["late"] == 1 and "late" not in scored, "a late request is dropped unscored"
