@@ -152,6 +152,7 @@ def test_served_process_over_http(model_tag, sample, tmp_path):
         metrics = http.get("/metrics", headers=AUTH).text
         assert "flight_delay_score_bucket" in metrics
         assert 'flight_delay_model_info{bento_model="' + tag + '",model_version="7"' in metrics
+        assert "flight_delay_prediction_log_dropped_rows_total 0.0" in metrics
         served_ids = {p["request_id"] for p in response.json()} | {p["request_id"] for p in again.json()}
 
     logged = read_prediction_log(str(log_url))  # flushed at shutdown
@@ -173,18 +174,22 @@ def test_serving_never_imports_dagster_or_mlflow(tmp_path):
 def test_prediction_log_buffer_is_capped_on_append_dropping_the_oldest_counted(tmp_path, caplog):
     from serving.prediction_log import PredictionLog
 
-    dropped = []
-    log = PredictionLog(str(tmp_path / "predictions"), flush_rows=10**9, flush_seconds=3600, max_buffer_rows=100,
-                        on_drop=dropped.append)
+    log = PredictionLog(str(tmp_path / "predictions"), flush_rows=10**9, flush_seconds=3600, max_buffer_rows=100)
     rows = [{"request_id": f"r{i:03d}", "date": "2013-01-01", "delay_probability": 0.5} for i in range(150)]
     for start in range(0, 150, 50):
         log.append(rows[start : start + 50])
-    assert log.rows_dropped == 50 and sum(dropped) == 50
+    assert log.rows_dropped == 50, "the buffer holds at most max_buffer_rows, whatever storage does"
     with caplog.at_level("ERROR", logger="serving.prediction_log"):
         assert log.flush() == 100
     assert "dropped the 50 oldest rows" in caplog.text
     log.close()
     assert sorted(read_prediction_log(str(tmp_path / "predictions"))["request_id"]) == [r["request_id"] for r in rows[50:]]
+
+    dropped = []  # the service's Prometheus counter, flight_delay_prediction_log_dropped_rows_total
+    counted = PredictionLog(str(tmp_path / "other"), flush_seconds=3600, max_buffer_rows=10, on_drop=dropped.append)
+    counted.append(rows[:25])
+    assert sum(dropped) == 15
+    counted.close()
 
 
 def test_prediction_log_rows_appended_after_close_are_written_not_lost(tmp_path):

@@ -136,14 +136,27 @@ def _lone_median_s(http: httpx.Client, body: dict, count: int = 20) -> float:
 
 
 def test_overload_burst_sheds_with_503_then_a_lone_caller_is_back_to_baseline(server, records):
-    """64 clients sending 1,000-flight requests for 3 s: what cannot be served in time is a 503 with
-    Retry-After; once the burst is over, a lone caller's median latency is within 3x its baseline
-    + 5 ms in the first 10 s (BentoML's adaptive batcher kept it ~300x the baseline for 30 s+)."""
+    """64 clients sending 1,000-flight requests for 6 s: what cannot be served in time is a 503 with
+    Retry-After; from 5 s after the burst on, a lone caller's median latency is within 3x its own
+    baseline + 10 ms. (BentoML's adaptive batcher refits its wait every 5 s: after a burst longer than
+    that it held lone requests ~300x the baseline for 30 s and more, bench/serve_overload.py.)"""
     one = {"flights": records[:1]}
     _lone_median_s(server, one)  # warm-up
     baseline = _lone_median_s(server, one)
 
-    answers = asyncio.run(_burst(str(server.base_url), json.dumps({"flights": records}).encode(), clients=64, seconds=3))
+    answers = asyncio.run(_burst(str(server.base_url), json.dumps({"flights": records}).encode(), clients=64, seconds=6))
+    bound, settle_s, observe_s = 3 * baseline + 0.010, 5.0, 8.0
+    lone, started = [], time.monotonic()
+    while time.monotonic() - started < observe_s:
+        sent = time.perf_counter()
+        assert server.post("/predict", json=one, headers=AUTH).status_code == 200
+        lone.append((time.monotonic() - started, time.perf_counter() - sent))
+    first = statistics.median(latency for _, latency in lone[:10])
+    settled = [latency for at, latency in lone if at >= settle_s]
+    assert settled and statistics.median(settled) <= bound, (
+        f"lone median {statistics.median(settled or [float('nan')]) * 1000:.1f} ms from {settle_s:g} s after the burst "
+        f"({len(settled)} requests), baseline {baseline * 1000:.1f} ms, first 10 after the burst {first * 1000:.1f} ms")
+
     statuses = {r.status_code for r in answers}
     assert statuses <= {200, 503}, statuses
     shed = [r for r in answers if r.status_code == 503]
@@ -151,19 +164,9 @@ def test_overload_burst_sheds_with_503_then_a_lone_caller_is_back_to_baseline(se
     for response in shed:
         assert response.headers["retry-after"] == "1" and "overloaded" in response.json()["error"]
         _no_stack_trace(response)
-
-    bound = 3 * baseline + 0.005
-    recovered_at, medians, started = None, [], time.monotonic()
-    while recovered_at is None and time.monotonic() - started < 10:
-        medians.append(_lone_median_s(server, one))
-        if medians[-1] <= bound:
-            recovered_at = time.monotonic() - started
-    assert recovered_at is not None, (
-        f"lone median after the burst {[round(m * 1000, 1) for m in medians]} ms, baseline {baseline * 1000:.1f} ms")
-    print(f"baseline {baseline * 1000:.1f} ms; {len(shed)}/{len(answers)} shed; recovered within {recovered_at:.2f} s "
-          f"(first lone median {medians[0] * 1000:.1f} ms)")
-    metrics = server.get("/metrics", headers=AUTH).text
-    assert "flight_delay_shed_requests_total" in metrics
+    print(f"baseline {baseline * 1000:.1f} ms; {len(shed)}/{len(answers)} shed; lone median {first * 1000:.1f} ms for the "
+          f"first 10 after the burst, {statistics.median(settled) * 1000:.1f} ms from {settle_s:g} s on")
+    assert "flight_delay_shed_requests_total" in server.get("/metrics", headers=AUTH).text
 
 
 def test_no_token_and_auth_not_disabled_refuses_to_start(model_tag, tmp_path):
