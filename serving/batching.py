@@ -13,15 +13,14 @@ costs: at the door, before a body is read, a request is refused while the oldest
 waiting (being read, validated or queued) has waited more than half the bound, since a newcomer
 would wait about as long as that; and a request that has waited the whole bound anyway is dropped
 unscored. Both are 503s with ``Retry-After``, counted in ``shed``. Once nothing waits, everything
-is admitted again: there is no state left over from the overload. One batch runs at a time, in its
-own thread.
+is admitted again: there is no state left over from the overload. One batch runs at a time, in a
+worker thread (the event loop keeps reading requests meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextvars
 import time
 from collections.abc import Callable, Sequence
@@ -68,7 +67,6 @@ class MicroBatcher:
         self._waiting: dict[Arrival, None] = {}  # insertion-ordered: the first is the oldest
         self._queue: collections.deque[_Job] = collections.deque()
         self._dispatcher: asyncio.Task | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batch")
 
     def start(self, score: Callable[[list], list]) -> None:
         """Score with ``score`` from now on (a new service instance starts afresh: nothing waiting)."""
@@ -134,7 +132,8 @@ class MicroBatcher:
         return batch
 
     async def _dispatch(self) -> None:
-        loop = asyncio.get_running_loop()
+        import anyio.to_thread
+
         while self._queue:
             batch = self._next_batch()
             if not batch:
@@ -142,7 +141,7 @@ class MicroBatcher:
             rows = [row for job in batch for row in job.rows]
             self.batches += 1
             try:
-                results = await loop.run_in_executor(self._executor, self._score, rows)
+                results = await anyio.to_thread.run_sync(self._score, rows)
             except Exception as error:  # every request of the batch gets the error; the loop goes on
                 for job in batch:
                     if not job.future.done():
@@ -153,6 +152,3 @@ class MicroBatcher:
                 if not job.future.done():
                     job.future.set_result(results[start : start + len(job.rows)])
                 start += len(job.rows)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
