@@ -72,6 +72,27 @@ def serve_command(port: int) -> list[str]:
             "--host", "127.0.0.1", "-p", str(port)]
 
 
+def stop_server(process) -> None:
+    """Stop a `bentoml serve` process and every worker it started (workers run in sessions of their
+    own, so killing the server's process group would orphan them): SIGTERM, then SIGKILL what is left."""
+    import psutil
+
+    try:
+        workers = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except Exception:
+            process.kill()
+            process.wait()
+    for worker in workers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.kill()
+
+
 @contextlib.contextmanager
 def served(env: dict[str, str], log: Path, timeout_s: float = 120):
     """A real ``bentoml serve`` of the service; yields (base URL, process)."""

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from serving.schema import MAX_FLIGHTS_PER_REQUEST, records_from_features
-from tests.serving_helpers import AUTH, january_features, serve_command, serve_env, served, store_model, train_small_unit
+from tests.serving_helpers import (AUTH, january_features, serve_command, serve_env, served, stop_server, store_model,
+                                   train_small_unit)
 from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -179,11 +180,7 @@ def test_no_token_and_auth_not_disabled_refuses_to_start(model_tag, tmp_path):
     try:
         process.wait(timeout=120)
     finally:
-        if process.poll() is None:
-            import os
-            import signal
-
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_server(process)
     text = log.read_text()
     assert "SERVICE_API_TOKEN is not set" in text and "SERVICE_AUTH_DISABLED=true" in text, text[-2000:]
     assert "flight-delay service not started" in text

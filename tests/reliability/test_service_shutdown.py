@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
@@ -20,7 +19,7 @@ import pytest
 
 from serving.prediction_log import read_prediction_log
 from serving.schema import records_from_features
-from tests.serving_helpers import AUTH, january_features, serve_command, serve_env, store_model, train_small_unit
+from tests.serving_helpers import AUTH, january_features, serve_command, serve_env, stop_server, store_model, train_small_unit
 from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -59,9 +58,7 @@ class Server:
         return self.process.wait(timeout=timeout)
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_server(self.process)
 
 
 class Callers:
