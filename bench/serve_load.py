@@ -58,6 +58,8 @@ from resources.processes import free_port, serving  # noqa: E402
 LEVELS = (1, 16, 64)
 MODEL_VERSION, RUN_ID = "1", "benchserveload00"
 READY_TIMEOUT_S = 120
+BENCH_TOKEN = "bench-token"
+"""The service refuses to start without a token; every request here sends it (the other servers ignore it)."""
 
 
 # --------------------------------------------------------------------------------------- setup
@@ -129,11 +131,16 @@ def request_records(frame) -> list[dict]:
 
 
 def save_to_store(unit_dir: Path) -> str:
-    """``serving.build.save_unit`` in a subprocess: BENTOML_HOME is resolved once per process."""
-    code = (
-        "import sys; from pathlib import Path; from serving.build import save_unit; "
-        f"print(save_unit(Path({str(unit_dir)!r}), {MODEL_VERSION!r}, {RUN_ID!r}, 'bench'))"
-    )
+    """The unit into the BentoML store with its ``unit_sha256`` (the service verifies it), in a subprocess:
+    BENTOML_HOME is resolved once per process."""
+    code = "\n".join([
+        "import shutil, bentoml",
+        "from ml.model import unit_digest",
+        f"metadata = {{'mlflow_version': {MODEL_VERSION!r}, 'mlflow_run_id': {RUN_ID!r}, 'unit_sha256': unit_digest({str(unit_dir)!r})}}",
+        f"with bentoml.models.create('flight_delay:v{MODEL_VERSION}-{RUN_ID[:12]}', metadata=metadata) as model:",
+        f"    shutil.copytree({str(unit_dir)!r}, model.path_of('unit'))",
+        "print(model.tag)",
+    ])
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return done.stdout.strip().splitlines()[-1]
 
@@ -147,7 +154,8 @@ def server(command: list[str], port: int, log: Path, env: dict[str, str], ready_
 
 def post_json(port: int, body: dict) -> tuple[int, object]:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/predict", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        f"http://127.0.0.1:{port}/predict", json.dumps(body).encode(),
+        {"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_TOKEN}"}
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -298,7 +306,8 @@ class _Connection(asyncio.Protocol):
 
 async def _drive(port: int, path: str, bodies: list[bytes], clients: int, warmup: float, duration: float) -> dict:
     loop = asyncio.get_running_loop()
-    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: ".encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {BENCH_TOKEN}\r\n"
+            "Content-Type: application/json\r\nContent-Length: ").encode()
     payloads = [head + str(len(b)).encode() + b"\r\n\r\n" + b for b in bodies]
     started = time.perf_counter()
     measure_from, measure_to = started + warmup, started + warmup + duration
@@ -481,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         env = {**os.environ, "BENTOML_HOME": str(workdir / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
                "PREDICTION_LOG_URL": str(workdir / "predictions"), "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        env.pop("SERVICE_API_TOKEN", None)
+        env["SERVICE_API_TOKEN"] = BENCH_TOKEN
         os.environ["BENTOML_HOME"] = env["BENTOML_HOME"]
         model_tag = save_to_store(unit_dir) if "bentoml" in targets else ""
         env["FLIGHT_DELAY_MODEL_TAG"] = model_tag

@@ -63,9 +63,13 @@ import bentoml
 from bentoml.validators import ContentType
 
 from serving.schema import Flights, Prediction
+import {module} as _measured
 from {module} import {cls} as FlightDelay
 
 _API = FlightDelay.apis["predict"]
+# BentoML's batcher as the service configured it before it batched by itself (serving/batching.py)
+_MAX_BATCH = getattr(_measured, "MAX_BATCH_ROWS", _API.max_batch_size)
+_MAX_LATENCY_MS = int(1000 * getattr(_measured, "MAX_WAIT_S", _API.max_latency_ms / 1000))
 
 
 def _answer(flights):
@@ -81,7 +85,7 @@ class TrivialPlain:
 
 @bentoml.service(name="trivial_batch", **FlightDelay.config)
 class TrivialBatch:
-    @bentoml.api(route="/predict", batchable=True, max_batch_size=_API.max_batch_size, max_latency_ms=_API.max_latency_ms)
+    @bentoml.api(route="/predict", batchable=True, max_batch_size=_MAX_BATCH, max_latency_ms=_MAX_LATENCY_MS)
     def predict(self, flights: Flights) -> list[Prediction]:
         return _answer(flights)
 
@@ -90,7 +94,7 @@ class TrivialBatch:
 class TrivialBatchJson:
     """As TrivialBatch, its output declared JSON: BentoML then skips a JSON schema build per response."""
 
-    @bentoml.api(route="/predict", batchable=True, max_batch_size=_API.max_batch_size, max_latency_ms=_API.max_latency_ms)
+    @bentoml.api(route="/predict", batchable=True, max_batch_size=_MAX_BATCH, max_latency_ms=_MAX_LATENCY_MS)
     def predict(self, flights: Flights) -> Annotated[list[Prediction], ContentType("application/json")]:
         return _answer(flights)
 
@@ -215,6 +219,7 @@ def _profile_main(target: str, bodies_file: str, requests: int, concurrency: int
             "method": "POST", "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
             "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 3000), "state": {},
             "headers": [(b"host", b"127.0.0.1:3000"), (b"content-type", b"application/json"),
+                        (b"authorization", f"Bearer {serve_load.BENCH_TOKEN}".encode()),
                         (b"content-length", str(len(body)).encode())],
         }
         await app(scope, receive, send)
@@ -305,7 +310,7 @@ def _body_costs(module, service, bodies_file: str, seconds: float = 0.6) -> list
     out = []
     for size in (1, 16, 64, 256):
         batch = flights[:size]
-        out.append({"rows": size, "total_ms": per_call_ms(lambda: instance.predict(batch)),
+        out.append({"rows": size, "total_ms": per_call_ms(lambda: getattr(instance, "score", instance.predict)(batch)),
                     "model_ms": per_call_ms(lambda: call_model(batch))})
     instance.prediction_log.close()
     return out
@@ -384,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         bodies_file.write_text("".join(json.dumps({"flights": [r]}, separators=(",", ":")) + "\n" for r in records))
         env = {**os.environ, "BENTOML_HOME": str(workdir / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
                "PREDICTION_LOG_URL": str(workdir / "predictions"), "PYTHONPATH": os.pathsep.join([str(ROOT), str(workdir), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        env.pop("SERVICE_API_TOKEN", None)
+        env["SERVICE_API_TOKEN"] = serve_load.BENCH_TOKEN
         os.environ["BENTOML_HOME"] = env["BENTOML_HOME"]
         env["FLIGHT_DELAY_MODEL_TAG"] = serve_load.save_to_store(unit_dir)
         for item in args.service_env:

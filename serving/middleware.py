@@ -1,50 +1,143 @@
-"""ASGI middleware for the service: bearer-token auth and a request body size limit.
+"""ASGI middleware for the service: bearer-token auth, load shedding and a request body size limit.
 
 Plain ASGI (no framework) so they wrap BentoML's app as-is and cost one dict lookup per request.
+``serving.service`` adds them outermost first: auth (an unauthenticated caller gets a 401 before any
+of its body is read), then load shedding (a 503 before the body is read), then the size limit.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 
-EXEMPT_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
-"""Probes and Prometheus scrape without a token: they carry no data and must work for the platform."""
+from serving.batching import ARRIVAL
+
+logger = logging.getLogger(__name__)
+
+PROBE_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+"""Probes answer without a token: they carry nothing and the platform must reach them."""
+METRICS_PATH = "/metrics"
 
 
-async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
+class AuthConfigError(RuntimeError):
+    """The service was asked to start without a token and without disabling auth explicitly."""
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
+def auth_token() -> str | None:
+    """The bearer token every non-probe request must carry, or None where auth is disabled explicitly.
+
+    Serving open by accident is worse than not serving: without ``SERVICE_API_TOKEN`` the service
+    refuses to start unless ``SERVICE_AUTH_DISABLED=true`` says so, and then warns loudly.
+    """
+    token = os.environ.get("SERVICE_API_TOKEN", "")
+    if token:
+        return token
+    if _flag("SERVICE_AUTH_DISABLED"):
+        logger.warning(
+            "AUTHENTICATION IS DISABLED (SERVICE_AUTH_DISABLED=true): anyone who can reach this port can call "
+            "/predict and read /metrics. Set SERVICE_API_TOKEN to serve anywhere but a private machine."
+        )
+        return None
+    raise AuthConfigError(
+        "SERVICE_API_TOKEN is not set: the flight-delay service refuses to start without authentication. "
+        "Set SERVICE_API_TOKEN to a secret (clients send 'Authorization: Bearer <token>'), or set "
+        "SERVICE_AUTH_DISABLED=true to serve without authentication on a private machine."
+    )
+
+
+def metrics_public() -> bool:
+    """``SERVICE_METRICS_PUBLIC=true`` lets Prometheus scrape ``/metrics`` without the token.
+
+    /metrics carries aggregates only (request counts and latencies, the score histogram, the model
+    version, shed and dropped counts), never a request's content; it still needs the token by default
+    because the score distribution and traffic volume are the owner's business.
+    """
+    return _flag("SERVICE_METRICS_PUBLIC")
+
+
+async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = (), close: bool = True) -> None:
+    """Answer without reading the request's body; ``close``: the server drops the connection rather than
+    read and discard what the client still sends (a 50 MB body), at the cost of the client reconnecting."""
     payload = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers],
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                        *([(b"connection", b"close")] if close else []), *headers],
         }
     )
     await send({"type": "http.response.body", "body": payload})
 
 
 class BearerTokenAuth:
-    """401 unless ``Authorization: Bearer <SERVICE_API_TOKEN>``; off when the variable is unset.
+    """401 unless ``Authorization: Bearer <token>``, checked before the body is read (constant-time compare).
 
-    The token is compared in constant time (``hmac.compare_digest``).
+    The token comes from ``auth_token()`` unless given; ``None`` (auth disabled explicitly) lets everything in.
     """
 
-    def __init__(self, app, token: str | None = None):
+    def __init__(self, app, token: str | None = None, public_metrics: bool | None = None):
         self.app = app
-        token = token if token is not None else os.environ.get("SERVICE_API_TOKEN", "")
+        try:
+            token = token if token is not None else auth_token()
+            self.misconfigured = None
+        except AuthConfigError as error:
+            # Fail closed: the service itself refuses to start (serving.service), this is the second lock.
+            token, self.misconfigured = None, str(error)
         self.expected = f"Bearer {token}".encode() if token else None
+        public_metrics = metrics_public() if public_metrics is None else public_metrics
+        self.open_paths = PROBE_PATHS | ({METRICS_PATH} if public_metrics else set())
 
     async def __call__(self, scope, receive, send):
-        if self.expected is None or scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            return await self.app(scope, receive, send)
+        if self.misconfigured:
+            return await _send_json(send, 503, {"error": "authentication is not configured on this server"})
+        if self.expected is None:
             return await self.app(scope, receive, send)
         given = dict(scope["headers"]).get(b"authorization", b"")
         if not hmac.compare_digest(given, self.expected):
             return await _send_json(
-                send, 401, {"error": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")]
+                send, 401, {"error": "missing or wrong bearer token: send 'Authorization: Bearer <token>'"},
+                [(b"www-authenticate", b"Bearer")],
             )
         return await self.app(scope, receive, send)
+
+
+class LoadShedding:
+    """503 with ``Retry-After`` for ``paths`` while the batcher could not serve a request in time.
+
+    Decided before the body is read or validated, so shedding costs next to nothing when it matters.
+    """
+
+    def __init__(self, app, batcher, paths: frozenset[str] = frozenset({"/predict"}), on_shed=None):
+        self.app = app
+        self.batcher = batcher
+        self.paths = paths
+        self.on_shed = on_shed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        arrival = self.batcher.arrive()
+        if arrival is None:
+            if self.on_shed is not None:
+                self.on_shed("queue")
+            return await _send_json(
+                send, 503, {"error": "overloaded: more work is queued than can be served in time; retry shortly"},
+                [(b"retry-after", b"1")], close=False,  # bodies here are at most SERVICE_MAX_BODY_BYTES
+            )
+        ARRIVAL.set(arrival)
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.batcher.leave(arrival)
 
 
 class BodySizeLimit:

@@ -9,18 +9,20 @@ and ``LAKE_SSE`` as for the lake).
 
 from __future__ import annotations
 
+import collections
 import io
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
 
 from ml.features import NUMERIC_FEATURES
+from ml.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -66,38 +68,70 @@ def _filesystem(url: str):
 
 
 class PredictionLog:
-    """Buffered, append-only writer of prediction rows (thread-safe; call ``close`` to flush the rest)."""
+    """Buffered, append-only writer of prediction rows (thread-safe; call ``close`` to flush the rest).
 
-    def __init__(self, url: str, flush_rows: int = 10_000, flush_seconds: float = 5.0, max_buffer_rows: int = 500_000):
+    The buffer holds at most ``max_buffer_rows``: when storage is down or slower than the traffic,
+    the oldest rows are dropped (the newest matter most to drift monitoring, and a request is never
+    slowed or failed for the log's sake). Every dropped row is counted (``rows_dropped``, and
+    ``on_drop(n)``, the service's Prometheus counter) and logged once per flush interval.
+    """
+
+    def __init__(self, url: str, flush_rows: int = 10_000, flush_seconds: float = 5.0, max_buffer_rows: int = 500_000,
+                 on_drop: Callable[[int], None] | None = None):
         self.url = url
         self.flush_rows = flush_rows
         self.max_buffer_rows = max_buffer_rows
         self.flush_seconds = flush_seconds
+        self.on_drop = on_drop
         self._fs, self._root = _filesystem(url)
         self._local = not url.startswith("s3://")  # local files appear whole: write aside, then rename
-        self._rows: list[dict] = []
+        self._rows: collections.deque[dict] = collections.deque(maxlen=max_buffer_rows)
         self._pending = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
         self.files_written = 0
         self.rows_dropped = 0
+        self._dropped_unreported = 0
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
     def append(self, rows: list[dict]) -> None:
-        """Queue rows (one mapping per prediction); the frame is built off the request path, at flush."""
+        """Queue rows (one mapping per prediction); the frame is built off the request path, at flush.
+
+        A full buffer drops its oldest rows to make room (counted, see the class).
+        """
         with self._lock:
+            overflow = len(self._rows) + len(rows) - self.max_buffer_rows
             self._rows.extend(rows)
             self._pending += len(rows)
-            if self._pending >= self.flush_rows:
+            if overflow > 0:
+                self._count_dropped(overflow)
+            if self._pending >= self.flush_rows or self._closed.is_set():
                 self._wake.set()
+        if self._closed.is_set():  # after close nothing flushes in the background: write now
+            self.flush()
+
+    def _count_dropped(self, rows: int) -> None:
+        """Called under the lock."""
+        self.rows_dropped += rows
+        self._dropped_unreported += rows
+        if self.on_drop is not None:
+            self.on_drop(rows)
+
+    def _report_dropped(self) -> None:
+        with self._lock:
+            dropped, self._dropped_unreported = self._dropped_unreported, 0
+        if dropped:
+            logger.error("prediction log: buffer full (%d rows), dropped the %d oldest rows (%d in all) for %s",
+                         self.max_buffer_rows, dropped, self.rows_dropped, redact(self.url))
 
     def _take(self) -> pd.DataFrame | None:
         with self._lock:
             if not self._rows:
                 return None
-            rows, self._rows, self._pending = self._rows, [], 0
+            rows, self._pending = list(self._rows), 0
+            self._rows.clear()
         frame = pd.DataFrame.from_records(rows)
         return frame.astype({c: t for c, t in LOG_DTYPES.items() if c in frame.columns})
 
@@ -105,30 +139,29 @@ class PredictionLog:
         """Write what is buffered now; returns the rows written.
 
         Days whose write failed are kept for the next flush (only those: written days are not
-        rewritten); the buffer is capped at ``max_buffer_rows``, dropping the oldest (``rows_dropped``).
+        rewritten), ahead of the rows that arrived meanwhile, within the same cap.
         """
         frame = self._take()
-        if frame is None:
-            return 0
         written, failed = 0, []
-        for day, rows in frame.groupby("date", sort=False):
+        for day, rows in ([] if frame is None else frame.groupby("date", sort=False)):
             try:
                 self._write(str(day), rows)
                 written += len(rows)
-            except Exception:
-                logger.exception("prediction log: writing %d rows of %s to %s failed; kept for the next flush",
-                                 len(rows), day, self.url)
+            except Exception as error:
+                logger.error("prediction log: writing %d rows of %s to %s failed (%s); kept for the next flush",
+                             len(rows), day, redact(self.url), redact(error))
                 failed.append(rows)
         if failed:
             kept = pd.concat(failed).to_dict("records")
             with self._lock:
-                self._rows[:0] = kept
-                overflow = len(self._rows) - self.max_buffer_rows
+                newer = list(self._rows)
+                overflow = len(kept) + len(newer) - self.max_buffer_rows
                 if overflow > 0:
-                    del self._rows[:overflow]
-                    self.rows_dropped += overflow
-                    logger.error("prediction log: buffer full, dropped the %d oldest rows", overflow)
+                    self._count_dropped(overflow)
+                self._rows.clear()
+                self._rows.extend(kept + newer)  # maxlen keeps the newest
                 self._pending = len(self._rows)
+        self._report_dropped()
         return written
 
     def _write(self, day: str, rows: pd.DataFrame) -> None:

@@ -64,6 +64,14 @@ class Prediction(BaseModel):
 Flights = Annotated[list[Flight], Field(min_length=1, max_length=MAX_FLIGHTS_PER_REQUEST)]
 """One request: 1 to MAX_FLIGHTS_PER_REQUEST flights (an empty or oversized batch is a 400)."""
 
+
+class PredictRequest(BaseModel):
+    """The body of ``POST /predict``; any other top-level field is a 400, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flights: Flights
+
 assert set(FEATURE_COLUMNS) <= set(Flight.model_fields), "the request must carry every model feature"
 
 

@@ -1,14 +1,17 @@
-"""The delay model as a BentoML 1.4 service: ``POST /predict`` with adaptive batching.
+"""The delay model as a BentoML 1.4 service: ``POST /predict`` with micro-batching and load shedding.
 
 The champion arrives as one BentoML model (``flight_delay:<tag>``) holding the saved unit
-(weights + preprocessing, ``ml.model.ModelUnit``), packed into the Bento at build time.
+(weights + preprocessing, ``ml.model.ModelUnit``) and its SHA-256 (metadata ``unit_sha256``),
+packed into the Bento at build time; the unit is verified before it is loaded.
 ``FLIGHT_DELAY_MODEL_TAG`` picks the model when serving from source (default: the newest).
+The service refuses to start without ``SERVICE_API_TOKEN`` unless ``SERVICE_AUTH_DISABLED=true``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gc
+import logging
 import os
 import time
 import uuid
@@ -16,14 +19,22 @@ import uuid
 import bentoml
 import numpy as np
 
-from ml.model import ModelUnit
-from serving.middleware import BearerTokenAuth, BodySizeLimit
+from ml.model import ModelUnit, UnitIntegrityError
+from serving.batching import MicroBatcher, Overloaded
+from serving.middleware import AuthConfigError, BearerTokenAuth, BodySizeLimit, LoadShedding, auth_token
 from serving.prediction_log import SCORE, PredictionLog, default_url
-from serving.schema import Flights, Prediction
+from serving.schema import Flights, Prediction, PredictRequest
+
+logger = logging.getLogger("bentoml.flight_delay")
 
 MODEL_NAME = "flight_delay"
 MODEL_TAG = os.environ.get("FLIGHT_DELAY_MODEL_TAG") or f"{MODEL_NAME}:latest"
 UNIT_FOLDER = "unit"
+UNIT_DIGEST_KEY = "unit_sha256"
+"""The BentoML model's metadata key holding ``ml.model.unit_digest`` of its unit (written by serving.build)."""
+MAX_BATCH_ROWS = 256
+MAX_WAIT_S = float(os.environ.get("SERVICE_MAX_WAIT_MS", "1000")) / 1000
+"""How long a request may wait for its batch before it is shed (503): well inside the 10 s request timeout."""
 
 
 SCORE_HISTOGRAM = bentoml.metrics.Histogram(
@@ -36,6 +47,34 @@ MODEL_INFO = bentoml.metrics.Gauge(
     documentation="1 for the model version this worker serves",
     labelnames=["model_version", "bento_model"],
 )
+SHED_REQUESTS = bentoml.metrics.Counter(
+    name="flight_delay_shed_requests",
+    documentation="Requests answered 503 because they could not be served in time (queue: refused at once; late: waited too long)",
+    labelnames=["reason"],
+)
+LOG_DROPPED_ROWS = bentoml.metrics.Counter(
+    name="flight_delay_prediction_log_dropped_rows",
+    documentation="Prediction log rows dropped (oldest first) because its buffer was full: storage too slow or down",
+)
+
+BATCHER = MicroBatcher(max_batch_rows=MAX_BATCH_ROWS, max_wait_s=MAX_WAIT_S)
+"""One per worker process: the middleware sheds by its queue, the service scores through it."""
+
+
+def load_verified_unit(stored) -> ModelUnit:
+    """The stored model's unit, verified against the digest recorded when it was saved.
+
+    A model without the digest, or whose files changed since, is refused: nothing of it is loaded.
+    """
+    digest = stored.info.metadata.get(UNIT_DIGEST_KEY)
+    if not digest:
+        raise UnitIntegrityError(
+            f"BentoML model {stored.tag}: no {UNIT_DIGEST_KEY!r} in its metadata, so its unit cannot be verified "
+            "and is not served. Rebuild the Bento from the registry (the bento asset records the digest)."
+        )
+    unit = ModelUnit.load(stored.path_of(UNIT_FOLDER), expected_digest=str(digest))
+    logger.info("model %s: unit verified (sha256 %s…) and loaded", stored.tag, str(digest)[:16])
+    return unit
 
 
 @bentoml.service(
@@ -58,13 +97,19 @@ class FlightDelay:
     def __init__(self) -> None:
         import torch
 
+        try:
+            auth_token()
+            stored = self.model  # the descriptor resolves the stored model
+            self.unit = load_verified_unit(stored)
+        except (AuthConfigError, UnitIntegrityError) as error:
+            _stop_server(error)
+            raise
         torch.set_num_threads(int(os.environ.get("SERVICE_TORCH_THREADS", "1")))
-        stored = self.model  # the descriptor resolves the stored model
-        self.unit = ModelUnit.load(stored.path_of(UNIT_FOLDER))
         self.model_version = str(stored.info.metadata.get("mlflow_version", stored.tag.version))
         self.bento_model = str(stored.tag)
         MODEL_INFO.labels(model_version=self.model_version, bento_model=self.bento_model).set(1)
-        self.prediction_log = PredictionLog(default_url())
+        self.prediction_log = PredictionLog(default_url(), on_drop=LOG_DROPPED_ROWS.inc)
+        BATCHER.start(self.score)
         # Everything loaded so far lives as long as the worker: keep it out of the collector's scans
         # (full collections paused 150–230 ms before, bench/serve_profile.py; the p99 tail).
         gc.freeze()
@@ -76,20 +121,24 @@ class FlightDelay:
     def close_prediction_log(self) -> None:
         self.prediction_log.close()
 
-    @bentoml.api(
-        route="/predict",
-        batchable=True,
-        max_batch_size=256,
-        # the batcher's shedding threshold (503 once a request's estimated wait passes it), not a wait:
-        # 50 ms shed half or more of the requests at 64 clients on 2 cores (bench/serve_load.py); 1 s
-        # sheds only a real overload, well inside the 10 s request timeout.
-        max_latency_ms=1_000,
-    )
-    def predict(self, flights: Flights) -> list[Prediction]:
+    @bentoml.api(route="/predict", input_spec=PredictRequest)
+    async def predict(self, flights: Flights) -> list[Prediction]:
         """P(arrives 15+ minutes late) for each flight; every prediction is logged.
 
-        Adaptive batching merges concurrent requests into one call of up to ``max_batch_size`` flights.
+        Concurrent requests are scored together (``serving.batching``: up to 256 flights a call, no
+        learned wait); a request that cannot be served within ``SERVICE_MAX_WAIT_MS`` gets a 503.
         """
+        from starlette.responses import JSONResponse
+
+        try:
+            return await BATCHER.submit(flights)
+        except Overloaded as error:
+            SHED_REQUESTS.labels(reason=error.reason).inc()
+            return JSONResponse({"error": f"overloaded: {error}; retry shortly"}, status_code=503,
+                                headers={"Retry-After": "1"})
+
+    def score(self, flights: list) -> list[Prediction]:
+        """Score and log one batch of validated flights (runs in the batcher's thread)."""
         started = time.perf_counter()
         rows = [f.__dict__ for f in flights]
         scores = self.unit.predict_records(rows)
@@ -106,10 +155,25 @@ class FlightDelay:
         return predictions
 
 
+def _stop_server(error: Exception) -> None:
+    """A worker that can never start (no token, an unverifiable unit) stops the whole server.
+
+    BentoML's supervisor restarts a failed worker forever; for an error no restart can fix, the
+    ``bentoml serve`` process exits instead, with the reason as the last thing in its log.
+    """
+    import signal
+
+    logger.critical("flight-delay service not started: %s", error)
+    if bentoml.server_context.worker_index is not None:  # a served worker; its parent is the server
+        os.kill(os.getppid(), signal.SIGTERM)
+
+
 def _observe_scores(scores: np.ndarray) -> None:
     for value in scores.tolist():
         SCORE_HISTOGRAM.observe(value)
 
 
-FlightDelay.add_asgi_middleware(BodySizeLimit, max_bytes=int(os.environ.get("SERVICE_MAX_BODY_BYTES", 1 << 20)))
+# Starlette runs the first added outermost: auth before anything reads the body, then shedding, then the size limit.
 FlightDelay.add_asgi_middleware(BearerTokenAuth)
+FlightDelay.add_asgi_middleware(LoadShedding, batcher=BATCHER, on_shed=lambda reason: SHED_REQUESTS.labels(reason=reason).inc())
+FlightDelay.add_asgi_middleware(BodySizeLimit, max_bytes=int(os.environ.get("SERVICE_MAX_BODY_BYTES", 1 << 20)))

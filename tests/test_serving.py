@@ -10,43 +10,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.contracts import AIRPORTS, FLIGHTS, PLANES, WEATHER
-from ml.dataset import TRAIN, VALIDATION, WindowSpec, assign_splits, split_days
-from ml.features import build_features
-from ml.parsing import parse_frame
-from ml.reference_data import read_table
-from ml.train import TrainConfig, train_model
 from serving.prediction_log import read_prediction_log
 from serving.schema import MAX_FLIGHTS_PER_REQUEST, records_from_features
-from tests.servers import free_port, serving
-
-TOKEN = "s3cret-token"
+from tests.serving_helpers import AUTH, TOKEN, january_features, serve_env, served, store_model, train_small_unit
 
 
 @pytest.fixture(scope="module")
 def features() -> pd.DataFrame:
     """Real features of 2013-01-01..10."""
-    keep = lambda t: t[(t.month == "1") & (t.day.astype(int) <= 10)].reset_index(drop=True)  # noqa: E731
-    return build_features(
-        parse_frame(keep(read_table("flights")), FLIGHTS, "f").frame,
-        parse_frame(keep(read_table("weather")), WEATHER, "w").frame,
-        parse_frame(read_table("planes"), PLANES, "p").frame,
-        parse_frame(read_table("airports"), AIRPORTS, "a").frame,
-    )
+    return january_features()
 
 
 @pytest.fixture(scope="module")
 def model_tag(features, tmp_path_factory):
     """A small real model, saved into the session's BentoML store the way the bento asset saves the champion."""
-    from serving.build import save_unit
-
-    days = sorted(features["date"].unique())
-    split = assign_splits(features, split_days(days, WindowSpec(validation_days=2, test_days=2)))
-    trained = train_model(split[split.split == TRAIN], split[split.split == VALIDATION], TrainConfig(epochs=2, patience=1))
-    unit_dir = trained.unit.save(tmp_path_factory.mktemp("unit") / "unit")
-    tag = save_unit(unit_dir, "7", "0123456789abcdef", "models:/flight_delay/7")
+    unit_dir, unit = train_small_unit(features, tmp_path_factory.mktemp("unit"))
+    tag = store_model(unit_dir, "7")
     os.environ["FLIGHT_DELAY_MODEL_TAG"] = tag
-    yield tag, trained.unit
+    yield tag, unit
     os.environ.pop("FLIGHT_DELAY_MODEL_TAG", None)
 
 
@@ -54,6 +35,7 @@ def model_tag(features, tmp_path_factory):
 def log_url(tmp_path, monkeypatch):
     url = str(tmp_path / "predictions")
     monkeypatch.setenv("PREDICTION_LOG_URL", url)
+    monkeypatch.setenv("SERVICE_API_TOKEN", TOKEN)
     return url
 
 
@@ -75,7 +57,7 @@ def test_service_class_scores_like_the_unit_and_logs_every_prediction(model_tag,
     tag, unit = model_tag
     service = _service_class(model_tag)()
     flights = [Flight(**r) for r in records_from_features(sample)]
-    predictions = service.predict(flights)
+    predictions = service.score(flights)
     service.close_prediction_log()
 
     expected = unit.predict_proba(sample)
@@ -98,21 +80,17 @@ def test_unknown_carrier_and_airport_are_scored_not_rejected(model_tag, log_url,
 
     service = _service_class(model_tag)()
     record = {**records_from_features(sample.head(1))[0], "carrier": "ZZ", "dest": "XYZ"}
-    (prediction,) = service.predict([Flight(**record)])
+    (prediction,) = service.score([Flight(**record)])
     service.close_prediction_log()
     assert 0.0 < prediction.delay_probability < 1.0
 
 
 @pytest.fixture
-def client(model_tag, log_url, monkeypatch):
+def client(model_tag, log_url):
     from starlette.testclient import TestClient
 
-    monkeypatch.setenv("SERVICE_API_TOKEN", TOKEN)
     with TestClient(_service_class(model_tag).to_asgi()) as test_client:
         yield test_client
-
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _bad_requests(record: dict) -> dict[str, bytes]:
@@ -153,13 +131,8 @@ def test_served_process_over_http(model_tag, sample, tmp_path):
 
     tag, unit = model_tag
     log_url = tmp_path / "served-predictions"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SERVICE_API_TOKEN": TOKEN, "PREDICTION_LOG_URL": str(log_url), "FLIGHT_DELAY_MODEL_TAG": tag}
-    command = [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:FlightDelay",
-               "--host", "127.0.0.1", "-p", str(port)]
     records = records_from_features(sample)
-    with serving(command, f"{url}/readyz", tmp_path / "serve.log", env=env), httpx.Client(base_url=url, timeout=30) as http:
+    with served(serve_env(tag, log_url), tmp_path / "serve.log") as (url, _), httpx.Client(base_url=url, timeout=30) as http:
         assert http.get("/livez").status_code == 200
         assert http.post("/predict", json={"flights": records[:1]}).status_code == 401
 
@@ -175,9 +148,11 @@ def test_served_process_over_http(model_tag, sample, tmp_path):
 
         again = http.post("/predict", json={"flights": records[:3]}, headers=AUTH)
         assert again.status_code == 200, "the service stays up after bad requests"
-        metrics = http.get("/metrics").text
+        assert http.get("/metrics").status_code == 401, "/metrics needs the token unless SERVICE_METRICS_PUBLIC=true"
+        metrics = http.get("/metrics", headers=AUTH).text
         assert "flight_delay_score_bucket" in metrics
         assert 'flight_delay_model_info{bento_model="' + tag + '",model_version="7"' in metrics
+        assert "flight_delay_prediction_log_dropped_rows_total 0.0" in metrics
         served_ids = {p["request_id"] for p in response.json()} | {p["request_id"] for p in again.json()}
 
     logged = read_prediction_log(str(log_url))  # flushed at shutdown
@@ -194,3 +169,115 @@ def test_serving_never_imports_dagster_or_mlflow(tmp_path):
     env = {**os.environ, "BENTOML_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_prediction_log_buffer_is_capped_on_append_dropping_the_oldest_counted(tmp_path, caplog):
+    from serving.prediction_log import PredictionLog
+
+    log = PredictionLog(str(tmp_path / "predictions"), flush_rows=10**9, flush_seconds=3600, max_buffer_rows=100)
+    rows = [{"request_id": f"r{i:03d}", "date": "2013-01-01", "delay_probability": 0.5} for i in range(150)]
+    for start in range(0, 150, 50):
+        log.append(rows[start : start + 50])
+    assert log.rows_dropped == 50, "the buffer holds at most max_buffer_rows, whatever storage does"
+    with caplog.at_level("ERROR", logger="serving.prediction_log"):
+        assert log.flush() == 100
+    assert "dropped the 50 oldest rows" in caplog.text
+    log.close()
+    assert sorted(read_prediction_log(str(tmp_path / "predictions"))["request_id"]) == [r["request_id"] for r in rows[50:]]
+
+    dropped = []  # the service's Prometheus counter, flight_delay_prediction_log_dropped_rows_total
+    counted = PredictionLog(str(tmp_path / "other"), flush_seconds=3600, max_buffer_rows=10, on_drop=dropped.append)
+    counted.append(rows[:25])
+    assert sum(dropped) == 15
+    counted.close()
+
+
+def test_prediction_log_rows_appended_after_close_are_written_not_lost(tmp_path):
+    from serving.prediction_log import PredictionLog
+
+    log = PredictionLog(str(tmp_path / "predictions"), flush_seconds=3600)
+    log.close()
+    log.append([{"request_id": "late", "date": "2013-01-02", "delay_probability": 0.1}])
+    assert list(read_prediction_log(str(tmp_path / "predictions"))["request_id"]) == ["late"]
+
+
+def test_verified_unit_is_required_to_serve(model_tag, tmp_path):
+    """A model without ``unit_sha256`` or whose unit changed after it was recorded is refused."""
+    import shutil
+
+    import bentoml
+
+    from ml.model import UnitIntegrityError
+    from serving.service import load_verified_unit
+    from tests.serving_helpers import store_model
+
+    tag, _ = model_tag
+    stored = bentoml.models.get(tag)
+    assert load_verified_unit(stored) is not None
+    unit_dir = tmp_path / "unit"
+    shutil.copytree(stored.path_of("unit"), unit_dir)
+    with pytest.raises(UnitIntegrityError, match="no 'unit_sha256'"):
+        load_verified_unit(bentoml.models.get(store_model(unit_dir, "8", digest=None)))
+    with pytest.raises(UnitIntegrityError, match="does not match"):
+        load_verified_unit(bentoml.models.get(store_model(unit_dir, "9", digest="0" * 64)))
+
+
+def _run(coroutine):
+    import asyncio
+
+    return asyncio.run(coroutine)
+
+
+def test_batcher_merges_concurrent_requests_and_answers_a_lone_one_at_once_after_a_backlog():
+    import asyncio
+    import threading
+
+    from serving.batching import MicroBatcher
+
+    gate, batches = threading.Event(), []
+
+    def score(rows):
+        batches.append(list(rows))
+        gate.wait(30)
+        return [r * 10 for r in rows]
+
+    async def scenario():
+        batcher = MicroBatcher(max_batch_rows=4, max_wait_s=3600)
+        batcher.start(score)
+        first = asyncio.create_task(batcher.submit([1]))
+        while not batches:  # the first batch is in the scorer, held at the gate
+            await asyncio.sleep(0)
+        backlog = [asyncio.create_task(batcher.submit([i])) for i in range(2, 8)]
+        await asyncio.sleep(0)
+        gate.set()
+        answers = await asyncio.gather(first, *backlog)
+        lone = await batcher.submit([99])
+        return answers, lone
+
+    answers, lone = _run(scenario())
+    assert answers == [[10], [20], [30], [40], [50], [60], [70]]
+    assert batches == [[1], [2, 3, 4, 5], [6, 7], [99]], "the backlog is merged; the lone request goes alone, at once"
+    assert lone == [990]
+
+
+def test_batcher_sheds_at_the_door_while_the_oldest_waits_too_long_and_forgets_it_after():
+    from serving.batching import ARRIVAL, MicroBatcher, Overloaded
+
+    batcher = MicroBatcher(max_batch_rows=4, max_wait_s=1.0)
+    scored = []
+    batcher.start(lambda rows: scored.extend(rows) or rows)
+    stuck = batcher.arrive()
+    stuck.at -= 0.6  # a request being read for 0.6 s: more than half the bound
+    assert batcher.arrive() is None and batcher.shed["queue"] == 1
+    batcher.leave(stuck)
+    assert batcher.arrive() is not None, "nothing waits any more: admitted again, nothing left over"
+
+    async def late_request():
+        arrival = batcher.arrive()
+        arrival.at -= 2.0  # it waited longer than the bound before reaching the queue
+        ARRIVAL.set(arrival)
+        return await batcher.submit(["late"])
+
+    with pytest.raises(Overloaded, match="waited"):
+        _run(late_request())
+    assert batcher.shed["late"] == 1 and "late" not in scored, "a late request is dropped unscored"

@@ -1,0 +1,102 @@
+"""Shared by the serving tests: real features, a small trained unit, a verified BentoML model, `bentoml serve`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tests.servers import free_port, serving
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def january_features(last_day: int = 10) -> pd.DataFrame:
+    """Real features of 2013-01-01..``last_day``."""
+    from ml.contracts import AIRPORTS, FLIGHTS, PLANES, WEATHER
+    from ml.features import build_features
+    from ml.parsing import parse_frame
+    from ml.reference_data import read_table
+
+    keep = lambda t: t[(t.month == "1") & (t.day.astype(int) <= last_day)].reset_index(drop=True)  # noqa: E731
+    return build_features(
+        parse_frame(keep(read_table("flights")), FLIGHTS, "f").frame,
+        parse_frame(keep(read_table("weather")), WEATHER, "w").frame,
+        parse_frame(read_table("planes"), PLANES, "p").frame,
+        parse_frame(read_table("airports"), AIRPORTS, "a").frame,
+    )
+
+
+def train_small_unit(features: pd.DataFrame, folder: Path):
+    """A small real model (two epochs) saved as a unit under ``folder``; returns (unit dir, unit)."""
+    from ml.dataset import TRAIN, VALIDATION, WindowSpec, assign_splits, split_days
+    from ml.train import TrainConfig, train_model
+
+    days = sorted(features["date"].unique())
+    split = assign_splits(features, split_days(days, WindowSpec(validation_days=2, test_days=2)))
+    trained = train_model(split[split.split == TRAIN], split[split.split == VALIDATION], TrainConfig(epochs=2, patience=1))
+    return trained.unit.save(folder / "unit"), trained.unit
+
+
+def store_model(unit_dir: Path, version: str, digest: str | None = "auto") -> str:
+    """Save a unit into this session's BentoML store as the bento asset does, with its ``unit_sha256``
+    (``digest="auto"``: the unit's own; ``None``: left out). Returns the model's tag."""
+    import shutil
+    import uuid
+
+    import bentoml
+
+    from ml.model import unit_digest
+
+    metadata = {"mlflow_version": version, "mlflow_run_id": uuid.uuid4().hex, "mlflow_model_uri": f"models:/flight_delay/{version}"}
+    if digest is not None:
+        metadata["unit_sha256"] = unit_digest(unit_dir) if digest == "auto" else digest
+    with bentoml.models.create(f"flight_delay:v{version}-{uuid.uuid4().hex[:12]}", labels={"source": "test"}, metadata=metadata) as model:
+        shutil.copytree(unit_dir, model.path_of("unit"))
+    return str(model.tag)
+
+
+def serve_env(model_tag: str, log_url: Path | str, **overrides: str) -> dict[str, str]:
+    env = {**os.environ, "SERVICE_API_TOKEN": TOKEN, "PREDICTION_LOG_URL": str(log_url), "FLIGHT_DELAY_MODEL_TAG": model_tag}
+    env.pop("SERVICE_AUTH_DISABLED", None)
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def serve_command(port: int) -> list[str]:
+    return [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:FlightDelay",
+            "--host", "127.0.0.1", "-p", str(port)]
+
+
+def stop_server(process) -> None:
+    """Stop a `bentoml serve` process and every worker it started (workers run in sessions of their
+    own, so killing the server's process group would orphan them): SIGTERM, then SIGKILL what is left."""
+    import psutil
+
+    try:
+        workers = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except Exception:
+            process.kill()
+            process.wait()
+    for worker in workers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.kill()
+
+
+@contextlib.contextmanager
+def served(env: dict[str, str], log: Path, timeout_s: float = 120):
+    """A real ``bentoml serve`` of the service; yields (base URL, process)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with serving(serve_command(port), f"{url}/readyz", log, timeout_s=timeout_s, env=env) as process:
+        yield url, process
