@@ -35,7 +35,18 @@ def _champion_scores(mlflow, version: str | None, test):
     """
     if version is None:
         return None
-    return mlflow.load_unit(version).predict_proba(test)
+    from ml.model import UnitIntegrityError
+    from ml.redaction import redact
+
+    try:
+        unit = mlflow.load_unit(version)
+    except UnitIntegrityError as exc:
+        raise dg.Failure(
+            description=redact(f"delay_model: the champion v{version} is refused, so no candidate can be judged "
+                               f"against it: {exc}; restore or retrain it, or move the champion alias"),
+            allow_retries=False,
+        ) from None
+    return unit.predict_proba(test)
 
 
 def register_unit(mlflow, unit, example) -> str:
