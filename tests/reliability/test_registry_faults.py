@@ -179,7 +179,7 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {timeout_s:.0f} s for {what}")
-        time.sleep(0.05)
+        time.sleep(0.1)
 
 
 def test_a_promotion_killed_between_alias_and_tags_completes_on_rerun_once(mlflow_registry, tmp_path):
