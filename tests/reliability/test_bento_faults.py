@@ -191,9 +191,11 @@ def test_kill_9_mid_parity_check_leaves_no_server_and_the_next_run_prunes_its_be
     facts = json.loads(paused.read_text())
     server = _tree(facts["pid"])  # the guard, `bentoml serve` (arbiter) and its workers, in sessions of their own
     assert len(server) >= 3 and _port_open(facts["port"])
+    killed = time.monotonic()
     _kill(child)
 
     _wait_for(lambda: not any(_alive(pid) for pid in server), 60, f"the parity server's processes {server} to exit")
+    print(f"parity server: {len(server)} processes gone {time.monotonic() - killed:.1f} s after kill -9 of the run")
     assert not _port_open(facts["port"])
     unchecked = facts["tag"]
     assert unchecked in serving.stored()["bentos"] and _latest_in_store(root) == unchecked, "the crash's leftover"
@@ -204,7 +206,9 @@ def test_kill_9_mid_parity_check_leaves_no_server_and_the_next_run_prunes_its_be
     assert lookup.stdout.strip() == verified != unchecked
     assert registry.champion_version() == champion
 
+    started = time.monotonic()
     rerun = _materialize(root, ["bento"])
+    print(f"next bento run (prune + build + parity): {time.monotonic() - started:.0f} s")
     assert rerun.success
     metadata = rerun.asset_materializations_for_node("bento")[0].metadata
     assert unchecked in metadata["pruned"].value
