@@ -34,9 +34,14 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-## serve the newest Bento (built by `make run`) on http://127.0.0.1:$(SERVE_PORT); SERVICE_API_TOKEN turns on auth
+## serve the newest verified Bento (its parity check passed) on http://127.0.0.1:$(SERVE_PORT); needs SERVICE_API_TOKEN
 serve: $(STAMP)
-	$(BIN)/bentoml serve flight_delay_service:latest --host 127.0.0.1 -p $(SERVE_PORT)
+	@if [ -z "$$SERVICE_API_TOKEN" ] && [ "$$SERVICE_AUTH_DISABLED" != "true" ]; then \
+	  echo "make serve: set SERVICE_API_TOKEN (clients send 'Authorization: Bearer <token>'), e.g." >&2; \
+	  echo "  SERVICE_API_TOKEN=\$$(openssl rand -hex 32) make serve" >&2; \
+	  echo "or, on a trusted machine only, SERVICE_AUTH_DISABLED=true make serve" >&2; exit 2; fi
+	tag=$$($(BIN)/python -m pipelines.verified_bento) && \
+	  $(BIN)/bentoml serve "$$tag" --host 127.0.0.1 -p $(SERVE_PORT)
 
 ## replay 2013 day by day with the daemon running: drift, retraining, new champions and Bentos (data/demo)
 demo: $(STAMP)

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from resources import settings
-from resources.mlflow_registry import REFERENCE_ARTIFACT_DIR, REFERENCE_FILE
+from resources.mlflow_registry import REFERENCE_ARTIFACT_DIR, REFERENCE_FILE, UNIT_DIGEST_TAG
 
 BASELINE_CHECK = "reaches_baseline"
 CHAMPION_CHECK = "not_worse_than_champion"
@@ -28,13 +28,54 @@ class RegisteredCandidate:
 
 
 def _champion_scores(mlflow, version: str | None, test):
-    """The current champion's scores on the candidate's test set (same rows, same labels)."""
+    """The current champion's scores on the candidate's test set (same rows, same labels).
+
+    The champion's unit is verified against the digest recorded at its registration: a tampered or
+    pickled champion fails the run (UnitIntegrityError) instead of judging the candidate.
+    """
     if version is None:
         return None
-    from ml.model import ModelUnit
+    from ml.model import UnitIntegrityError
+    from ml.redaction import redact
+
+    try:
+        unit = mlflow.load_unit(version)
+    except UnitIntegrityError as exc:
+        raise dg.Failure(
+            description=redact(f"delay_model: the champion v{version} is refused, so no candidate can be judged "
+                               f"against it: {exc}; restore or retrain it, or move the champion alias"),
+            allow_retries=False,
+        ) from None
+    return unit.predict_proba(test)
+
+
+def register_unit(mlflow, unit, example) -> str:
+    """Log ``unit`` as the pyfunc model of the active MLflow run, register it, record its digest; the version.
+
+    The digest is taken from the saved files before they are logged, so whatever changes them later
+    (in the artifact store, in transit) is refused wherever the version is loaded.
+    """
+    import mlflow as mlflow_lib
+    from mlflow.models import infer_signature
+
+    from ml.model import unit_digest
 
     with tempfile.TemporaryDirectory() as tmp:
-        return ModelUnit.load(mlflow.download_unit(version, tmp)).predict_proba(test)
+        unit_dir = unit.save(Path(tmp) / "unit")
+        digest = unit_digest(unit_dir)
+        info = mlflow_lib.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_FILE),
+            artifacts={"unit": str(unit_dir)},
+            code_paths=[str(ML_PACKAGE)],
+            model_config={UNIT_DIGEST_TAG: digest},
+            signature=infer_signature(example, unit.predict_proba(example)),
+            pip_requirements=["torch", "pandas<3", "numpy", "scikit-learn"],
+            registered_model_name=mlflow.model_name,
+        )
+    version = str(info.registered_model_version)
+    mlflow.client().set_model_version_tag(mlflow.model_name, version, UNIT_DIGEST_TAG, digest)
+    return version
 
 
 def _log_training(client, run_id, config, train_result, spec_metadata) -> None:
@@ -58,7 +99,6 @@ def _log_training(client, run_id, config, train_result, spec_metadata) -> None:
 
 def evaluate_and_register(context, config, training_set, mlflow, compute) -> RegisteredCandidate:
     import mlflow as mlflow_lib
-    from mlflow.models import infer_signature
 
     from ml.dataset import SPLIT, TEST, TRAIN, VALIDATION
     from ml.drift import reference_sample
@@ -119,22 +159,11 @@ def evaluate_and_register(context, config, training_set, mlflow, compute) -> Reg
             }
         )
         trained.unit.info = {"data_fingerprint": fingerprint, "test_roc_auc": model_metrics["roc_auc"]}
+        version = register_unit(mlflow, trained.unit, test[list(FEATURE_COLUMNS)].head(20))
         with tempfile.TemporaryDirectory() as tmp:
-            unit_dir = trained.unit.save(Path(tmp) / "unit")
-            example = test[list(FEATURE_COLUMNS)].head(20)
-            info = mlflow_lib.pyfunc.log_model(
-                name="model",
-                python_model=str(PYFUNC_FILE),
-                artifacts={"unit": str(unit_dir)},
-                code_paths=[str(ML_PACKAGE)],
-                signature=infer_signature(example, trained.unit.predict_proba(example)),
-                pip_requirements=["torch", "pandas<3", "numpy", "scikit-learn"],
-                registered_model_name=mlflow.model_name,
-            )
             reference = Path(tmp) / REFERENCE_FILE
             reference_sample(parts[TRAIN]).to_parquet(reference, index=False)
             mlflow_lib.log_artifact(str(reference), artifact_path=REFERENCE_ARTIFACT_DIR)
-    version = str(info.registered_model_version)
     passed = beats_baseline and beats_champion and behaves
     version_tags = {
         "candidate_status": "passed" if passed else "rejected",
@@ -154,6 +183,7 @@ def evaluate_and_register(context, config, training_set, mlflow, compute) -> Reg
         "model_version": version,
         "model_uri": mlflow.model_uri(version),
         "mlflow_run": dg.MetadataValue.url(mlflow.run_link(run_id)) if mlflow.tracking_uri.startswith("http") else mlflow.run_link(run_id),
+        "unit_sha256": mlflow.registered_digest(version),
         "mlflow_run_id": run_id,
         "evaluated_against_champion": champion or "none",
         "test_roc_auc": round(model_metrics["roc_auc"], 4),

@@ -17,6 +17,8 @@ class BentoConfig(dg.Config):
     """Rows of the champion's test days sent to the served Bento and to the registry model."""
     parity_tolerance: float = 1e-6
     """Largest allowed |HTTP − registry| difference in probability."""
+    keep_verified: int = 3
+    """Verified Bentos (newest first) kept in BentoML's stores; everything else is pruned at the start of a run."""
 
 
 def _champion(mlflow: MlflowRegistry) -> tuple[str, str]:
@@ -26,11 +28,37 @@ def _champion(mlflow: MlflowRegistry) -> tuple[str, str]:
     return version, mlflow.client().get_model_version(mlflow.model_name, version).run_id
 
 
-def _post_all(url: str, records: list[dict], chunk: int = 250) -> list[float]:
+def _verified_unit_failure(asset: str, version: str, exc: Exception) -> dg.Failure:
+    """A registered unit that fails verification is a fact about the artifact, not a transient fault: no retry."""
+    from ml.redaction import redact
+
+    return dg.Failure(
+        description=redact(f"{asset}: champion v{version} refused, nothing of it was loaded: {exc}"),
+        allow_retries=False,
+    )
+
+
+def verified_bento_tags(instance: dg.DagsterInstance, keep: int) -> list[dict[str, str]]:
+    """The newest ``keep`` Bentos a `bento` run verified (tag, model tag), newest first.
+
+    Only a run whose parity check passed materializes `bento`, so this is the list of what may be
+    served or deployed (`python -m pipelines.verified_bento`), never BentoML's `latest`.
+    """
+    records = instance.fetch_materializations(dg.AssetKey("bento"), limit=max(keep, 1)).records
+    out = []
+    for record in records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        if "bento_tag" in metadata:
+            out.append({"bento_tag": str(metadata["bento_tag"].value),
+                        "bentoml_model": str(metadata["bentoml_model"].value) if "bentoml_model" in metadata else ""})
+    return out
+
+
+def _post_all(served, records: list[dict], chunk: int = 250) -> list[float]:
     import httpx
 
     scores: list[float] = []
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=served.url, headers=served.headers, timeout=60) as client:
         for start in range(0, len(records), chunk):
             response = client.post("/predict", json={"flights": records[start : start + chunk]})
             response.raise_for_status()
@@ -47,32 +75,44 @@ def _post_all(url: str, records: list[dict], chunk: int = 250) -> list[float]:
                           description="The built Bento, served over HTTP, predicts what the registry's model predicts."),
     ],
     output_required=False,
-    code_version="1",
+    code_version="2",
 )
 def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: MlflowRegistry,
           serving: BentoServing, storage: LakeStorage):
     """The champion packaged as a BentoML service (`serving/service.py`), ready to serve or containerize.
 
-    The champion's unit goes into BentoML's model store and a Bento is built around it
-    (`deploy/bentofile.yaml`). The parity check serves that Bento with `bentoml serve` on 127.0.0.1
-    and compares its HTTP predictions on real test-day flights with the registry model's
-    (`mlflow.pyfunc`). A Bento that fails is deleted, so `latest` is always one that passed.
+    The champion's unit, verified against the SHA-256 recorded at its registration, goes into
+    BentoML's model store (with that digest, which the service checks again at load) and a Bento is
+    built around it (`deploy/bentofile.yaml`). The parity check serves that Bento with `bentoml serve`
+    on 127.0.0.1 behind a one-off token and compares its HTTP predictions on real test-day flights
+    with the verified unit's (nothing the registry holds is executed). Only a Bento that passed is
+    materialized: its `bento_tag` is what `make serve` and deployments use, never BentoML's `latest`.
+    Bentos and models no verified run recorded (left by a crash) are pruned when the next run starts.
     """
     import tempfile
     from pathlib import Path
 
-    import mlflow as mlflow_lib
     import numpy as np
 
     from ml.features import FEATURE_COLUMNS
+    from ml.model import ModelUnit, UnitIntegrityError
     from resources.parquet_io import read_run_output
     from serving.schema import records_from_features
 
     version, run_id = _champion(mlflow)
     model_uri = mlflow.model_uri(version)
-    with tempfile.TemporaryDirectory(prefix="bento-") as tmp:
-        unit = mlflow.download_unit(version, tmp)
-        built = serving.build(unit, version, run_id, model_uri)
+    with serving.exclusive(), tempfile.TemporaryDirectory(prefix="bento-") as tmp:
+        verified = verified_bento_tags(context.instance, config.keep_verified)
+        pruned = serving.prune({tag for v in verified for tag in v.values() if tag})
+        if pruned:
+            context.log.warning(f"pruned {len(pruned)} Bento(s)/model(s) no verified run recorded: {pruned}")
+        try:
+            digest = mlflow.registered_digest(version)
+            unit_dir = mlflow.download_verified_unit(version, tmp)
+            unit = ModelUnit.load(unit_dir, expected_digest=digest)
+        except UnitIntegrityError as exc:
+            raise _verified_unit_failure("bento", version, exc) from None
+        built = serving.build(unit_dir, digest, version, run_id, model_uri)
         context.log.info(f"built {built['bento_tag']} with model {built['model_tag']} (registry v{version})")
 
         try:
@@ -81,41 +121,44 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
                 raise dg.Failure("bento: no training_set to draw parity rows from; materialize training_set first")
             test_rows = window[window["split"] == "test"] if "split" in window else window
             sample = test_rows.sample(n=min(config.parity_rows, len(test_rows)), random_state=0)
-            mlflow.client()  # sets MLflow's tracking and registry URIs for pyfunc.load_model
-            model = mlflow_lib.pyfunc.load_model(model_uri)
-            expected = np.asarray(model.predict(sample[list(FEATURE_COLUMNS)]), dtype="float64")
+            expected = np.asarray(unit.predict_proba(sample[list(FEATURE_COLUMNS)]), dtype="float64")
             log = Path(tmp) / "serve.log"
-            with serving.serve(built["bento_tag"], log, prediction_log_url=str(Path(tmp) / "plog")) as url:
-                served = np.asarray(_post_all(url, records_from_features(sample)), dtype="float64")
+            with serving.serve(built["bento_tag"], log, prediction_log_url=str(Path(tmp) / "plog")) as served:
+                scores = np.asarray(_post_all(served, records_from_features(sample)), dtype="float64")
         except BaseException:
-            # Never leave an unchecked Bento as `latest`, whatever stopped the check.
+            # Never leave an unchecked Bento behind, whatever stopped the check (a kill -9 is pruned next run).
             serving.delete(built["bento_tag"])
             raise
 
-    worst = float(np.max(np.abs(served - expected))) if len(sample) else 0.0
-    passed = len(sample) > 0 and worst <= config.parity_tolerance
-    check = dg.AssetCheckResult(
-        check_name=PARITY_CHECK,
-        passed=passed,
-        description=f"{len(sample)} rows over HTTP vs mlflow.pyfunc {model_uri}: max |diff| {worst:.2e}",
-        metadata={"rows": len(sample), "max_abs_diff": worst, "tolerance": config.parity_tolerance},
-    )
-    if passed:
-        yield dg.MaterializeResult(
-            metadata={
-                "bento_tag": built["bento_tag"],
-                "bentoml_model": built["model_tag"],
-                "model_version": version,
-                "model_uri": model_uri,
-                "size_bytes": built["size_bytes"],
-                "bento_path": dg.MetadataValue.path(built["path"]),
-                "serve": dg.MetadataValue.text(f"BENTOML_HOME={serving.bentoml_home} bentoml serve {built['bento_tag']}"),
-            }
+        worst = float(np.max(np.abs(scores - expected))) if len(sample) else 0.0
+        passed = len(sample) > 0 and worst <= config.parity_tolerance
+        check = dg.AssetCheckResult(
+            check_name=PARITY_CHECK,
+            passed=passed,
+            description=f"{len(sample)} rows over HTTP vs the verified unit of {model_uri}: max |diff| {worst:.2e}",
+            metadata={"rows": len(sample), "max_abs_diff": worst, "tolerance": config.parity_tolerance},
         )
-    else:
-        serving.delete(built["bento_tag"])
-        context.log.error(f"bento {built['bento_tag']} failed parity and was deleted: {check.description}")
-    yield check
+        if passed:
+            # Recorded while the lock is held: a run that starts next must see this Bento as verified.
+            yield dg.MaterializeResult(
+                metadata={
+                    "bento_tag": built["bento_tag"],
+                    "bentoml_model": built["model_tag"],
+                    "model_version": version,
+                    "model_uri": model_uri,
+                    "unit_sha256": digest,
+                    "size_bytes": built["size_bytes"],
+                    "bento_path": dg.MetadataValue.path(built["path"]),
+                    "pruned": dg.MetadataValue.json(pruned),
+                    "serve": dg.MetadataValue.text(
+                        f"SERVICE_API_TOKEN=… BENTOML_HOME={serving.bentoml_home} bentoml serve {built['bento_tag']}"
+                    ),
+                }
+            )
+        else:
+            serving.delete(built["bento_tag"])
+            context.log.error(f"bento {built['bento_tag']} failed parity and was deleted: {check.description}")
+        yield check
 
 
 @dg.asset(
@@ -124,27 +167,28 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
     group_name="serving",
     kinds={"pytorch", "parquet"},
     deps=[flight_features, champion_model],
-    code_version="1",
+    code_version="2",
     automation_condition=on_new_upstream_partition(ignore=["champion_model"]),
 )
 def batch_predictions(context: dg.AssetExecutionContext, mlflow: MlflowRegistry, storage: LakeStorage):
     """The champion's delay probability for every flight of the day, scored in batch (no HTTP).
 
-    The same unit and preprocessing as the service (`ml.model.ModelUnit`), vectorised over the day;
-    each row keeps the flight's keys and the model version. Days without features are skipped.
+    The same unit and preprocessing as the service (`ml.model.ModelUnit`, verified against the
+    digest recorded at registration), vectorised over the day; each row keeps the flight's keys and
+    the model version. Days without features are skipped.
     """
-    import tempfile
-
     import pandas as pd
 
     from ml.features import KEY_COLUMNS
-    from ml.model import ModelUnit
+    from ml.model import UnitIntegrityError
     from resources.parquet_io import read_warehouse_frame
     from serving.prediction_log import SCORE
 
     version, _ = _champion(mlflow)
-    with tempfile.TemporaryDirectory(prefix="unit-") as tmp:
-        unit = ModelUnit.load(mlflow.download_unit(version, tmp))
+    try:
+        unit = mlflow.load_unit(version)
+    except UnitIntegrityError as exc:
+        raise _verified_unit_failure("batch_predictions", version, exc) from None
     scored_at = pd.Timestamp.now(tz="UTC")
     out, rows = {}, 0
     for day in context.partition_keys:

@@ -77,10 +77,11 @@ def dagster_dev(log: Path):
 
 @contextlib.contextmanager
 def served_bento(bento_tag: str, log: Path):
+    """The verified Bento (the `bento` materialization's tag) behind a one-off token; yield a ``ServedBento``."""
     from resources import resources_from_env
 
-    with resources_from_env()["serving"].serve(bento_tag, log) as url:
-        yield url
+    with resources_from_env()["serving"].serve(bento_tag, log) as served:
+        yield served
 
 
 def wait_for(predicate, timeout_s: float, what: str, every_s: float = 1.0):
@@ -93,14 +94,14 @@ def wait_for(predicate, timeout_s: float, what: str, every_s: float = 1.0):
     raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
 
 
-def send_traffic(url: str, features, chunk: int = 50) -> int:
+def send_traffic(served, features, chunk: int = 50) -> int:
     """The day's flights, as a booking system would ask: requests of ``chunk`` flights."""
     import httpx
 
     from serving.schema import records_from_features
 
     records = records_from_features(features)
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=served.url, headers=served.headers, timeout=30) as client:
         for start in range(0, len(records), chunk):
             client.post("/predict", json={"flights": records[start : start + chunk]}).raise_for_status()
     return len(records)
@@ -154,7 +155,7 @@ def replay_days(days: list[dt.date], client, instance, storage, registry, logs: 
     seen_runs = {r.dagster_run.run_id for r in instance.get_run_records()}
     bento_tag, _ = _latest_bento(instance)
     stack = contextlib.ExitStack()
-    url = stack.enter_context(served_bento(bento_tag, logs / "serve.log"))
+    served = stack.enter_context(served_bento(bento_tag, logs / "serve.log"))
     try:
         for day in days:
             key = day.isoformat()
@@ -167,7 +168,7 @@ def replay_days(days: list[dt.date], client, instance, storage, registry, logs: 
                 timeline.append(line)
                 print(line.render(), flush=True)
                 continue
-            line.flights = send_traffic(url, features)
+            line.flights = send_traffic(served, features)
             wait_for(lambda: len(read_prediction_log(os.environ["PREDICTION_LOG_URL"], [key])) >= line.flights, 60,
                      f"the prediction log of {key}")
             run_id = client.submit_job_execution("monitoring_job", tags={"dagster/partition": key})
@@ -194,7 +195,7 @@ def replay_days(days: list[dt.date], client, instance, storage, registry, logs: 
             if latest_tag != bento_tag:  # deploy: the new Bento replaces the served one
                 stack.close()
                 stack = contextlib.ExitStack()
-                url = stack.enter_context(served_bento(latest_tag, logs / f"serve-{key}.log"))
+                served = stack.enter_context(served_bento(latest_tag, logs / f"serve-{key}.log"))
                 bento_tag = latest_tag
             timeline.append(line)
             print(line.render(), flush=True)

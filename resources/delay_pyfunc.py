@@ -1,7 +1,8 @@
 """MLflow pyfunc flavour of the delay model, logged as "models from code" (nothing pickled).
 
-Only MLflow loads this file (never the code location); `load_context` reads the saved unit
-(state_dict + JSON) from the model's artifacts with `torch.load(weights_only=True)`.
+Only MLflow loads this file (never the code location, whose own paths load units through
+`MlflowRegistry.load_unit` and never run registered code); `load_context` verifies the saved unit
+against the digest logged with it and reads it (state_dict + JSON) with `torch.load(weights_only=True)`.
 """
 
 
@@ -12,7 +13,12 @@ def _pyfunc_model():
         def load_context(self, context):
             from ml.model import ModelUnit
 
-            self.unit = ModelUnit.load(context.artifacts["unit"])
+            digest = (context.model_config or {}).get("unit_sha256")
+            if not digest:
+                from ml.model import UnitIntegrityError
+
+                raise UnitIntegrityError("this model was logged without unit_sha256 in its model_config; refused")
+            self.unit = ModelUnit.load(context.artifacts["unit"], expected_digest=digest)
 
         def predict(self, context, model_input, params=None):
             import pandas as pd

@@ -2,6 +2,7 @@
 
 import contextlib
 import fcntl
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -13,6 +14,9 @@ from pydantic import PrivateAttr
 
 CHAMPION_ALIAS = "champion"
 UNIT_ARTIFACT_PATH = "artifacts/unit"  # where the pyfunc model keeps the saved ModelUnit
+UNIT_DIGEST_TAG = "unit_sha256"
+"""Model-version tag: SHA-256 of the unit's files (``ml.model.unit_digest``), set when the version is registered."""
+PROMOTION_TAGS = ("previous_version", "promoted_by", "promotion_reason", "promoted_at")
 REFERENCE_ARTIFACT_DIR = "monitoring"
 REFERENCE_FILE = "drift_reference.parquet"
 """A stratified sample of the version's training rows, logged with it: what drift is measured against."""
@@ -36,6 +40,9 @@ class MlflowRegistry(dg.ConfigurableResource):
     experiment: str = "flight-delay"
     model_name: str = "flight_delay"
     lock_path: str | None = None
+    artifact_sse: str = ""
+    """Server-side encryption of artifacts the client writes to S3 itself (``AES256``, ``aws:kms``,
+    ``none``); empty: the lake's setting (``LAKE_SSE``, AES256 unless set)."""
 
     _client: Any = PrivateAttr(default=None)
 
@@ -45,12 +52,26 @@ class MlflowRegistry(dg.ConfigurableResource):
 
         if self._client is None:
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            self._request_artifact_sse()
             if self.tracking_uri.startswith("sqlite:///"):
                 Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.tracking_uri)
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
+
+    def _request_artifact_sse(self) -> None:
+        """Ask S3 to encrypt every artifact this process uploads (MLflow's S3 store reads the variable per upload).
+
+        Only uploads the client makes itself are covered (an ``s3://`` artifact root); with proxied
+        artifacts (``mlflow server --artifacts-destination s3://…``) the server's environment needs
+        the same ``MLFLOW_S3_UPLOAD_EXTRA_ARGS``. A value set by the operator is left as it is.
+        """
+        from resources import settings
+
+        sse = self.artifact_sse or settings.s3_sse() or "none"
+        if sse.lower() != "none":
+            os.environ.setdefault("MLFLOW_S3_UPLOAD_EXTRA_ARGS", json.dumps({"ServerSideEncryption": sse}))
 
     def _artifact_location(self) -> str | None:
         """Artifacts of a SQLite store live beside it (never ./mlruns in whatever folder we run from)."""
@@ -69,10 +90,12 @@ class MlflowRegistry(dg.ConfigurableResource):
             return client.get_experiment_by_name(self.experiment).experiment_id
 
     def run_link(self, run_id: str) -> str:
-        """Where a person finds the run: the server UI, or the run's id in the local store."""
+        """Where a person finds the run: the server UI, or the run's id in the local store (credentials masked)."""
+        from ml.redaction import redact
+
         if self.tracking_uri.startswith("http"):
-            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}"
-        return f"{self.tracking_uri} run {run_id} (mlflow ui --backend-store-uri {self.tracking_uri})"
+            return redact(f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}")
+        return redact(f"{self.tracking_uri} run {run_id} (mlflow ui --backend-store-uri {self.tracking_uri})")
 
     def champion_version(self) -> str | None:
         """The champion's version, None when there is none; a registry that cannot be reached raises."""
@@ -86,13 +109,47 @@ class MlflowRegistry(dg.ConfigurableResource):
     def model_uri(self, version: str) -> str:
         return f"models:/{self.model_name}/{version}"
 
-    def download_unit(self, version: str, destination: str) -> Path:
-        """Fetch a version's saved unit (weights + preprocessing) without unpickling anything."""
+    def registered_digest(self, version: str) -> str:
+        """The SHA-256 recorded for a version's unit at registration; UnitIntegrityError when it has none."""
+        from ml.model import UnitIntegrityError
+
+        digest = self.client().get_model_version(self.model_name, version).tags.get(UNIT_DIGEST_TAG, "")
+        if len(digest) != 64:
+            raise UnitIntegrityError(
+                f"{self.model_name} v{version}: no {UNIT_DIGEST_TAG} tag recorded at registration, so its files "
+                "cannot be verified; refused (retrain it with delay_model, which records the digest)"
+            )
+        return digest
+
+    def download_verified_unit(self, version: str, destination: str) -> Path:
+        """A version's saved unit (weights + preprocessing) in ``destination``, verified against its digest.
+
+        Raises UnitIntegrityError for a version without a digest or whose files do not match it.
+        Nothing of the version runs: only its unit's files are fetched, never its registered code.
+        """
+        return self._fetch_unit(version, destination)[0]
+
+    def load_unit(self, version: str):
+        """A version's ``ModelUnit``, verified (digest, plain tensor weights) before anything in it is read."""
+        import tempfile
+
+        from ml.model import ModelUnit
+
+        with tempfile.TemporaryDirectory(prefix="unit-") as tmp:
+            unit_dir, digest = self._fetch_unit(version, tmp)
+            return ModelUnit.load(unit_dir, expected_digest=digest)
+
+    def _fetch_unit(self, version: str, destination: str) -> tuple[Path, str]:
         import mlflow
 
-        self.client()
-        root = mlflow.artifacts.download_artifacts(artifact_uri=self.model_uri(version), dst_path=destination)
-        return Path(root) / UNIT_ARTIFACT_PATH
+        from ml.model import verify_unit
+
+        digest = self.registered_digest(version)
+        root = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{self.model_uri(version)}/{UNIT_ARTIFACT_PATH}", dst_path=destination
+        )
+        verify_unit(root, digest)
+        return Path(root), digest
 
     def download_reference(self, version: str, destination: str) -> Path:
         """The drift reference sample logged with a version's training run."""
@@ -122,26 +179,52 @@ class MlflowRegistry(dg.ConfigurableResource):
     def promote(self, version: str, expected_champion: str | None, promoted_by: str, reason: str) -> str | None:
         """Make ``version`` the champion if the champion is still ``expected_champion``; return the previous one.
 
+        Idempotent: when the alias is already on ``version`` (a rerun after a crash between moving the
+        alias and writing its audit tags) the missing tags are written and the promotion completes.
         Raises PromotionConflict when another promotion got there first.
         """
         client = self.client()
         with self._promotion_lock():
             current = self.champion_version()
+            if current == version and current != expected_champion:
+                return self._complete_promotion(version, expected_champion, promoted_by, reason)
             if current != expected_champion:
                 raise PromotionConflict(
                     f"{self.model_name}: champion is v{current}, but v{version} was evaluated against "
                     f"v{expected_champion}; not promoted (re-evaluate against the new champion)"
                 )
             client.set_registered_model_alias(self.model_name, CHAMPION_ALIAS, version)
-            tags = {
-                "previous_version": current or "none",
-                "promoted_by": promoted_by,
-                "promotion_reason": reason,
-                "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            for key, value in tags.items():
-                client.set_model_version_tag(self.model_name, version, key, value)
+            self._write_promotion_tags(version, current, promoted_by, reason)
         return current
+
+    def _complete_promotion(self, version: str, expected: str | None, promoted_by: str, reason: str) -> str | None:
+        """The alias already points at ``version``: write whichever audit tags a crash left out."""
+        tags = self.client().get_model_version(self.model_name, version).tags
+        recorded = tags.get("previous_version")
+        if recorded is not None and recorded != (expected or "none"):
+            raise PromotionConflict(
+                f"{self.model_name}: v{version} is champion already, promoted over v{recorded}, not over "
+                f"v{expected or 'none'} as this candidate was evaluated; nothing changed"
+            )
+        missing = [key for key in PROMOTION_TAGS if key not in tags]
+        if missing:
+            self._write_promotion_tags(version, expected, promoted_by, reason, only=missing)
+            dg.get_dagster_logger().warning(
+                f"{self.model_name} v{version}: the alias had moved but {missing} were missing "
+                "(an interrupted promotion); completed"
+            )
+        return expected
+
+    def _write_promotion_tags(self, version, previous, promoted_by, reason, only=PROMOTION_TAGS) -> None:
+        values = {
+            "previous_version": previous or "none",
+            "promoted_by": promoted_by,
+            "promotion_reason": reason,
+            "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        client = self.client()
+        for key in only:
+            client.set_model_version_tag(self.model_name, version, key, values[key])
 
 
 def _is_not_found(exc: Exception) -> bool:

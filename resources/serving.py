@@ -1,28 +1,45 @@
 """Serving: where Bentos are built and kept (BentoML's home) and how a built Bento is served."""
 
 import contextlib
+import fcntl
 import json
 import os
-import subprocess
+import secrets
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
-from resources.processes import free_port, serving
+from resources.processes import free_port, run_bounded, serving
+
+
+@dataclass(frozen=True)
+class ServedBento:
+    """A Bento being served: its base URL and the bearer token its clients must send."""
+
+    url: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 class BentoServing(dg.ConfigurableResource):
     """BentoML's model and Bento stores (``bentoml_home``) and the prediction log the service writes.
 
     BentoML resolves its home once per process, so builds and servers run as subprocesses with
-    ``BENTOML_HOME`` set: the Dagster process never imports bentoml.
+    ``BENTOML_HOME`` set: the Dagster process never imports bentoml. Every subprocess dies with the
+    process that started it and has a time limit.
     """
 
     bentoml_home: str
     prediction_log_url: str
     python: str = sys.executable
+    build_timeout_s: int = 900
+    command_timeout_s: int = 120
 
     def env(self, **overrides: str) -> dict[str, str]:
         return {
@@ -33,34 +50,83 @@ class BentoServing(dg.ConfigurableResource):
             **overrides,
         }
 
-    def build(self, unit_dir: Path, model_version: str, run_id: str, model_uri: str) -> dict:
-        """Save the unit as a BentoML model and build the Bento (``serving/build.py``); its JSON summary."""
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One build-check-prune at a time per BentoML home (a file lock the kernel drops if its holder dies)."""
+        Path(self.bentoml_home).mkdir(parents=True, exist_ok=True)
+        with open(Path(self.bentoml_home) / ".bento.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def build(self, unit_dir: Path, unit_sha256: str, model_version: str, run_id: str, model_uri: str) -> dict:
+        """Verify the unit, save it as a BentoML model and build the Bento (``serving/build.py``); its JSON summary."""
         command = [
-            self.python, "-m", "serving.build", "--unit", str(unit_dir),
+            self.python, "-m", "serving.build", "--unit", str(unit_dir), "--unit-sha256", unit_sha256,
             "--model-version", model_version, "--run-id", run_id, "--model-uri", model_uri,
         ]
-        done = subprocess.run(command, env=self.env(), capture_output=True, text=True, cwd=_project_root())
+        done = run_bounded(command, self.build_timeout_s, "bento build", env=self.env(), cwd=_project_root())
         if done.returncode != 0:
             raise RuntimeError(f"bento build failed (exit {done.returncode}): {done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     def delete(self, bento_tag: str) -> bool:
-        """Remove a Bento (one that failed or missed its parity check must never be 'latest'); False if that failed."""
-        done = subprocess.run([self._bentoml(), "delete", "-y", bento_tag], env=self.env(), capture_output=True, text=True)
-        if done.returncode != 0:
-            dg.get_dagster_logger().error(f"could not delete Bento {bento_tag}: {done.stderr[-500:]}")
-        return done.returncode == 0
+        """Remove a Bento (one that failed or missed its parity check must never be served); False if that failed."""
+        return self._delete(["delete", "-y", bento_tag], f"Bento {bento_tag}")
+
+    def delete_model(self, model_tag: str) -> bool:
+        """Remove a model from BentoML's model store (a Bento keeps its own copy); False if that failed."""
+        return self._delete(["models", "delete", "-y", model_tag], f"BentoML model {model_tag}")
+
+    def stored(self) -> dict[str, list[str]]:
+        """Tags of the Bentos and of the models in the stores: ``{"bentos": [...], "models": [...]}``."""
+        out = {}
+        for kind, args in (("bentos", ["list"]), ("models", ["models", "list"])):
+            done = run_bounded([self._bentoml(), *args, "-o", "json"], self.command_timeout_s,
+                               f"bentoml {' '.join(args)}", env=self.env())
+            if done.returncode != 0:
+                raise RuntimeError(f"bentoml {' '.join(args)} failed (exit {done.returncode}): {done.stderr[-1000:]}")
+            out[kind] = [str(item["tag"]) for item in json.loads(done.stdout or "[]")]
+        return out
+
+    def prune(self, keep: set[str]) -> list[str]:
+        """Delete every Bento and model whose tag is not in ``keep``; the tags deleted.
+
+        Run under ``exclusive()``: what a crashed run left behind (built, never verified) goes, what a
+        concurrent run is building cannot.
+        """
+        stored = self.stored()
+        deleted = [tag for tag in stored["bentos"] if tag not in keep and self.delete(tag)]
+        deleted += [tag for tag in stored["models"] if tag not in keep and self.delete_model(tag)]
+        return deleted
 
     @contextlib.contextmanager
-    def serve(self, bento_tag: str, log: Path, prediction_log_url: str | None = None) -> Iterator[str]:
-        """Serve a built Bento on 127.0.0.1 (a real ``bentoml serve`` process); yield its base URL."""
+    def serve(self, bento_tag: str, log: Path, prediction_log_url: str | None = None) -> Iterator[ServedBento]:
+        """Serve a built Bento on 127.0.0.1 (a real ``bentoml serve`` process) behind a fresh random token.
+
+        The server dies with this process; clients send ``ServedBento.headers``.
+        """
         port = free_port()
+        token = secrets.token_urlsafe(32)
         url = f"http://127.0.0.1:{port}"
-        env = self.env(**({"PREDICTION_LOG_URL": prediction_log_url} if prediction_log_url else {}))
-        env.pop("SERVICE_API_TOKEN", None)
+        env = self.env(SERVICE_API_TOKEN=token,
+                       **({"PREDICTION_LOG_URL": prediction_log_url} if prediction_log_url else {}))
+        env.pop("SERVICE_AUTH_DISABLED", None)
         command = [self._bentoml(), "serve", bento_tag, "--host", "127.0.0.1", "-p", str(port)]
         with serving(command, f"{url}/readyz", log, timeout_s=120, env=env):
-            yield url
+            yield ServedBento(url, token)
+
+    def _delete(self, args: list[str], what: str) -> bool:
+        try:
+            done = run_bounded([self._bentoml(), *args], self.command_timeout_s, f"deleting {what}", env=self.env())
+        except RuntimeError as exc:
+            dg.get_dagster_logger().error(str(exc))
+            return False
+        if done.returncode != 0:
+            dg.get_dagster_logger().error(f"could not delete {what}: {done.stderr[-500:]}")
+        return done.returncode == 0
 
     def _bentoml(self) -> str:
         return str(Path(self.python).parent / "bentoml")

@@ -1,6 +1,8 @@
 """Real server processes on 127.0.0.1 for integration tests: a moto S3 server and `mlflow server`."""
 
 import contextlib
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,16 +22,28 @@ def moto_server(root: Path):
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path):
-    """Yield the URL of an `mlflow server` with a SQLite store and proxied artifacts under ``root``."""
+def mlflow_server(root: Path, s3_destination: str | None = None, s3_endpoint: str | None = None, sse: str = "AES256"):
+    """Yield the URL of an `mlflow server` with a SQLite store and proxied artifacts under ``root``.
+
+    With ``s3_destination`` (``s3://bucket/prefix``) the server keeps artifacts there, on the S3 API at
+    ``s3_endpoint``, asking for server-side encryption ``sse`` on every upload, as a production
+    server is configured (``MLFLOW_S3_UPLOAD_EXTRA_ARGS``).
+    """
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
+        "--artifacts-destination", s3_destination or str(root / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]
-    with serving(command, f"{url}/health", root / "server.log"):
+    env = None
+    if s3_destination:
+        env = {
+            **os.environ,
+            "MLFLOW_S3_ENDPOINT_URL": s3_endpoint or "",
+            "MLFLOW_S3_UPLOAD_EXTRA_ARGS": json.dumps({"ServerSideEncryption": sse}),
+        }
+    with serving(command, f"{url}/health", root / "server.log", env=env):
         yield url

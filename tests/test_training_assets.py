@@ -109,7 +109,7 @@ def test_against_a_real_mlflow_server(featured_lake, tmp_path):
         metadata = instance.get_latest_materialization_event(dg.AssetKey("delay_model")).asset_materialization.metadata
         assert metadata["mlflow_run"].value.startswith(f"{url}/#/experiments/")
         with_tmp = tmp_path / "download"
-        unit_dir = registry.download_unit("1", str(with_tmp))
+        unit_dir = registry.download_verified_unit("1", str(with_tmp))
         assert (unit_dir / "weights.pt").exists()
 
 
