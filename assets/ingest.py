@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 import dagster as dg
 
 from assets.partitions import daily_partitions
+from assets.policies import IO_RETRY
 from ml.contracts import AIRPORTS, ALL_ROWS, FLIGHTS, PLANES, WEATHER, Contract
 from ml.landing import landing_key, reference_key
 from resources.storage import LakeStorage
@@ -116,7 +117,7 @@ def _ingest(
     }
     if not contract.date_columns:
         if results[ALL_ROWS].missing:
-            raise dg.Failure(f"{asset}: {results[ALL_ROWS].verdict.error}; replay or upload it (nothing was changed)")
+            raise dg.Failure(f"{asset}: {results[ALL_ROWS].verdict.error}; replay or upload it (nothing was changed)", allow_retries=False)
         frame = frames[ALL_ROWS]
         yield dg.Output(frame, metadata={**metadata, "dagster/row_count": len(frame) if frame is not None else 0})
     else:
@@ -131,6 +132,7 @@ def _ingest(
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("raw_flights", FLIGHTS)],
     code_version="1",
+    retry_policy=IO_RETRY,
 )
 def raw_flights(context: dg.AssetExecutionContext, storage: LakeStorage):
     """Flights of one day, typed and validated.
@@ -153,6 +155,7 @@ def raw_flights(context: dg.AssetExecutionContext, storage: LakeStorage):
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("raw_weather", WEATHER)],
     code_version="1",
+    retry_policy=IO_RETRY,
 )
 def raw_weather(context: dg.AssetExecutionContext, storage: LakeStorage):
     """Hourly weather at EWR, JFK and LGA for one day, typed and validated.
@@ -171,6 +174,7 @@ def raw_weather(context: dg.AssetExecutionContext, storage: LakeStorage):
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("planes", PLANES)],
     code_version="1",
+    retry_policy=IO_RETRY,
 )
 def planes(context: dg.AssetExecutionContext, storage: LakeStorage):
     """Aircraft registry by tail number (build year, maker, model, engines, seats).
@@ -185,6 +189,7 @@ def planes(context: dg.AssetExecutionContext, storage: LakeStorage):
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("airports", AIRPORTS)],
     code_version="1",
+    retry_policy=IO_RETRY,
 )
 def airports(context: dg.AssetExecutionContext, storage: LakeStorage):
     """Airports by FAA code with location, altitude and time zone.

@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.features import flight_features
 from assets.partitions import daily_partitions
+from assets.policies import IO_RETRY
 from resources.compute import DaskCluster, TorchCompute
 from resources.mlflow_registry import MlflowRegistry
 from resources.storage import LakeStorage
@@ -39,7 +40,7 @@ class TrainingWindowConfig(dg.Config):
     """Last days of the window held out for evaluation; default 15 % of the window."""
 
 
-@dg.asset(group_name="training", kinds={"dask", "parquet"}, deps=[flight_features], code_version="1")
+@dg.asset(group_name="training", kinds={"dask", "parquet"}, deps=[flight_features], code_version="1", retry_policy=IO_RETRY)
 def training_set(
     context: dg.AssetExecutionContext, config: TrainingWindowConfig, storage: LakeStorage, dask: DaskCluster
 ):
@@ -57,7 +58,7 @@ def training_set(
     spec = WindowSpec(config.window_days, config.cutoff, config.validation_days, config.test_days)
     days = window_days(available, spec)
     if not days:
-        raise dg.Failure(f"training_set: no flight_features partitions under {storage.uri(FEATURES_PREFIX)}")
+        raise dg.Failure(f"training_set: no flight_features partitions under {storage.uri(FEATURES_PREFIX)}", allow_retries=False)
     splits = split_days(days, spec)
     paths = [storage.uri(stored[d].key) for d in days]
     with dask.client():
@@ -106,6 +107,7 @@ class DelayModelConfig(dg.Config):
                           description="Invariance to flight number, heavy rain does not lower delay, obvious cases."),
     ],
     code_version="1",
+    retry_policy=IO_RETRY,
 )
 def delay_model(
     context: dg.AssetExecutionContext,
@@ -130,7 +132,7 @@ def delay_model(
         yield check
 
 
-@dg.asset(group_name="training", kinds={"mlflow"}, deps=[delay_model], pool="champion_promotion", code_version="1")
+@dg.asset(group_name="training", kinds={"mlflow"}, deps=[delay_model], pool="champion_promotion", code_version="1", retry_policy=IO_RETRY)
 def champion_model(context: dg.AssetExecutionContext, mlflow: MlflowRegistry):
     """The registered version behind the `champion` alias: what serving loads.
 
@@ -143,13 +145,13 @@ def champion_model(context: dg.AssetExecutionContext, mlflow: MlflowRegistry):
 
     metadata = materialization_metadata(context, "delay_model")
     if metadata is None:
-        raise dg.Failure("champion_model: delay_model has never been materialized")
+        raise dg.Failure("champion_model: delay_model has never been materialized", allow_retries=False)
     version = str(metadata["model_version"].value)
     expected = str(metadata["evaluated_against_champion"].value)
     expected = None if expected == "none" else expected
     tags = mlflow.client().get_model_version(mlflow.model_name, version).tags
     if tags.get("candidate_status") != "passed":
-        raise dg.Failure(f"champion_model: v{version} did not pass its checks: {tags.get('rejection_reason')}")
+        raise dg.Failure(f"champion_model: v{version} did not pass its checks: {tags.get('rejection_reason')}", allow_retries=False)
     reason = (
         f"test ROC AUC {tags.get('test_roc_auc')} vs baseline {tags.get('baseline_test_roc_auc')}"
         f" and champion v{expected or 'none'} {tags.get('champion_test_roc_auc', 'n/a')}"

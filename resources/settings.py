@@ -81,3 +81,13 @@ def code_version() -> str:
 def sensor_interval_s(default: int) -> int:
     """``SENSOR_INTERVAL_S``: the least seconds between two ticks of our sensors (the replay demo shortens it)."""
     return int(os.environ.get("SENSOR_INTERVAL_S") or default)
+
+
+def step_max_retries() -> int:
+    """``STEP_MAX_RETRIES``: retries of a step after an I/O failure (default 2, so three attempts)."""
+    return int(os.environ.get("STEP_MAX_RETRIES") or 2)
+
+
+def step_retry_delay_s() -> float:
+    """``STEP_RETRY_DELAY_S``: the first wait before a retry (default 5 s; doubled each time, ±jitter)."""
+    return float(os.environ.get("STEP_RETRY_DELAY_S") or 5)
