@@ -26,7 +26,7 @@ def worker_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, floa
     for event in reversed(events):
         data = event.dagster_event.engine_event_data if event.dagster_event else None
         pid = data.metadata.get("pid") if data is not None else None
-        if pid is not None and (event.user_message or "").startswith(_STARTED_PREFIX):
+        if pid is not None and (event.message or "").startswith(_STARTED_PREFIX):
             return int(pid.value), event.timestamp
     return None
 
