@@ -99,7 +99,7 @@ def test_a_killed_run_is_failed_by_run_monitoring_and_automation_resumes(local_s
     from resources import lake_storage_from_env
 
     config = yaml.safe_load((PROJECT_ROOT / "deploy" / "dagster-local.yaml").read_text())
-    poll_s = config["run_monitoring"]["poll_interval_seconds"]
+    poll_s = config.get("run_monitoring", {}).get("poll_interval_seconds")
     instance = dg.DagsterInstance.get()
     replay(lake_storage_from_env(), *(dt.date.fromisoformat(d) for d in DAYS))
     defs = build_definitions()
