@@ -6,7 +6,6 @@ processes died stayed STARTED for ever, and the retrain sensor skipped every tic
 
 import datetime as dt
 import os
-import signal
 import subprocess
 import sys
 import time
