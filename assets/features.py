@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.ingest import airports, planes, raw_flights, raw_weather
 from assets.partitions import daily_partitions, on_new_upstream_partition
+from assets.policies import IO_RETRY
 from resources.compute import DaskCluster
 from resources.storage import LakeStorage
 
@@ -90,6 +91,7 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
     code_version="2",
     output_required=False,
     automation_condition=on_new_upstream_partition(),
+    retry_policy=IO_RETRY,
 )
 def flight_features(
     context: dg.AssetExecutionContext, config: FeaturesConfig, storage: LakeStorage, dask: DaskCluster
@@ -111,12 +113,13 @@ def flight_features(
         raise dg.Failure(
             f"flight_features: DASK_SCHEDULER_ADDRESS={dask.scheduler_address} but the lake is the local "
             f"folder {storage.url}, which remote workers cannot read; set LAKE_URL to an s3:// lake or unset "
-            "DASK_SCHEDULER_ADDRESS"
+            "DASK_SCHEDULER_ADDRESS",
+            allow_retries=False,
         )
     keys = context.partition_keys
     planes_frame = read_warehouse_frame(storage, "planes")
     if planes_frame is None:
-        raise dg.Failure("flight_features: the planes table is missing; materialize `planes` first")
+        raise dg.Failure("flight_features: the planes table is missing; materialize `planes` first", allow_retries=False)
     if len(keys) >= config.dask_min_partitions or dask.scheduler_address:
         storage_config = {
             "url": storage.url, "endpoint_url": storage.endpoint_url, "region_name": storage.region_name,

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 import dagster as dg
 
 from assets.partitions import daily_partitions
+from assets.policies import IO_RETRY
 from ml.contracts import AIRPORTS, ALL_ROWS, FLIGHTS, PLANES, WEATHER, Contract
 from ml.landing import landing_key, reference_key
 from resources.storage import LakeStorage, ObjectChanged
@@ -195,6 +196,7 @@ def _ingest(
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("raw_flights", FLIGHTS)],
     code_version="2",
+    retry_policy=IO_RETRY,
 )
 def raw_flights(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
     """Flights of one day, typed and validated.
@@ -217,6 +219,7 @@ def raw_flights(context: dg.AssetExecutionContext, storage: LakeStorage, config:
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("raw_weather", WEATHER)],
     code_version="2",
+    retry_policy=IO_RETRY,
 )
 def raw_weather(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
     """Hourly weather at EWR, JFK and LGA for one day, typed and validated.
@@ -235,6 +238,7 @@ def raw_weather(context: dg.AssetExecutionContext, storage: LakeStorage, config:
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("planes", PLANES)],
     code_version="2",
+    retry_policy=IO_RETRY,
 )
 def planes(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
     """Aircraft registry by tail number (build year, maker, model, engines, seats).
@@ -249,6 +253,7 @@ def planes(context: dg.AssetExecutionContext, storage: LakeStorage, config: Land
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("airports", AIRPORTS)],
     code_version="2",
+    retry_policy=IO_RETRY,
 )
 def airports(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
     """Airports by FAA code with location, altitude and time zone.

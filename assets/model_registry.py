@@ -109,7 +109,7 @@ def evaluate_and_register(context, config, training_set, mlflow, compute) -> Reg
     parts = {name: training_set[training_set[SPLIT] == name] for name in (TRAIN, VALIDATION, TEST)}
     for name, part in parts.items():
         if part.empty:
-            raise dg.Failure(f"delay_model: the {name} split of training_set is empty")
+            raise dg.Failure(f"delay_model: the {name} split of training_set is empty", allow_retries=False)
     device = compute.torch_device()
     train_config = TrainConfig(
         epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,

@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.features import flight_features
 from assets.partitions import daily_partitions
+from assets.policies import IO_RETRY
 from assets.serving import batch_predictions
 from assets.training import champion_model
 from resources.mlflow_registry import MlflowRegistry
@@ -57,6 +58,7 @@ def _served_or(serving: BentoServing, storage: LakeStorage, day: str, fallback: 
                           description="Temperature and dew point within 2.75 reference SDs (normed Wasserstein) on every day of the run."),
     ],
     code_version="1",
+    retry_policy=IO_RETRY,
 )
 def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, mlflow: MlflowRegistry,
                  storage: LakeStorage, serving: BentoServing):
@@ -76,7 +78,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, mlflow:
 
     version = mlflow.champion_version()
     if version is None:
-        raise dg.Failure("drift_report: no champion yet; its training sample is the reference")
+        raise dg.Failure("drift_report: no champion yet; its training sample is the reference", allow_retries=False)
     with tempfile.TemporaryDirectory(prefix="reference-") as tmp:
         reference = pd.read_parquet(mlflow.download_reference(version, tmp))
 
@@ -154,6 +156,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, mlflow:
                           description="Realised ROC AUC of the serving model within a margin of its test AUC."),
     ],
     code_version="1",
+    retry_policy=IO_RETRY,
 )
 def model_performance(context: dg.AssetExecutionContext, config: PerformanceConfig, mlflow: MlflowRegistry,
                       storage: LakeStorage, serving: BentoServing):

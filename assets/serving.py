@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.features import flight_features
 from assets.partitions import daily_partitions, on_new_upstream_partition
+from assets.policies import IO_RETRY
 from assets.training import champion_model
 from resources.mlflow_registry import MlflowRegistry
 from resources.serving import BentoServing
@@ -24,7 +25,7 @@ class BentoConfig(dg.Config):
 def _champion(mlflow: MlflowRegistry) -> tuple[str, str]:
     version = mlflow.champion_version()
     if version is None:
-        raise dg.Failure("no champion in the registry yet: materialize champion_model first")
+        raise dg.Failure("no champion in the registry yet: materialize champion_model first", allow_retries=False)
     return version, mlflow.client().get_model_version(mlflow.model_name, version).run_id
 
 
@@ -76,6 +77,7 @@ def _post_all(served, records: list[dict], chunk: int = 250) -> list[float]:
     ],
     output_required=False,
     code_version="2",
+    retry_policy=IO_RETRY,
 )
 def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: MlflowRegistry,
           serving: BentoServing, storage: LakeStorage):
@@ -118,7 +120,7 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
         try:
             window = read_run_output(storage, "training_set")
             if window is None:
-                raise dg.Failure("bento: no training_set to draw parity rows from; materialize training_set first")
+                raise dg.Failure("bento: no training_set to draw parity rows from; materialize training_set first", allow_retries=False)
             test_rows = window[window["split"] == "test"] if "split" in window else window
             sample = test_rows.sample(n=min(config.parity_rows, len(test_rows)), random_state=0)
             expected = np.asarray(unit.predict_proba(sample[list(FEATURE_COLUMNS)]), dtype="float64")
@@ -169,6 +171,7 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
     deps=[flight_features, champion_model],
     code_version="2",
     automation_condition=on_new_upstream_partition(ignore=["champion_model"]),
+    retry_policy=IO_RETRY,
 )
 def batch_predictions(context: dg.AssetExecutionContext, mlflow: MlflowRegistry, storage: LakeStorage):
     """The champion's delay probability for every flight of the day, scored in batch (no HTTP).

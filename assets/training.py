@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.features import RAW_UPSTREAMS, flight_features
 from assets.partitions import daily_partitions
+from assets.policies import IO_RETRY
 from resources.compute import DaskCluster, TorchCompute
 from resources.mlflow_registry import MlflowRegistry
 from resources.parquet_io import RUN_SCOPED
@@ -81,6 +82,7 @@ class TrainingWindowConfig(dg.Config):
     deps=[flight_features],
     code_version="2",
     metadata={RUN_SCOPED: True},
+    retry_policy=IO_RETRY,
 )
 def training_set(
     context: dg.AssetExecutionContext, config: TrainingWindowConfig, storage: LakeStorage, dask: DaskCluster
@@ -166,6 +168,7 @@ class DelayModelConfig(dg.Config):
                           description="Invariance to flight number, heavy rain does not lower delay, obvious cases."),
     ],
     code_version="2",
+    retry_policy=IO_RETRY,
 )
 def delay_model(
     context: dg.AssetExecutionContext,
@@ -192,7 +195,7 @@ def delay_model(
         yield check
 
 
-@dg.asset(group_name="training", kinds={"mlflow"}, deps=[delay_model], pool="champion_promotion", code_version="1")
+@dg.asset(group_name="training", kinds={"mlflow"}, deps=[delay_model], pool="champion_promotion", code_version="1", retry_policy=IO_RETRY)
 def champion_model(context: dg.AssetExecutionContext, mlflow: MlflowRegistry):
     """The registered version behind the `champion` alias: what serving loads.
 
@@ -205,13 +208,13 @@ def champion_model(context: dg.AssetExecutionContext, mlflow: MlflowRegistry):
 
     metadata = materialization_metadata(context, "delay_model")
     if metadata is None:
-        raise dg.Failure("champion_model: delay_model has never been materialized")
+        raise dg.Failure("champion_model: delay_model has never been materialized", allow_retries=False)
     version = str(metadata["model_version"].value)
     expected = str(metadata["evaluated_against_champion"].value)
     expected = None if expected == "none" else expected
     tags = mlflow.client().get_model_version(mlflow.model_name, version).tags
     if tags.get("candidate_status") != "passed":
-        raise dg.Failure(f"champion_model: v{version} did not pass its checks: {tags.get('rejection_reason')}")
+        raise dg.Failure(f"champion_model: v{version} did not pass its checks: {tags.get('rejection_reason')}", allow_retries=False)
     reason = (
         f"test ROC AUC {tags.get('test_roc_auc')} vs baseline {tags.get('baseline_test_roc_auc')}"
         f" and champion v{expected or 'none'} {tags.get('champion_test_roc_auc', 'n/a')}"

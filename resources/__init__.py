@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from resources import settings
+from resources.alerts import AlertWebhook
 from resources.compute import DaskCluster, TorchCompute
 from resources.mlflow_registry import MlflowRegistry
 from resources.parquet_io import LakeParquetIOManager
@@ -22,12 +23,17 @@ def lake_storage_from_env() -> LakeStorage:
 
 
 def resources_from_env() -> dict[str, object]:
-    """Every resource the definitions bind, configured from the environment."""
+    """Every resource the definitions bind, configured from the environment.
+
+    A setting that may carry a secret is bound as ``dg.EnvVar`` when set: Dagster resolves it in the
+    run process, and the UI, the run config and the repository snapshot hold the variable's name only.
+    """
     storage = lake_storage_from_env()
     return {
         "storage": storage,
         "io_manager": LakeParquetIOManager(storage=storage),
-        "mlflow": mlflow_registry_from_env(),
+        "mlflow": mlflow_registry_from_env(secrets_as_env_vars=True),
+        "alerts": AlertWebhook(url=_secret("ALERT_WEBHOOK_URL", settings.alert_webhook_url())),
         "compute": TorchCompute(device=settings.torch_device()),
         "dask": DaskCluster(scheduler_address=settings.dask_scheduler_address()),
         "serving": BentoServing(
@@ -36,9 +42,20 @@ def resources_from_env() -> dict[str, object]:
     }
 
 
-def mlflow_registry_from_env() -> MlflowRegistry:
+def _secret(variable: str, value: str | None):
+    """``dg.EnvVar(variable)`` when the variable is set, else the embedded default ``value``."""
+    return dg.EnvVar(variable) if settings.is_set(variable) else value
+
+
+def mlflow_registry_from_env(secrets_as_env_vars: bool = False) -> MlflowRegistry:
+    """The registry from the environment; for Definitions, with a set tracking URI bound as ``dg.EnvVar``.
+
+    Code outside Dagster (CLIs, tests) uses the resource directly, where an ``EnvVar`` is never resolved:
+    it gets the value.
+    """
+    uri = settings.mlflow_tracking_uri()
     return MlflowRegistry(
-        tracking_uri=settings.mlflow_tracking_uri(),
+        tracking_uri=_secret("MLFLOW_TRACKING_URI", uri) if secrets_as_env_vars else uri,
         artifact_location=settings.mlflow_artifact_location(),
         lock_path=str(settings.data_dir() / "mlflow" / "promotion.lock"),
     )

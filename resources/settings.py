@@ -81,3 +81,27 @@ def code_version() -> str:
 def sensor_interval_s(default: int) -> int:
     """``SENSOR_INTERVAL_S``: the least seconds between two ticks of our sensors (the replay demo shortens it)."""
     return int(os.environ.get("SENSOR_INTERVAL_S") or default)
+
+
+def step_max_retries() -> int:
+    """``STEP_MAX_RETRIES``: retries of a step after an I/O failure (default 2, so three attempts)."""
+    return int(os.environ.get("STEP_MAX_RETRIES") or 2)
+
+
+def step_retry_delay_s() -> float:
+    """``STEP_RETRY_DELAY_S``: the first wait before a retry (default 5 s; doubled each time, ±jitter)."""
+    return float(os.environ.get("STEP_RETRY_DELAY_S") or 5)
+
+
+def alert_webhook_url() -> str | None:
+    """``ALERT_WEBHOOK_URL``: where failed runs are posted (Slack-compatible JSON); unset: logged only."""
+    return os.environ.get("ALERT_WEBHOOK_URL") or None
+
+
+SECRET_VARIABLES = ("MLFLOW_TRACKING_URI", "ALERT_WEBHOOK_URL")
+"""Settings that may carry credentials: Definitions bind them as ``dg.EnvVar`` so the UI shows the name."""
+
+
+def is_set(variable: str) -> bool:
+    """Whether ``variable`` is set to something (an empty value counts as unset, as everywhere here)."""
+    return bool(os.environ.get(variable))

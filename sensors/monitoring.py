@@ -7,17 +7,16 @@ training run's start, whatever its outcome, so a failing training is not retried
 ``training`` and ``champion_promotion`` pools then bound what runs at once.
 """
 
-import json
 import os
 import time
-import urllib.parse
-import urllib.request
 
 import dagster as dg
 
 from assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
-from resources.mlflow_registry import MlflowRegistry
+from ml.redaction import redact
 from resources import settings
+from resources.alerts import AlertWebhook
+from resources.mlflow_registry import MlflowRegistry
 
 TRAINING_JOB = "training_job"
 BENTO_JOB = "bento_job"
@@ -31,6 +30,24 @@ IN_FLIGHT = [
 ]
 BENTO_ATTEMPTS = 3
 """Builds of one champion the deploy sensor starts before it gives up (and the failure sensor has alerted)."""
+WILL_RETRY_TAG = "dagster/will_retry"
+RETRY_NUMBER_TAG = "dagster/retry_number"
+_RECENT_FAILURES = 10
+
+
+def in_flight_run(instance: dg.DagsterInstance, job_name: str) -> dg.DagsterRun | None:
+    """A run of ``job_name`` that is queued or running, or failed and about to be retried by the daemon.
+
+    A failed run tagged ``dagster/will_retry=true`` whose retry has not been launched yet is still in
+    flight: its re-execution is coming, and starting another run beside it would make two.
+    """
+    running = instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1)
+    if running:
+        return running[0].dagster_run
+    failed = instance.get_run_records(
+        dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.FAILURE]), limit=_RECENT_FAILURES
+    )
+    return next((r.dagster_run for r in failed if r.dagster_run.is_complete_and_waiting_to_retry), None)
 
 
 def retrain_cooldown_s() -> float:
@@ -86,13 +103,11 @@ def retrain_on_drift_sensor(context: dg.SensorEvaluationContext):
     if not failed:
         return dg.SkipReason(f"no failed drift/performance check since evaluation {after_id}")
     trigger = failed[-1]
-    in_flight = context.instance.get_run_records(
-        dg.RunsFilter(job_name=TRAINING_JOB, statuses=IN_FLIGHT), limit=1
-    )
-    if in_flight:
+    in_flight = in_flight_run(context.instance, TRAINING_JOB)
+    if in_flight is not None:
         return dg.SkipReason(
             f"{len(failed)} failed check(s), newest {_evaluation_summary(trigger)}; training run "
-            f"{in_flight[0].dagster_run.run_id[:8]} is already queued or running"
+            f"{in_flight.run_id[:8]} is already queued or running (or about to be retried)"
         )
     last = context.instance.get_run_records(dg.RunsFilter(job_name=TRAINING_JOB), limit=1)
     cooldown = retrain_cooldown_s()
@@ -121,7 +136,7 @@ def deploy_on_promotion_sensor(context: dg.SensorEvaluationContext, mlflow: Mlfl
     try:
         champion = mlflow.champion_version()
     except Exception as exc:  # the registry is down: try again next tick
-        return dg.SkipReason(f"registry unreachable: {exc}"[:300])
+        return dg.SkipReason(f"registry unreachable: {redact(exc)}"[:300])
     if champion is None:
         return dg.SkipReason("no champion yet")
     records = context.instance.fetch_materializations(dg.AssetKey("bento"), limit=1).records
@@ -130,14 +145,16 @@ def deploy_on_promotion_sensor(context: dg.SensorEvaluationContext, mlflow: Mlfl
     if built is not None and str(built.value) == champion:
         return dg.SkipReason(f"the newest Bento already serves champion v{champion}")
     for job in (TRAINING_JOB, BENTO_JOB):
-        if context.instance.get_run_records(dg.RunsFilter(job_name=job, statuses=IN_FLIGHT), limit=1):
+        if in_flight_run(context.instance, job) is not None:
             return dg.SkipReason(f"{job} is queued or running; it may build the Bento for v{champion}")
     since = latest.storage_id if latest else 0
-    attempts = [
-        r for r in context.instance.get_run_records(
+    # The daemon's re-executions of a build carry its tags: one attempt is one run group, however retried.
+    attempts = {
+        r.dagster_run.root_run_id or r.dagster_run.run_id
+        for r in context.instance.get_run_records(
             dg.RunsFilter(job_name=BENTO_JOB, tags={"deploy/champion_version": champion, "deploy/after_bento": str(since)})
         )
-    ]
+    }
     if len(attempts) >= BENTO_ATTEMPTS:
         return dg.SkipReason(f"{len(attempts)} Bento builds for champion v{champion} failed; see run_failure_alert")
     return dg.RunRequest(
@@ -148,28 +165,29 @@ def deploy_on_promotion_sensor(context: dg.SensorEvaluationContext, mlflow: Mlfl
     )
 
 
-def alert_webhook_url() -> str | None:
-    """``ALERT_WEBHOOK_URL``: where failed runs are posted as JSON (Slack-compatible ``text``); unset: log only."""
-    return os.environ.get("ALERT_WEBHOOK_URL") or None
-
-
 @dg.run_failure_sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Every failed run: an error in the daemon's log, and a POST to ALERT_WEBHOOK_URL when set.",
+    description="A run that failed for good: an error in the daemon's log, and one POST to ALERT_WEBHOOK_URL when set.",
 )
-def run_failure_alert(context: dg.RunFailureSensorContext):
+def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhook):
+    """Alert once per failure that stays a failure.
+
+    With run retries on, a failed run the daemon will re-execute is tagged ``dagster/will_retry=true``:
+    it is not alerted; its last retry is (and says which retry it was). The message is redacted: an
+    error's text can carry a URL with credentials.
+    """
     run = context.dagster_run
-    message = (
+    if run.tags.get(WILL_RETRY_TAG) == "true":
+        context.log.info(f"run {run.run_id} of {run.job_name} failed and will be retried: no alert")
+        return
+    retry = run.tags.get(RETRY_NUMBER_TAG)
+    message = redact(
         f"Dagster run {run.run_id} of {run.job_name} failed"
-        f"{' (partition ' + run.tags['dagster/partition'] + ')' if 'dagster/partition' in run.tags else ''}: "
+        f"{' (partition ' + run.tags['dagster/partition'] + ')' if 'dagster/partition' in run.tags else ''}"
+        f"{' on retry ' + retry + ' of run ' + run.root_run_id if retry and run.root_run_id else ''}: "
         f"{context.failure_event.message or 'see the run log'}"
     )
     context.log.error(message)
-    url = alert_webhook_url()
-    if url:
-        body = json.dumps({"text": message, "run_id": run.run_id, "job": run.job_name}).encode()
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-        try:
-            urllib.request.urlopen(request, timeout=10).close()
-        except OSError as exc:
-            context.log.error(f"alert webhook at {urllib.parse.urlsplit(url).netloc} failed: {exc}")
+    problem = alerts.post({"text": message, "run_id": run.run_id, "job": run.job_name})
+    if problem:
+        context.log.error(problem)

@@ -28,3 +28,39 @@ def test_bentofile_builds_the_service_with_its_sources():
     assert config.service == "serving.service:FlightDelay"
     assert {"serving/*.py", "ml/*.py"} <= set(config.include)
     assert config.python.lock_packages is False, "locking would need the network at build time"
+
+
+@pytest.mark.parametrize("name", ["dagster-local.yaml", "dagster-production.yaml"])
+def test_every_instance_monitors_runs_and_retries_only_infrastructure_failures(tmp_path, name):
+    (tmp_path / "dagster.yaml").write_text((DEPLOY / name).read_text())
+    config, _ = dagster_instance_config(str(tmp_path))
+    monitoring, retries = config["run_monitoring"], config["run_retries"]
+    assert monitoring["enabled"] and monitoring["max_runtime_seconds"] > 0 and monitoring["start_timeout_seconds"] > 0
+    assert monitoring["max_resume_run_attempts"] == 0, "neither launcher can resume a run"
+    assert retries["enabled"] and retries["max_retries"] >= 1
+    assert retries["retry_on_asset_or_op_failure"] is False, "steps retry their own I/O; a data failure would repeat"
+
+
+def test_the_local_instance_can_tell_that_a_run_worker_died(tmp_path):
+    """DefaultRunLauncher offers run monitoring no health check; the local launcher checks the worker's pid."""
+    import signal
+    import subprocess
+    import time
+
+    import dagster as dg
+
+    from pipelines.run_launcher import LocalProcessRunLauncher, process_health
+
+    (tmp_path / "dagster.yaml").write_text((DEPLOY / "dagster-local.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert isinstance(instance.run_launcher, LocalProcessRunLauncher)
+        assert instance.run_launcher.supports_check_run_worker_health and instance.run_monitoring_enabled
+
+    logged_at = time.time()
+    worker = subprocess.Popen(["sleep", "60"])
+    assert process_health(worker.pid, logged_at)[0]
+    assert not process_health(worker.pid, logged_at - 3600)[0], "a pid reused by a newer process is not the worker"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    alive, why = process_health(worker.pid, logged_at)
+    assert not alive and str(worker.pid) in why

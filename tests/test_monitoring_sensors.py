@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import dagster as dg
 import pytest
 
+from resources.alerts import AlertWebhook
 from sensors.monitoring import deploy_on_promotion_sensor, retrain_on_drift_sensor, run_failure_alert
 
 
@@ -52,8 +53,10 @@ def test_a_failed_drift_check_requests_one_training_run(instance, monkeypatch):
     assert not passed.run_requests
 
 
-def _add_training_run(instance, status: dg.DagsterRunStatus) -> dg.DagsterRun:
-    run = dg.DagsterRun(job_name="training_job", run_id=str(uuid.uuid4()), status=status)
+def _add_training_run(instance, status: dg.DagsterRunStatus, tags=None, job_name="training_job",
+                      root_run_id=None) -> dg.DagsterRun:
+    run = dg.DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()), status=status, tags=tags or {},
+                        root_run_id=root_run_id, parent_run_id=root_run_id)
     return instance.add_run(run)
 
 
@@ -63,6 +66,33 @@ def test_no_new_training_while_one_is_queued_or_running(instance):
     dg.materialize([_drift_report_with(False)], instance=instance, raise_on_error=False)
     result = _evaluate(retrain_on_drift_sensor, instance, cursor)
     assert not result.run_requests and "already queued or running" in result.skip_message
+
+
+def test_a_failed_training_the_daemon_will_retry_counts_as_in_flight(instance, monkeypatch):
+    """Run retries on: a killed training run is re-executed by the daemon; the sensor must not start a second."""
+    monkeypatch.setenv("RETRAIN_COOLDOWN_S", "0")
+    cursor = _evaluate(retrain_on_drift_sensor, instance).cursor
+    _add_training_run(instance, dg.DagsterRunStatus.FAILURE, tags={"dagster/will_retry": "true"})
+    dg.materialize([_drift_report_with(False)], instance=instance, raise_on_error=False)
+    waiting = _evaluate(retrain_on_drift_sensor, instance, cursor)
+    assert not waiting.run_requests and "about to be retried" in waiting.skip_message
+
+    busy = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version="4"))
+    assert not busy.run_requests and "training_job is queued or running" in busy.skip_message
+
+
+def test_retries_of_a_bento_build_are_one_attempt(instance):
+    """The daemon's re-executions carry the build's tags: they must not use up the deploy sensor's attempts."""
+    tags = {"deploy/champion_version": "3", "deploy/after_bento": "0"}
+    root = _add_training_run(instance, dg.DagsterRunStatus.FAILURE, tags={**tags, "dagster/will_retry": "false"},
+                             job_name="bento_job")
+    for number in ("1", "2"):
+        _add_training_run(instance, dg.DagsterRunStatus.FAILURE, job_name="bento_job", root_run_id=root.run_id, tags={
+            **tags, "dagster/will_retry": "false", "dagster/retry_number": number, "dagster/root_run_id": root.run_id,
+        })
+    result = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version="3"))
+    (request,) = result.run_requests
+    assert request.run_key.endswith("attempt-2")
 
 
 def test_cooldown_after_any_training_even_a_failed_one(instance, monkeypatch):
@@ -128,7 +158,7 @@ def test_run_failure_alert_posts_to_the_webhook(instance, monkeypatch):
 
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    alerts = AlertWebhook(url=f"http://127.0.0.1:{server.server_port}/hook")
 
     @dg.asset
     def broken():
@@ -140,7 +170,7 @@ def test_run_failure_alert_posts_to_the_webhook(instance, monkeypatch):
         sensor_name="run_failure_alert", dagster_instance=instance, dagster_run=result.dagster_run,
         dagster_event=failure,
     ).for_run_failure()
-    run_failure_alert(context)
+    run_failure_alert(context, alerts=alerts)
     server.shutdown()
     (alert,) = received
     assert alert["run_id"] == result.run_id and "failed" in alert["text"]

@@ -28,3 +28,27 @@ def test_secrets_are_masked(text):
 def test_plain_text_and_local_uris_are_unchanged():
     for text in ["sqlite:////tmp/mlflow.db", "s3://lake/warehouse/x.parquet", "http://127.0.0.1:5000/#/runs/1"]:
         assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"https://hooks.slack.com/services/T0AAA/B0BBB/{CANARY}",
+        f"alert to https://ops-webhook.internal/{CANARY} failed",
+        f"{{'aws_secret_access_key': '{CANARY}', 'region': 'us-east-1'}}",
+        f'{{"password": "{CANARY}"}}',
+        f"SERVICE_API_TOKEN={CANARY} bentoml serve",
+        f"postgresql+psycopg2://dagster:{CANARY}@db/dagster",
+        f"DAGSTER_PG_PASSWORD: {CANARY}",
+    ],
+)
+def test_secrets_in_configuration_dumps_and_webhook_paths_are_masked(text):
+    out = redact(text)
+    assert CANARY not in out
+    assert "***" in out
+
+
+def test_redaction_is_idempotent_and_keeps_what_is_not_secret():
+    text = "run 1 of training_job: api_key=*** token_count=3 at http://127.0.0.1:5000/#/runs/1"
+    assert redact(redact(text)) == redact(text)
+    assert "http://127.0.0.1:5000/#/runs/1" in redact(text)

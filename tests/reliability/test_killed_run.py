@@ -1,0 +1,146 @@
+"""kill -9 of the whole local stack mid-run: run monitoring fails the orphaned run, and automation goes on.
+
+Before: the local instance had no run monitoring and a launcher without a health check, so a run whose
+processes died stayed STARTED for ever, and the retrain sensor skipped every tick waiting for it.
+"""
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import psutil
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DAYS = ("2013-01-01", "2013-01-10")
+
+
+@pytest.fixture
+def local_stack(tmp_path, monkeypatch):
+    """A data dir and a Dagster home on the shipped local instance config; short sensor ticks, no cooldown."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / "deploy" / "dagster-local.yaml").read_text())
+    for name, value in {
+        "DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(home), "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "PREDICTION_LOG_URL": str(tmp_path / "data" / "lake" / "predictions"),
+        "RETRAIN_COOLDOWN_S": "0", "SENSOR_INTERVAL_S": "3",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("LAKE_URL", "MLFLOW_TRACKING_URI", "ALERT_WEBHOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def _start_daemon(log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        cwd=PROJECT_ROOT, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def _kill_tree(daemon: subprocess.Popen) -> None:
+    """SIGKILL the daemon and every process under it at once: code server, run worker, Dask workers."""
+    try:
+        processes = [psutil.Process(daemon.pid), *psutil.Process(daemon.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        processes = []
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    daemon.wait(timeout=30)
+    psutil.wait_procs(processes, timeout=30)
+
+
+def _wait_for(predicate, what: str, log: Path, timeout_s: float = 300):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"{what}: not within {timeout_s:.0f} s\n{log.read_text()[-3000:]}")
+
+
+def _failed_drift_check(instance):
+    """A stand-in with the real asset's key and check: the retrain sensor reads evaluations by key."""
+
+    @dg.asset(name="drift_report", check_specs=[dg.AssetCheckSpec("drift_check", asset="drift_report")])
+    def stand_in():
+        yield dg.MaterializeResult()
+        yield dg.AssetCheckResult(check_name="drift_check", passed=False, description="share 1.0 (stand-in)")
+
+    dg.materialize([stand_in], instance=instance, raise_on_error=False)
+
+
+def _training_runs(instance) -> list[dg.DagsterRun]:
+    return [r.dagster_run for r in instance.get_run_records(dg.RunsFilter(job_name="training_job"), ascending=True)]
+
+
+def _step_started(instance, run_id: str) -> bool:
+    return bool(instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START, limit=1).records)
+
+
+def test_a_killed_run_is_failed_by_run_monitoring_and_automation_resumes(local_stack):
+    from pipelines.definitions import build_definitions
+    from pipelines.replay import replay
+    from pipelines.run_launcher import worker_process
+    from pipelines.runner import run_job_over_range
+    from resources import lake_storage_from_env
+
+    config = yaml.safe_load((PROJECT_ROOT / "deploy" / "dagster-local.yaml").read_text())
+    poll_s = config.get("run_monitoring", {}).get("poll_interval_seconds")
+    instance = dg.DagsterInstance.get()
+    replay(lake_storage_from_env(), *(dt.date.fromisoformat(d) for d in DAYS))
+    defs = build_definitions()
+    for job in ("ingest_job", "features_job"):
+        assert run_job_over_range(job, *DAYS, instance, defs=defs).success, job
+    _failed_drift_check(instance)
+
+    log = local_stack / "daemon.log"
+    daemon = _start_daemon(log)
+    try:
+        first = _wait_for(lambda: next(iter(_training_runs(instance)), None), "the sensor's training run", log)
+        _wait_for(lambda: _step_started(instance, first.run_id), "a step of the training run started", log)
+        worker_pid, _ = worker_process(instance, first.run_id)
+        _kill_tree(daemon)
+        assert not psutil.pid_exists(worker_pid) or psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE
+        assert instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.STARTED, "orphaned, still STARTED"
+
+        daemon = _start_daemon(log)
+        restarted = time.monotonic()
+        _wait_for(lambda: instance.get_run_by_id(first.run_id).is_finished, "run monitoring fails the orphan", log,
+                  timeout_s=120)
+        detected_s = time.monotonic() - restarted
+        failed = instance.get_run_by_id(first.run_id)
+        assert failed.status == dg.DagsterRunStatus.FAILURE
+        messages = [e.message for e in instance.all_logs(first.run_id) if e.message]
+        assert any(f"run worker process {worker_pid} is gone" in m for m in messages), "failed by the health check"
+        print(f"killed run marked FAILURE {detected_s:.1f} s after the daemon restarted (poll interval {poll_s} s)")
+
+        # Run retries re-execute a run lost to infrastructure, once; the sensor waits for that retry.
+        retry = _wait_for(lambda: next((r for r in _training_runs(instance) if r.parent_run_id == first.run_id), None),
+                          "the daemon's retry of the killed run", log)
+        assert retry.tags.get("dagster/retry_number") == "1"
+        _wait_for(lambda: instance.get_run_by_id(retry.run_id).is_finished, "the retry finishes", log, timeout_s=600)
+        _failed_drift_check(instance)  # drift again: the sensor, no longer waiting on anything, starts a training
+        resumed = _wait_for(
+            lambda: next((r for r in _training_runs(instance) if r.run_id not in {first.run_id, retry.run_id}), None),
+            "the retrain sensor starts its run", log,
+        )
+        assert "retrain/trigger" in resumed.tags and resumed.parent_run_id is None
+        created = {r.dagster_run.run_id: r.create_timestamp for r in instance.get_run_records(
+            dg.RunsFilter(job_name="training_job"))}
+        finished = instance.get_run_record_by_id(retry.run_id).end_time
+        assert created[resumed.run_id].timestamp() >= finished, "never two trainings at once"
+    finally:
+        _kill_tree(daemon)
