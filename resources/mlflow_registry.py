@@ -55,10 +55,31 @@ class MlflowRegistry(dg.ConfigurableResource):
             self._request_artifact_sse()
             if self.tracking_uri.startswith("sqlite:///"):
                 Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_registry_uri(self.tracking_uri)
-            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            uri = self._uri_without_credentials()
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_registry_uri(uri)
+            self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         return self._client
+
+    def _uri_without_credentials(self) -> str:
+        """The tracking URI with ``user:password@`` moved into MLflow's basic-auth variables.
+
+        MLflow prints its tracking URI ("View run … at …") and puts it in every request error: with
+        credentials left in the URI they would reach compute logs and failure events. Variables the
+        operator set already win.
+        """
+        from urllib.parse import unquote, urlsplit, urlunsplit
+
+        parts = urlsplit(self.tracking_uri)
+        if not parts.scheme.startswith("http") or "@" not in parts.netloc:
+            return self.tracking_uri
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        if user:
+            os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(user))
+        if password:
+            os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(password))
+        return urlunsplit(parts._replace(netloc=host))
 
     def _request_artifact_sse(self) -> None:
         """Ask S3 to encrypt every artifact this process uploads (MLflow's S3 store reads the variable per upload).
@@ -94,7 +115,7 @@ class MlflowRegistry(dg.ConfigurableResource):
         from ml.redaction import redact
 
         if self.tracking_uri.startswith("http"):
-            return redact(f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}")
+            return redact(f"{self._uri_without_credentials().rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}")
         return redact(f"{self.tracking_uri} run {run_id} (mlflow ui --backend-store-uri {self.tracking_uri})")
 
     def champion_version(self) -> str | None:
