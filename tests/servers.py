@@ -1,4 +1,4 @@
-"""Real server processes on 127.0.0.1 for integration tests: a moto S3 server and `mlflow server`."""
+"""Real servers on 127.0.0.1 for integration tests: a moto S3 server, `mlflow server`, a webhook receiver."""
 
 import contextlib
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from resources.processes import free_port, serving
 
-__all__ = ["free_port", "serving", "moto_server", "mlflow_server"]
+__all__ = ["free_port", "serving", "moto_server", "mlflow_server", "webhook_receiver"]
 
 
 @contextlib.contextmanager
@@ -47,3 +47,29 @@ def mlflow_server(root: Path, s3_destination: str | None = None, s3_endpoint: st
         }
     with serving(command, f"{url}/health", root / "server.log", env=env):
         yield url
+
+
+@contextlib.contextmanager
+def webhook_receiver(path: str = "/hook"):
+    """Yield the URL of a local HTTP server (answering 204) and the list of raw bodies POSTed to it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[bytes] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}{path}", received
+    finally:
+        server.shutdown()
+        server.server_close()

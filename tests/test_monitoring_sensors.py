@@ -1,15 +1,14 @@
 """The loop's sensors on a real (ephemeral) instance: fire once per failed check, respect cooldown and running training."""
 
 import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import pytest
 
 from resources.alerts import AlertWebhook
 from sensors.monitoring import deploy_on_promotion_sensor, retrain_on_drift_sensor, run_failure_alert
+from tests.servers import webhook_receiver
 
 
 def _drift_report_with(passed: bool):
@@ -145,21 +144,6 @@ def test_a_moved_champion_without_a_bento_requests_one_build(instance):
 
 
 def test_run_failure_alert_posts_to_the_webhook(instance, monkeypatch):
-    received = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    alerts = AlertWebhook(url=f"http://127.0.0.1:{server.server_port}/hook")
-
     @dg.asset
     def broken():
         raise RuntimeError("the lake is on fire")
@@ -170,7 +154,7 @@ def test_run_failure_alert_posts_to_the_webhook(instance, monkeypatch):
         sensor_name="run_failure_alert", dagster_instance=instance, dagster_run=result.dagster_run,
         dagster_event=failure,
     ).for_run_failure()
-    run_failure_alert(context, alerts=alerts)
-    server.shutdown()
-    (alert,) = received
+    with webhook_receiver() as (url, received):
+        run_failure_alert(context, alerts=AlertWebhook(url=url))
+    (alert,) = [json.loads(body) for body in received]
     assert alert["run_id"] == result.run_id and "failed" in alert["text"]

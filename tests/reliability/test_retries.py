@@ -21,7 +21,7 @@ from resources.alerts import AlertWebhook
 from resources.storage import LakeStorage
 from sensors.monitoring import run_failure_alert
 from tests.conftest import resources_for
-from tests.servers import moto_server
+from tests.servers import moto_server, webhook_receiver
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "flaky-lake"
@@ -181,29 +181,6 @@ def broken_job() -> dg.JobDefinition:
     return dg.Definitions(assets=[always_broken], jobs=[dg.define_asset_job("broken_job")]).resolve_job_def("broken_job")
 
 
-@contextlib.contextmanager
-def webhook():
-    """A local HTTP server that records every JSON body POSTed to it."""
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hook/T0KEN", received
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_run_that_fails_for_good_alerts_once_with_run_retries_on():
     """A failed run the daemon will retry is not alerted; its retry, failing for good, is: one POST in all.
 
@@ -211,7 +188,7 @@ def test_a_run_that_fails_for_good_alerts_once_with_run_retries_on():
     ``dagster/will_retry`` is set by the instance itself, as for a run whose worker was killed.
     """
     overrides = {"run_retries": {"enabled": True, "max_retries": 1, "retry_on_asset_or_op_failure": True}}
-    with dg.instance_for_test(overrides=overrides) as instance, webhook() as (url, received):
+    with dg.instance_for_test(overrides=overrides) as instance, webhook_receiver("/hook/T0KEN") as (url, received):
         def tick(cursor):
             context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"alerts": AlertWebhook(url=url)})
             return run_failure_alert.evaluate_tick(context).cursor
@@ -231,5 +208,5 @@ def test_a_run_that_fails_for_good_alerts_once_with_run_retries_on():
         )
         tick(tick(cursor))
         assert instance.get_run_by_id(retry.run_id).tags.get("dagster/will_retry") == "false"
-        (alert,) = received
+        (alert,) = [json.loads(body) for body in received]
         assert alert["run_id"] == retry.run_id and "on retry 1" in alert["text"]

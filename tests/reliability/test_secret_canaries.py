@@ -7,14 +7,12 @@ objects on the S3 server, the alerts the webhook received.
 
 import datetime as dt
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from tests.servers import mlflow_server, moto_server
+from tests.servers import mlflow_server, moto_server, webhook_receiver
 
 pytestmark = pytest.mark.slow
 BUCKET = "canary-lake"
@@ -30,22 +28,8 @@ CANARIES = {
 
 @pytest.fixture
 def hook():
-    received: list[bytes] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_port, received
-    server.shutdown()
-    server.server_close()
+    with webhook_receiver("") as (url, received):
+        yield url, received
 
 
 def _hits(data: bytes, where: str) -> list[str]:
@@ -63,14 +47,14 @@ def test_no_secret_reaches_the_instance_the_registry_the_lake_or_an_alert(tmp_pa
     from resources import lake_storage_from_env, resources_from_env
     from sensors.monitoring import run_failure_alert
 
-    port, received = hook
+    hook_base, received = hook
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((Path(__file__).parents[2] / "deploy" / "dagster-local.yaml").read_text())
     for name, value in {"AWS_ACCESS_KEY_ID": "canary-key-id", "AWS_SECRET_ACCESS_KEY": CANARIES["AWS_SECRET_ACCESS_KEY"],
                         "AWS_DEFAULT_REGION": "us-east-1", "DAGSTER_HOME": str(home), "DATA_DIR": str(tmp_path / "data"),
                         "SERVICE_API_TOKEN": CANARIES["SERVICE_API_TOKEN"],
-                        "ALERT_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook/{CANARIES['ALERT_WEBHOOK_URL']}"
+                        "ALERT_WEBHOOK_URL": f"{hook_base}/hook/{CANARIES['ALERT_WEBHOOK_URL']}"
                                              f"?token={CANARIES['ALERT_WEBHOOK_TOKEN']}"}.items():
         monkeypatch.setenv(name, value)
     (tmp_path / "moto").mkdir()
