@@ -99,3 +99,28 @@ def featured_lake(lake):
                                 tags=range_tags(*FEATURED_DAYS), instance=instance, selection=assets)
         assert result.success
     return lake, instance
+
+
+@pytest.fixture
+def local_instance_env(tmp_path, monkeypatch):
+    """A data dir and a Dagster home on the shipped local instance config, as `make demo` sets them up.
+
+    Short sensor ticks, no retraining cooldown, nothing of the caller's lake, registry or alerting;
+    ``PYTHONPATH`` names this checkout, so a daemon's code server imports the code under test.
+    """
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((root / "deploy" / "dagster-local.yaml").read_text())
+    for name, value in {
+        "DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(home), "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "PREDICTION_LOG_URL": str(tmp_path / "data" / "lake" / "predictions"),
+        "RETRAIN_COOLDOWN_S": "0", "SENSOR_INTERVAL_S": "5",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("LAKE_URL", "MLFLOW_TRACKING_URI", "ALERT_WEBHOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path

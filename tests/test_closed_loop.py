@@ -16,20 +16,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def demo_environment(tmp_path, monkeypatch):
-    """A data dir and Dagster home of its own, as `make demo` sets them up (short sensor ticks, no cooldown)."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((PROJECT_ROOT / "deploy" / "dagster-local.yaml").read_text())
-    for name, value in {
-        "DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(home), "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "PREDICTION_LOG_URL": str(tmp_path / "data" / "lake" / "predictions"),
-        "RETRAIN_COOLDOWN_S": "0", "SENSOR_INTERVAL_S": "5",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("LAKE_URL", "MLFLOW_TRACKING_URI"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
+def demo_environment(local_instance_env, monkeypatch):
+    """The local instance environment (tests/conftest.py)."""
+    return local_instance_env
 
 
 def _run(job: str, first: str, last: str, instance):

@@ -5,7 +5,6 @@ processes died stayed STARTED for ever, and the retrain sensor skipped every tic
 """
 
 import datetime as dt
-import os
 import subprocess
 import sys
 import time
@@ -22,21 +21,10 @@ DAYS = ("2013-01-01", "2013-01-10")
 
 
 @pytest.fixture
-def local_stack(tmp_path, monkeypatch):
-    """A data dir and a Dagster home on the shipped local instance config; short sensor ticks, no cooldown."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((PROJECT_ROOT / "deploy" / "dagster-local.yaml").read_text())
-    for name, value in {
-        "DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(home), "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "PREDICTION_LOG_URL": str(tmp_path / "data" / "lake" / "predictions"),
-        "RETRAIN_COOLDOWN_S": "0", "SENSOR_INTERVAL_S": "3",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("LAKE_URL", "MLFLOW_TRACKING_URI", "ALERT_WEBHOOK_URL"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
+def local_stack(local_instance_env, monkeypatch):
+    """The local instance environment (tests/conftest.py), with 3 s sensor ticks."""
+    monkeypatch.setenv("SENSOR_INTERVAL_S", "3")
+    return local_instance_env
 
 
 def _start_daemon(log: Path) -> subprocess.Popen:
