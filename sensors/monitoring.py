@@ -134,11 +134,12 @@ def retrain_on_drift_sensor(context: dg.SensorEvaluationContext):
 )
 def deploy_on_promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowRegistry):
     try:
-        champion = mlflow.champion_version()
+        candidate = mlflow.champion()
     except Exception as exc:  # the registry is down: try again next tick
         return dg.SkipReason(f"registry unreachable: {redact(exc)}"[:300])
-    if champion is None:
+    if candidate is None:
         return dg.SkipReason("no champion yet")
+    champion = candidate.version
     records = context.instance.fetch_materializations(dg.AssetKey("bento"), limit=1).records
     latest = records[0] if records else None
     built = latest.asset_materialization.metadata.get("model_version") if latest else None
