@@ -7,6 +7,10 @@ from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
 from assets.serving import batch_predictions
 from assets.training import champion_model
+from ml.gates import (
+    DRIFT_COLUMN_THRESHOLD, DRIFT_COLUMNS, DRIFT_MIN_ROWS, DRIFT_SHARE_THRESHOLD, PERFORMANCE_AUC_MARGIN,
+    PERFORMANCE_MIN_LABELLED,
+)
 from resources.mlflow_registry import MlflowRegistry
 from resources.serving import BentoServing
 from resources.storage import LakeStorage
@@ -17,21 +21,20 @@ DRIFT_REPORTS_PREFIX = "monitoring/drift"
 
 
 class DriftConfig(dg.Config):
-    gate_columns: list[str] = ["temp", "dewp"]
-    """Columns the drift check gates on (the report covers every feature): ml/drift.py GATE_COLUMNS
-    (repeated here so the code location does not import pandas; a test holds them equal)."""
-    column_threshold: float = 2.75
+    gate_columns: list[str] = list(DRIFT_COLUMNS)
+    """Columns the drift check gates on (the report covers every feature)."""
+    column_threshold: float = DRIFT_COLUMN_THRESHOLD
     """A gate column drifts at a normed Wasserstein distance at or above this (reference standard deviations)."""
-    drift_share_threshold: float = 0.5
+    drift_share_threshold: float = DRIFT_SHARE_THRESHOLD
     """The check fails on a day whose share of drifted gate columns is at or above this (docs/monitoring.md)."""
-    min_rows: int = 200
+    min_rows: int = DRIFT_MIN_ROWS
     """Days with fewer current rows are reported but never fail the check (too few to tell)."""
 
 
 class PerformanceConfig(dg.Config):
-    auc_margin: float = 0.05
+    auc_margin: float = PERFORMANCE_AUC_MARGIN
     """The check fails on a day whose realised ROC AUC is this far below the serving model's test AUC."""
-    min_labelled: int = 200
+    min_labelled: int = PERFORMANCE_MIN_LABELLED
     """Days with fewer labelled flights are reported but never fail the check."""
 
 
@@ -55,7 +58,7 @@ def _served_or(serving: BentoServing, storage: LakeStorage, day: str, fallback: 
     deps=[flight_features, champion_model],
     check_specs=[
         dg.AssetCheckSpec(DRIFT_CHECK, asset="drift_report",
-                          description="Temperature and dew point within 2.75 reference SDs (normed Wasserstein) on every day of the run."),
+                          description=f"Temperature and dew point within {DRIFT_COLUMN_THRESHOLD} reference SDs (normed Wasserstein) on every day of the run."),
     ],
     code_version="1",
     retry_policy=IO_RETRY,
@@ -184,8 +187,7 @@ def model_performance(context: dg.AssetExecutionContext, config: PerformanceConf
         result = served_performance(predictions.rename(columns={SCORE: "score"}), outcomes)
         version = max(result.model_versions, key=result.model_versions.get) if result.model_versions else None
         if version is not None and version not in test_aucs:
-            tag = mlflow.client().get_model_version(mlflow.model_name, version).tags.get("test_roc_auc")
-            test_aucs[version] = float(tag) if tag else None
+            test_aucs[version] = mlflow.candidate(version).test_roc_auc
         expected = test_aucs.get(version)
         labelled = result.rows_joined  # matched, labelled, with a valid score
         if (result.roc_auc is not None and expected is not None and labelled >= config.min_labelled

@@ -23,10 +23,10 @@ class BentoConfig(dg.Config):
 
 
 def _champion(mlflow: MlflowRegistry) -> tuple[str, str]:
-    version = mlflow.champion_version()
-    if version is None:
+    champion = mlflow.champion()
+    if champion is None:
         raise dg.Failure("no champion in the registry yet: materialize champion_model first", allow_retries=False)
-    return version, mlflow.client().get_model_version(mlflow.model_name, version).run_id
+    return champion.version, champion.run_id
 
 
 def _verified_unit_failure(asset: str, version: str, exc: Exception) -> dg.Failure:

@@ -1,16 +1,21 @@
 """Training: a time-split window of features → PyTorch model in MLflow → champion by gated alias promotion."""
 
+from dataclasses import dataclass, field
+
 import dagster as dg
 
 from assets.features import RAW_UPSTREAMS, flight_features
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
+from ml.gates import BASELINE_TOLERANCE, CHAMPION_TOLERANCE
 from resources.compute import DaskCluster, TorchCompute
 from resources.mlflow_registry import MlflowRegistry
 from resources.parquet_io import RUN_SCOPED
 from resources.storage import LakeStorage
 
-from assets.model_registry import BASELINE_CHECK, BEHAVIOUR_CHECK, CHAMPION_CHECK
+BASELINE_CHECK = "reaches_baseline"
+CHAMPION_CHECK = "not_worse_than_champion"
+BEHAVIOUR_CHECK = "behavioural_tests"
 
 
 def materialization_record(context: dg.AssetExecutionContext, asset: str) -> tuple[str, dict] | None:
@@ -148,11 +153,155 @@ class DelayModelConfig(dg.Config):
     learning_rate: float = 3e-3
     patience: int = 4
     seed: int = 7
-    baseline_tolerance: float = 0.01
+    baseline_tolerance: float = BASELINE_TOLERANCE
     """The candidate's test ROC AUC may be at most this far below the baseline's."""
-    champion_tolerance: float = 0.0
+    champion_tolerance: float = CHAMPION_TOLERANCE
     """… and at most this far below the current champion's, on the same test set."""
     behaviour_sample: int = 2000
+
+
+@dataclass
+class RegisteredCandidate:
+    metadata: dict
+    checks: list = field(default_factory=list)
+
+
+def _champion_scores(mlflow: MlflowRegistry, version: str | None, test):
+    """The current champion's scores on the candidate's test set (same rows, same labels).
+
+    The champion's unit is verified against the digest recorded at its registration: a tampered or
+    pickled champion fails the run (UnitIntegrityError) instead of judging the candidate.
+    """
+    if version is None:
+        return None
+    from ml.model import UnitIntegrityError
+    from ml.redaction import redact
+
+    try:
+        unit = mlflow.load_unit(version)
+    except UnitIntegrityError as exc:
+        raise dg.Failure(
+            description=redact(f"delay_model: the champion v{version} is refused, so no candidate can be judged "
+                               f"against it: {exc}; restore or retrain it, or move the champion alias"),
+            allow_retries=False,
+        ) from None
+    return unit.predict_proba(test)
+
+
+def evaluate_and_register(context, config, training_set, mlflow: MlflowRegistry, compute) -> RegisteredCandidate:
+    """Train, score the model, the baseline and the champion on the same test days, judge, register."""
+    import time
+    from dataclasses import asdict
+
+    from ml.dataset import SPLIT, TEST, TRAIN, VALIDATION
+    from ml.drift import reference_sample
+    from ml.evaluate import Baseline, behavioural_suite, classification_metrics, labels
+    from ml.features import FEATURE_COLUMNS
+    from ml.promotion import judge
+    from ml.train import TrainConfig, train_model
+    from resources import settings
+
+    parts = {name: training_set[training_set[SPLIT] == name] for name in (TRAIN, VALIDATION, TEST)}
+    for name, part in parts.items():
+        if part.empty:
+            raise dg.Failure(f"delay_model: the {name} split of training_set is empty", allow_retries=False)
+    device = compute.torch_device()
+    train_config = TrainConfig(
+        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+        patience=config.patience, seed=config.seed,
+    )
+    started = time.perf_counter()
+    trained = train_model(parts[TRAIN], parts[VALIDATION], train_config, device=device)
+    train_seconds = time.perf_counter() - started
+    test, y_test = parts[TEST], labels(parts[TEST])
+    model_metrics = classification_metrics(y_test, trained.unit.predict_proba(test))
+    baseline = Baseline(seed=config.seed).fit(parts[TRAIN])
+    baseline_metrics = classification_metrics(y_test, baseline.predict_proba(test))
+
+    champion = mlflow.champion_version()
+    champion_scores = _champion_scores(mlflow, champion, test)
+    champion_metrics = classification_metrics(y_test, champion_scores) if champion_scores is not None else None
+    sample = test.sample(min(config.behaviour_sample, len(test)), random_state=config.seed)
+    behaviour = behavioural_suite(trained.unit.predict_proba, sample)
+    verdict = judge(
+        model_metrics["roc_auc"], baseline_metrics["roc_auc"],
+        champion_metrics["roc_auc"] if champion_metrics else None, behaviour, champion_version=champion,
+        baseline_tolerance=config.baseline_tolerance, champion_tolerance=config.champion_tolerance,
+    )
+
+    fingerprint = _upstream_fingerprint(context)
+    trained.unit.info = {"data_fingerprint": fingerprint, "test_roc_auc": model_metrics["roc_auc"]}
+    candidate = mlflow.log_candidate(
+        unit=trained.unit,
+        example=test[list(FEATURE_COLUMNS)].head(20),
+        run_name=f"delay_model {context.run_id[:8]}",
+        params={
+            **config.model_dump(),
+            "hidden": str(trained.unit.config.hidden),
+            "dropout": trained.unit.config.dropout,
+            "device": trained.device,
+            "best_epoch": trained.best_epoch,
+            "train_rows": len(parts[TRAIN]),
+        },
+        epoch_metrics=[asdict(stats) for stats in trained.history],
+        test_metrics=model_metrics,
+        baseline_metrics=baseline_metrics,
+        champion_metrics=champion_metrics,
+        evaluated_against=champion,
+        verdict=verdict,
+        reference=reference_sample(parts[TRAIN]),
+        data_fingerprint=fingerprint,
+        code_version=settings.code_version(),
+        dagster_run_id=context.run_id,
+        device=trained.device,
+    )
+
+    samples_per_s = max((h.samples_per_s for h in trained.history), default=0.0)
+    metadata = {
+        "model_version": candidate.version,
+        "model_uri": candidate.model_uri,
+        "mlflow_run": mlflow.run_link_value(candidate.run_id),
+        "unit_sha256": mlflow.registered_digest(candidate.version),
+        "mlflow_run_id": candidate.run_id,
+        "evaluated_against_champion": champion or "none",
+        "test_roc_auc": round(model_metrics["roc_auc"], 4),
+        "test_pr_auc": round(model_metrics["pr_auc"], 4),
+        "test_log_loss": round(model_metrics["log_loss"], 4),
+        "baseline_test_roc_auc": round(baseline_metrics["roc_auc"], 4),
+        "champion_test_roc_auc": round(champion_metrics["roc_auc"], 4) if champion_metrics else "n/a",
+        "best_epoch": trained.best_epoch,
+        "epochs_run": len(trained.history),
+        "train_seconds": round(train_seconds, 1),
+        "train_samples_per_s": round(samples_per_s),
+        "device": trained.device,
+        "data_fingerprint": fingerprint,
+    }
+    checks = [
+        dg.AssetCheckResult(
+            check_name=BASELINE_CHECK, passed=verdict.beats_baseline,
+            description=f"model {model_metrics['roc_auc']:.4f} vs baseline {baseline_metrics['roc_auc']:.4f} (tolerance {config.baseline_tolerance})",
+            metadata={"model_roc_auc": model_metrics["roc_auc"], "baseline_roc_auc": baseline_metrics["roc_auc"]},
+        ),
+        dg.AssetCheckResult(
+            check_name=CHAMPION_CHECK, passed=verdict.beats_champion,
+            description=(
+                f"model {model_metrics['roc_auc']:.4f} vs champion v{champion} {champion_metrics['roc_auc']:.4f}"
+                if champion_metrics else "no champion yet"
+            ),
+            metadata={"champion_version": champion or "none"},
+        ),
+        dg.AssetCheckResult(
+            check_name=BEHAVIOUR_CHECK, passed=verdict.behaves,
+            description="; ".join(f"{b.name}: {'ok' if b.passed else 'FAILED'} ({b.detail})" for b in behaviour),
+        ),
+    ]
+    return RegisteredCandidate(metadata=metadata, checks=checks)
+
+
+def _upstream_fingerprint(context) -> str:
+    metadata = materialization_metadata(context, "training_set") or {}
+    value = metadata.get("data_fingerprint")
+    return str(value.value) if value is not None else "unknown"
 
 
 @dg.asset(
@@ -186,8 +335,6 @@ def delay_model(
     A version that fails its checks stays registered, tagged with the reason, and never becomes champion.
     The window must be the `training_set` of this run (same run, same fingerprint), else it fails.
     """
-    from assets.model_registry import evaluate_and_register
-
     verify_own_window(context, training_set)
     result = evaluate_and_register(context, config, training_set, mlflow, compute)
     yield dg.MaterializeResult(metadata=result.metadata)
@@ -204,29 +351,29 @@ def champion_model(context: dg.AssetExecutionContext, mlflow: MlflowRegistry):
     only if the champion is still the one the candidate was compared with, so two trainings cannot
     both win. The version records previous_version, promoted_by and the reason as tags.
     """
-    from resources.mlflow_registry import CHAMPION_ALIAS
-
     metadata = materialization_metadata(context, "delay_model")
     if metadata is None:
         raise dg.Failure("champion_model: delay_model has never been materialized", allow_retries=False)
-    version = str(metadata["model_version"].value)
-    expected = str(metadata["evaluated_against_champion"].value)
-    expected = None if expected == "none" else expected
-    tags = mlflow.client().get_model_version(mlflow.model_name, version).tags
-    if tags.get("candidate_status") != "passed":
-        raise dg.Failure(f"champion_model: v{version} did not pass its checks: {tags.get('rejection_reason')}", allow_retries=False)
+    candidate = mlflow.candidate(str(metadata["model_version"].value))
+    if not candidate.passed:
+        raise dg.Failure(f"champion_model: v{candidate.version} did not pass its checks: {candidate.reason or None}",
+                         allow_retries=False)
+    expected = candidate.evaluated_against
     reason = (
-        f"test ROC AUC {tags.get('test_roc_auc')} vs baseline {tags.get('baseline_test_roc_auc')}"
-        f" and champion v{expected or 'none'} {tags.get('champion_test_roc_auc', 'n/a')}"
+        f"test ROC AUC {_auc(candidate.test_roc_auc)} vs baseline {_auc(candidate.baseline_roc_auc)}"
+        f" and champion v{expected or 'none'} {_auc(candidate.champion_roc_auc)}"
     )
-    previous = mlflow.promote(version, expected, promoted_by=f"dagster run {context.run_id}", reason=reason)
-    run_id = mlflow.client().get_model_version(mlflow.model_name, version).run_id
+    previous = mlflow.promote(candidate, expected, promoted_by=f"dagster run {context.run_id}", reason=reason)
     return dg.MaterializeResult(
         metadata={
-            "champion_version": version,
-            "mlflow_run": mlflow.run_link(run_id),
+            "champion_version": candidate.version,
+            "mlflow_run": mlflow.run_link(candidate.run_id),
             "previous_version": previous or "none",
-            "model_uri": f"models:/{mlflow.model_name}@{CHAMPION_ALIAS}",
+            "model_uri": mlflow.champion_uri(),
             "reason": reason,
         }
     )
+
+
+def _auc(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -41,6 +41,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml.features import FEATURE_COLUMNS, WEATHER_FEATURES  # noqa: E402
+from ml.gates import DRIFT_COLUMN_THRESHOLD, DRIFT_COLUMNS, DRIFT_SHARE_THRESHOLD  # noqa: E402
 
 WINDOW = ("2013-01-01", "2013-03-31")
 RETRAINED_WINDOW = ("2013-05-01", "2013-08-31")
@@ -56,9 +57,9 @@ SCHEDULE_AND_FLEET = tuple(
 
 #: The recommendation: a season detector. Only temperature and dew point separate a single day of
 #: Jan-Mar from a single day of Jun-Aug; every other column drifts as much within the window.
-RECOMMENDED_COLUMNS = ("temp", "dewp")
-RECOMMENDED_THRESHOLD = 2.75
-RECOMMENDED_SHARE = 0.5  # fire when drift_share >= 0.5: either column
+RECOMMENDED_COLUMNS = DRIFT_COLUMNS
+RECOMMENDED_THRESHOLD = DRIFT_COLUMN_THRESHOLD
+RECOMMENDED_SHARE = DRIFT_SHARE_THRESHOLD  # fire when drift_share >= 0.5: either column
 
 SETTINGS = {
     "A": ("all FEATURE_COLUMNS", FEATURE_COLUMNS, 0.1),

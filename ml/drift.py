@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ml.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL
+from ml.gates import DRIFT_COLUMN_THRESHOLD, DRIFT_COLUMNS
 
 _SMALL_REFERENCE = 1000
 
@@ -286,16 +287,9 @@ def scipy_drift(
     return _result(current, reference, list(cur.columns), scores, tests, drifted, skipped, "")
 
 
-GATE_COLUMNS = ("temp", "dewp")
-GATE_THRESHOLD = 2.75
-"""What the daily drift check gates on (bench/drift_calibration.py, docs/monitoring.md).
-
-One day of traffic against a 10k-row sample of a 3-month window: at Evidently's 0.1 nearly every
-weather and day-level column "drifts" on ordinary days (a day has one weather pattern and constant
-daily counts), so a share over all columns cannot tell January from July. The normed Wasserstein
-distance of temperature and dew point can: 2.75 reference standard deviations separated every
-in-window day of 2013 (max 2.51) from every June–August day (min 2.92) for a Jan–Mar reference.
-"""
+GATE_COLUMNS = DRIFT_COLUMNS
+GATE_THRESHOLD = DRIFT_COLUMN_THRESHOLD
+"""What the daily drift check gates on: ``ml/gates.py`` holds the figures and why."""
 
 
 @dataclass

@@ -4,13 +4,21 @@ import contextlib
 import fcntl
 import json
 import os
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import PrivateAttr
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml.model import ModelUnit
+    from ml.promotion import Verdict
 
 CHAMPION_ALIAS = "champion"
 UNIT_ARTIFACT_PATH = "artifacts/unit"  # where the pyfunc model keeps the saved ModelUnit
@@ -20,6 +28,67 @@ PROMOTION_TAGS = ("previous_version", "promoted_by", "promotion_reason", "promot
 REFERENCE_ARTIFACT_DIR = "monitoring"
 REFERENCE_FILE = "drift_reference.parquet"
 """A stratified sample of the version's training rows, logged with it: what drift is measured against."""
+PYFUNC_FILE = Path(__file__).resolve().parent / "delay_pyfunc.py"
+"""The pyfunc flavour logged with every version ("models from code"); only MLflow ever loads it."""
+ML_PACKAGE = Path(__file__).resolve().parents[1] / "ml"
+NONE = "none"
+"""What a tag holds where there is no value (no champion, no reason, no previous version)."""
+NOT_AVAILABLE = "n/a"
+PASSED, REJECTED = "passed", "rejected"
+EPOCH_METRICS = ("train_loss", "val_loss", "val_roc_auc", "samples_per_s")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A registered version of the delay model and its verdict, as recorded at registration.
+
+    ``passed`` is the verdict of its blocking checks; ``reason`` why it was rejected ("" when it
+    passed). ROC AUCs are on the candidate's own test set (``champion_roc_auc`` None: there was no
+    champion to compare with). A version registered without a verdict (by hand) has not passed.
+    """
+
+    version: str
+    run_id: str
+    model_uri: str
+    passed: bool
+    reason: str
+    test_roc_auc: float | None
+    baseline_roc_auc: float | None
+    champion_roc_auc: float | None
+    evaluated_against: str | None
+    """The champion's version when this candidate was judged; None when there was none."""
+    data_fingerprint: str
+    unit_digest: str
+    dagster_run_id: str
+
+
+def register_unit(registry: "MlflowRegistry", unit: "ModelUnit", example: "pd.DataFrame") -> str:
+    """Log ``unit`` as the pyfunc model of the active MLflow run, register it, record its digest; the version.
+
+    The digest is taken from the saved files before they are logged, so whatever changes them later
+    (in the artifact store, in transit) is refused wherever the version is loaded.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from ml.model import unit_digest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        unit_dir = unit.save(Path(tmp) / "unit")
+        digest = unit_digest(unit_dir)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_FILE),
+            artifacts={"unit": str(unit_dir)},
+            code_paths=[str(ML_PACKAGE)],
+            model_config={UNIT_DIGEST_TAG: digest},
+            signature=infer_signature(example, unit.predict_proba(example)),
+            pip_requirements=["torch", "pandas<3", "numpy", "scikit-learn"],
+            registered_model_name=registry.model_name,
+        )
+    version = str(info.registered_model_version)
+    registry.client().set_model_version_tag(registry.model_name, version, UNIT_DIGEST_TAG, digest)
+    return version
 
 
 class PromotionConflict(RuntimeError):
@@ -130,6 +199,115 @@ class MlflowRegistry(dg.ConfigurableResource):
     def model_uri(self, version: str) -> str:
         return f"models:/{self.model_name}/{version}"
 
+    def champion_uri(self) -> str:
+        """The URI that always resolves to the champion (the alias, not a version)."""
+        return f"models:/{self.model_name}@{CHAMPION_ALIAS}"
+
+    def run_link_value(self, run_id: str):
+        """``run_link`` as Dagster metadata: a clickable URL for a server, plain text for a local store."""
+        link = self.run_link(run_id)
+        return dg.MetadataValue.url(link) if self.tracking_uri.startswith("http") else link
+
+    def candidate(self, version: str) -> Candidate:
+        """A registered version and the verdict recorded with it."""
+        found = self.client().get_model_version(self.model_name, str(version))
+        tags = found.tags
+
+        def number(key: str) -> float | None:
+            value = tags.get(key, NOT_AVAILABLE)
+            return None if value in (NOT_AVAILABLE, NONE, "") else float(value)
+
+        reason = tags.get("rejection_reason", "")
+        against = tags.get("evaluated_against_champion", NONE)
+        return Candidate(
+            version=str(found.version),
+            run_id=found.run_id,
+            model_uri=self.model_uri(str(found.version)),
+            passed=tags.get("candidate_status") == PASSED,
+            reason="" if reason == NONE else reason,
+            test_roc_auc=number("test_roc_auc"),
+            baseline_roc_auc=number("baseline_test_roc_auc"),
+            champion_roc_auc=number("champion_test_roc_auc"),
+            evaluated_against=None if against == NONE else against,
+            data_fingerprint=tags.get("data_fingerprint", ""),
+            unit_digest=tags.get(UNIT_DIGEST_TAG, ""),
+            dagster_run_id=tags.get("dagster_run_id", ""),
+        )
+
+    def champion(self) -> Candidate | None:
+        """The version behind the champion alias, None when there is none; a registry that cannot be reached raises."""
+        version = self.champion_version()
+        return None if version is None else self.candidate(version)
+
+    def log_candidate(
+        self,
+        *,
+        unit: "ModelUnit",
+        example: "pd.DataFrame",
+        run_name: str,
+        params: Mapping[str, Any],
+        epoch_metrics: Sequence[Mapping[str, float]],
+        test_metrics: Mapping[str, float],
+        baseline_metrics: Mapping[str, float],
+        champion_metrics: Mapping[str, float] | None,
+        evaluated_against: str | None,
+        verdict: "Verdict",
+        reference: "pd.DataFrame",
+        data_fingerprint: str,
+        code_version: str,
+        dagster_run_id: str,
+        device: str,
+    ) -> Candidate:
+        """Log a trained candidate as one MLflow run, register it as a new version, record its verdict.
+
+        The run gets ``params``, one step per epoch of ``epoch_metrics`` (``epoch`` is the step),
+        the test metrics of the model, the baseline and the champion, and the drift ``reference``
+        sample. The version gets its unit (with the digest of its files) and the verdict as tags: a
+        rejected version stays registered with its reason and is never promoted.
+        """
+        import mlflow
+        from mlflow.entities import Metric, Param
+
+        client = self.client()
+        with mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name) as run:
+            run_id = run.info.run_id
+            now = int(time.time() * 1000)
+            metrics = [
+                Metric(f"epoch_{name}", float(epoch[name]), now, int(epoch["epoch"]))
+                for epoch in epoch_metrics for name in EPOCH_METRICS
+            ]
+            client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
+            mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
+            mlflow.log_metrics({f"baseline_test_{k}": v for k, v in baseline_metrics.items()})
+            if champion_metrics:
+                mlflow.log_metrics({f"champion_test_{k}": v for k, v in champion_metrics.items()})
+            mlflow.set_tags(
+                {
+                    "data_fingerprint": data_fingerprint,
+                    "code_version": code_version,
+                    "dagster_run_id": dagster_run_id,
+                    "device": device,
+                }
+            )
+            version = register_unit(self, unit, example)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / REFERENCE_FILE
+                reference.to_parquet(path, index=False)
+                mlflow.log_artifact(str(path), artifact_path=REFERENCE_ARTIFACT_DIR)
+        version_tags = {
+            "candidate_status": PASSED if verdict.passed else REJECTED,
+            "rejection_reason": "; ".join(verdict.reasons) or NONE,
+            "evaluated_against_champion": evaluated_against or NONE,
+            "test_roc_auc": f"{test_metrics['roc_auc']:.4f}",
+            "baseline_test_roc_auc": f"{baseline_metrics['roc_auc']:.4f}",
+            "champion_test_roc_auc": f"{champion_metrics['roc_auc']:.4f}" if champion_metrics else NOT_AVAILABLE,
+            "data_fingerprint": data_fingerprint,
+            "dagster_run_id": dagster_run_id,
+        }
+        for key, value in version_tags.items():
+            client.set_model_version_tag(self.model_name, version, key, value)
+        return self.candidate(version)
+
     def registered_digest(self, version: str) -> str:
         """The SHA-256 recorded for a version's unit at registration; UnitIntegrityError when it has none."""
         from ml.model import UnitIntegrityError
@@ -197,13 +375,17 @@ class MlflowRegistry(dg.ConfigurableResource):
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def promote(self, version: str, expected_champion: str | None, promoted_by: str, reason: str) -> str | None:
-        """Make ``version`` the champion if the champion is still ``expected_champion``; return the previous one.
+    def promote(self, candidate: Candidate | str, expected_champion: Candidate | str | None, promoted_by: str,
+                reason: str) -> str | None:
+        """Make ``candidate`` the champion if the champion is still ``expected_champion``; return the previous one.
 
         Idempotent: when the alias is already on ``version`` (a rerun after a crash between moving the
         alias and writing its audit tags) the missing tags are written and the promotion completes.
         Raises PromotionConflict when another promotion got there first.
         """
+        version = candidate.version if isinstance(candidate, Candidate) else str(candidate)
+        if isinstance(expected_champion, Candidate):
+            expected_champion = expected_champion.version
         client = self.client()
         with self._promotion_lock():
             current = self.champion_version()
@@ -222,10 +404,10 @@ class MlflowRegistry(dg.ConfigurableResource):
         """The alias already points at ``version``: write whichever audit tags a crash left out."""
         tags = self.client().get_model_version(self.model_name, version).tags
         recorded = tags.get("previous_version")
-        if recorded is not None and recorded != (expected or "none"):
+        if recorded is not None and recorded != (expected or NONE):
             raise PromotionConflict(
                 f"{self.model_name}: v{version} is champion already, promoted over v{recorded}, not over "
-                f"v{expected or 'none'} as this candidate was evaluated; nothing changed"
+                f"v{expected or NONE} as this candidate was evaluated; nothing changed"
             )
         missing = [key for key in PROMOTION_TAGS if key not in tags]
         if missing:
@@ -238,7 +420,7 @@ class MlflowRegistry(dg.ConfigurableResource):
 
     def _write_promotion_tags(self, version, previous, promoted_by, reason, only=PROMOTION_TAGS) -> None:
         values = {
-            "previous_version": previous or "none",
+            "previous_version": previous or NONE,
             "promoted_by": promoted_by,
             "promotion_reason": reason,
             "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -17,6 +17,7 @@ from ml.redaction import redact
 from resources import settings
 from resources.alerts import AlertWebhook
 from resources.mlflow_registry import MlflowRegistry
+from sensors.check_history import FAILED, PLANNED, CheckExecution, check_executions
 
 TRAINING_JOB = "training_job"
 BENTO_JOB = "bento_job"
@@ -62,16 +63,14 @@ def _failed_evaluations(instance: dg.DagsterInstance, after_id: int, limit: int 
     it completes, so the cursor never moves past one still planned (unless its run has ended
     without evaluating it: a failed step).
     """
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as Status
-
     failed, completed, planned = [], [], []
     for key in TRIGGER_CHECKS:
-        for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=limit):
+        for record in check_executions(instance, key, limit=limit):
             if record.id <= after_id:
                 continue
-            pending = record.status == Status.PLANNED and not _run_finished(instance, record.run_id)
+            pending = record.status == PLANNED and not _run_finished(instance, record.run_id)
             (planned if pending else completed).append(record.id)
-            if record.status == Status.FAILED:
+            if record.status == FAILED:
                 failed.append(record)
     newest = max([after_id, *completed])
     if planned:
@@ -84,10 +83,8 @@ def _run_finished(instance: dg.DagsterInstance, run_id: str) -> bool:
     return run is None or run.is_finished
 
 
-def _evaluation_summary(record) -> str:
-    evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
-    description = getattr(evaluation, "description", None) or ""
-    return f"{record.key.asset_key.to_user_string()}:{record.key.name} (run {record.run_id[:8]}): {description}"[:500]
+def _evaluation_summary(record: CheckExecution) -> str:
+    return f"{record.key.asset_key.to_user_string()}:{record.key.name} (run {record.run_id[:8]}): {record.description}"[:500]
 
 
 @dg.sensor(
@@ -134,11 +131,12 @@ def retrain_on_drift_sensor(context: dg.SensorEvaluationContext):
 )
 def deploy_on_promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowRegistry):
     try:
-        champion = mlflow.champion_version()
+        candidate = mlflow.champion()
     except Exception as exc:  # the registry is down: try again next tick
         return dg.SkipReason(f"registry unreachable: {redact(exc)}"[:300])
-    if champion is None:
+    if candidate is None:
         return dg.SkipReason("no champion yet")
+    champion = candidate.version
     records = context.instance.fetch_materializations(dg.AssetKey("bento"), limit=1).records
     latest = records[0] if records else None
     built = latest.asset_materialization.metadata.get("model_version") if latest else None

@@ -110,12 +110,20 @@ def test_cooldown_after_any_training_even_a_failed_one(instance, monkeypatch):
 
 
 class _FakeRegistry(dg.ConfigurableResource):
-    """Only the champion's version: what the deploy sensor asks the registry."""
+    """Only the champion: what the deploy sensor asks the registry."""
 
     version: str | None = None
 
-    def champion_version(self):
-        return self.version
+    def champion(self):
+        from resources.mlflow_registry import Candidate
+
+        if self.version is None:
+            return None
+        return Candidate(
+            version=self.version, run_id="run", model_uri=f"models:/flight_delay/{self.version}", passed=True,
+            reason="", test_roc_auc=0.7, baseline_roc_auc=0.68, champion_roc_auc=None, evaluated_against=None,
+            data_fingerprint="fp", unit_digest="0" * 64, dagster_run_id="dagster-run",
+        )
 
 
 def _bento_materialized(instance, version: str):

@@ -52,3 +52,15 @@ def test_promotion_against_a_stale_champion_is_refused(mlflow_registry):
     with pytest.raises(PromotionConflict, match=f"champion is v{v2}, but v{v3} was evaluated against v{v1}"):
         mlflow_registry.promote(v3, v1, promoted_by="c", reason="judged against an old champion")
     assert mlflow_registry.champion_version() == v2
+
+
+def test_promotion_takes_typed_candidates_and_champion_reads_back(mlflow_registry):
+    v1, v2 = _versions(mlflow_registry, 2)
+    assert mlflow_registry.champion() is None
+    first = mlflow_registry.candidate(v1)
+    assert not first.passed and first.evaluated_against is None and first.test_roc_auc is None, "no verdict recorded"
+    assert mlflow_registry.promote(first, None, promoted_by="a", reason="first") is None
+    assert mlflow_registry.promote(mlflow_registry.candidate(v2), mlflow_registry.champion(), promoted_by="b",
+                                   reason="better") == v1
+    champion = mlflow_registry.champion()
+    assert champion.version == v2 and champion.model_uri == mlflow_registry.model_uri(v2)

@@ -93,6 +93,11 @@ def test_a_candidate_that_fails_its_checks_stays_registered_but_never_champion(f
     assert rejected.tags["candidate_status"] == "rejected"
     assert "baseline" in rejected.tags["rejection_reason"]
     assert mlflow_registry.champion_version() == "1"
+    candidate, champion = mlflow_registry.candidate("2"), mlflow_registry.champion()
+    assert not candidate.passed and "baseline" in candidate.reason and candidate.evaluated_against == "1"
+    assert champion.version == "1" and champion.passed and champion.reason == "" and champion.evaluated_against is None
+    assert champion.champion_roc_auc is None and candidate.champion_roc_auc == pytest.approx(champion.test_roc_auc, abs=1e-4)
+    assert len(candidate.unit_digest) == 64 and candidate.data_fingerprint == champion.data_fingerprint
 
 
 def test_against_a_real_mlflow_server(featured_lake, tmp_path):

@@ -79,7 +79,7 @@ def _record_window_instead_of_training(result_path: str) -> None:
     """delay_model records the window it was handed (its days, rows, run) and passes its checks."""
     import dagster as dg
 
-    import assets.model_registry as model_registry
+    import assets.training as model_registry
 
     def record(context, config, training_set, mlflow, compute):
         days = sorted(training_set["date"].unique())

@@ -116,7 +116,7 @@ def _in_child(root: str, selection: list[str], pause: str, signal_file: str) -> 
 
         serving_module.serving = paused
     elif pause == "registered":
-        import assets.model_registry as model_registry
+        import resources.mlflow_registry as model_registry
 
         real_register = model_registry.register_unit
 

@@ -234,7 +234,7 @@ def test_two_trainings_each_train_on_their_own_window(baseline, tmp_path):
 
 def test_a_window_that_is_not_the_runs_own_fails_clearly_and_old_windows_are_pruned(baseline, tmp_path, monkeypatch):
     """Defect 4: delay_model refuses a window whose run or fingerprint differs; only the newest windows are kept."""
-    import assets.model_registry as model_registry
+    import assets.training as model_registry
     from resources.compute import TorchCompute
     from resources.mlflow_registry import MlflowRegistry
 

@@ -53,7 +53,7 @@ def _register(registry: MlflowRegistry, features: pd.DataFrame) -> str:
     """An untrained but real unit, logged and registered as delay_model does it (digest included)."""
     import mlflow
 
-    from assets.model_registry import register_unit
+    from resources.mlflow_registry import register_unit
     from ml.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, NUMERIC_FEATURES
     from ml.model import ModelConfig, ModelUnit
     from ml.preprocess import Preprocessor
@@ -97,7 +97,7 @@ def test_a_hostile_champion_is_refused_by_comparison_bento_build_and_batch_scori
     how, features, mlflow_registry, tmp_path
 ):
     from assets.features import flight_features
-    from assets.model_registry import _champion_scores
+    from assets.training import _champion_scores
     from assets.serving import batch_predictions, bento
     from pipelines.partition_ranges import range_tags
     from resources.parquet_io import LakeParquetIOManager

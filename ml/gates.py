@@ -1,0 +1,29 @@
+"""The thresholds of every quality gate, defined once: imported by `ml/`, the assets, the bench and the docs' figures.
+
+Plain numbers (no pandas here): the code location imports this at load time for its config defaults.
+"""
+
+DRIFT_COLUMNS = ("temp", "dewp")
+DRIFT_COLUMN_THRESHOLD = 2.75
+"""What the daily drift check gates on (bench/drift_calibration.py, docs/monitoring.md).
+
+One day of traffic against a 10k-row sample of a 3-month window: at Evidently's 0.1 nearly every
+weather and day-level column "drifts" on ordinary days (a day has one weather pattern and constant
+daily counts), so a share over all columns cannot tell January from July. The normed Wasserstein
+distance of temperature and dew point can: 2.75 reference standard deviations separated every
+in-window day of 2013 (max 2.51) from every June–August day (min 2.92) for a Jan–Mar reference.
+"""
+DRIFT_SHARE_THRESHOLD = 0.5
+"""The drift check fails on a day whose share of drifted gate columns is at or above this (either column)."""
+DRIFT_MIN_ROWS = 200
+"""Days with fewer current rows are reported but never fail the drift check (too few to tell)."""
+
+PERFORMANCE_AUC_MARGIN = 0.05
+"""The performance check fails on a day whose realised ROC AUC is this far below the serving model's test AUC."""
+PERFORMANCE_MIN_LABELLED = 200
+"""Days with fewer labelled flights are reported but never fail the performance check."""
+
+BASELINE_TOLERANCE = 0.01
+"""A candidate's test ROC AUC may be at most this far below the baseline's."""
+CHAMPION_TOLERANCE = 0.0
+"""… and at most this far below the current champion's, on the same test set."""
