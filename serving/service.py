@@ -19,10 +19,11 @@ import uuid
 import bentoml
 import numpy as np
 
+from ml import settings
 from ml.model import ModelUnit, UnitIntegrityError
 from serving.batching import MicroBatcher, Overloaded
 from serving.middleware import AuthConfigError, BearerTokenAuth, BodySizeLimit, LoadShedding, auth_token
-from serving.prediction_log import SCORE, PredictionLog, default_url
+from serving.prediction_log import SCORE, PredictionLog
 from serving.schema import Flights, Prediction, PredictRequest
 
 logger = logging.getLogger("bentoml.flight_delay")
@@ -108,7 +109,11 @@ class FlightDelay:
         self.model_version = str(stored.info.metadata.get("mlflow_version", stored.tag.version))
         self.bento_model = str(stored.tag)
         MODEL_INFO.labels(model_version=self.model_version, bento_model=self.bento_model).set(1)
-        self.prediction_log = PredictionLog(default_url(), on_drop=LOG_DROPPED_ROWS.inc)
+        if not settings.prediction_log_location_set():
+            # A served Bento runs from its own src/ folder: a default there lands where monitoring never looks.
+            logger.warning("prediction log: none of PREDICTION_LOG_URL, LAKE_URL, DATA_DIR is set; writing under %s",
+                           settings.prediction_log_url())
+        self.prediction_log = PredictionLog(settings.prediction_log_url(), on_drop=LOG_DROPPED_ROWS.inc)
         BATCHER.start(self.score)
         # Everything loaded so far lives as long as the worker: keep it out of the collector's scans
         # (full collections paused 150–230 ms before, bench/serve_profile.py; the p99 tail).
