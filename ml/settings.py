@@ -99,6 +99,41 @@ def prediction_log_location_set() -> bool:
     return any(is_set(v) for v in ("PREDICTION_LOG_URL", "LAKE_URL", "DATA_DIR"))
 
 
+def service_model_tag(default: str) -> str:
+    """``FLIGHT_DELAY_MODEL_TAG``: the BentoML model the service loads (``serving/build.py`` pins it in a Bento)."""
+    return os.environ.get("FLIGHT_DELAY_MODEL_TAG") or default
+
+
+def service_max_wait_s() -> float:
+    """``SERVICE_MAX_WAIT_MS``: how long a request may wait for its batch before it is shed (default 1000 ms)."""
+    return float(os.environ.get("SERVICE_MAX_WAIT_MS", "1000")) / 1000
+
+
+def service_workers() -> int:
+    """``SERVICE_WORKERS``: the service's worker processes (default 2)."""
+    return int(os.environ.get("SERVICE_WORKERS", "2"))
+
+
+def service_access_log() -> bool:
+    """``SERVICE_ACCESS_LOG=true``: BentoML's per-request access log (off by default)."""
+    return os.environ.get("SERVICE_ACCESS_LOG", "false").lower() == "true"
+
+
+def service_tracing() -> bool:
+    """``SERVICE_TRACING=true``: OpenTelemetry spans for /predict too (off by default)."""
+    return os.environ.get("SERVICE_TRACING", "false").lower() == "true"
+
+
+def service_torch_threads() -> int:
+    """``SERVICE_TORCH_THREADS``: torch threads per service worker (default 1)."""
+    return int(os.environ.get("SERVICE_TORCH_THREADS", "1"))
+
+
+def service_max_body_bytes() -> int:
+    """``SERVICE_MAX_BODY_BYTES``: the largest request body accepted (default 1 MiB)."""
+    return int(os.environ.get("SERVICE_MAX_BODY_BYTES", 1 << 20))
+
+
 def mlflow_tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI``: an ``mlflow server`` URL in production; SQLite under the data dir by default."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir() / 'mlflow' / 'mlflow.db'}"
