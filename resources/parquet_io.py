@@ -43,6 +43,11 @@ class Warehouse:
     def __init__(self, storage: LakeStorage):
         self.storage = storage
 
+    @property
+    def root(self) -> str:
+        """Where every asset lives (``s3://…/warehouse`` or an absolute path), for people."""
+        return self.storage.uri(WAREHOUSE_PREFIX)
+
     def uri(self, asset: str, partition: str | None = None) -> str:
         """Where an asset (partition) lives, for messages: ``s3://…`` or an absolute path."""
         return self.storage.uri(warehouse_key(asset, partition) if partition else f"{WAREHOUSE_PREFIX}/{asset}")
