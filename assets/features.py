@@ -5,6 +5,7 @@ import dagster as dg
 from assets.ingest import airports, planes, raw_flights, raw_weather
 from assets.partitions import daily_partitions, on_new_upstream_partition
 from assets.policies import IO_RETRY
+from ml.feature_days import RAW_UPSTREAMS
 from resources.compute import DaskCluster
 from resources.storage import LakeStorage
 
@@ -19,50 +20,6 @@ class FeaturesConfig(dg.Config):
     set). Locally a year fits in memory and pandas in process is faster (bench/chain_bench.py)."""
     days_per_task: int = 31
     """Days per Dask task: enough rows to amortise pandas' per-call overhead."""
-
-
-RAW_UPSTREAMS = ("raw_flights", "raw_weather")
-
-
-def features_for_days(storage: LakeStorage, days: list[str], planes_frame=None) -> dict[str, tuple]:
-    """Build features for many days in one pass: ``{day: (features or None, had_weather, raw_rows, built_from)}``.
-
-    Per-day pandas work costs ~50 ms of overhead whatever the rows; concatenating the days first
-    makes a year ~15× cheaper. Runs in process or as a Dask task on a worker (clients are rebuilt
-    there from the storage config). ``built_from`` holds the stored version of each raw day used
-    (None: absent), listed before reading: a raw day rewritten meanwhile makes the features look
-    stale to training (excluded), never current.
-    """
-    import pandas as pd
-
-    from ml.features import build_features
-    from resources.parquet_io import read_warehouse_frame, stored_partitions
-
-    versions = {upstream: stored_partitions(storage, upstream) for upstream in RAW_UPSTREAMS}
-    if planes_frame is None:
-        planes_frame = read_warehouse_frame(storage, "planes")
-    airports_frame = read_warehouse_frame(storage, "airports")
-    if airports_frame is None:
-        raise FileNotFoundError("flight_features: the airports table is missing; materialize `airports` first")
-    flights = {d: read_warehouse_frame(storage, "raw_flights", d) for d in days}
-    weather = {d: read_warehouse_frame(storage, "raw_weather", d) for d in days}
-    present = [d for d in days if flights[d] is not None]
-    out: dict[str, tuple] = {d: (None, weather[d] is not None, 0, None) for d in days if flights[d] is None}
-    if not present:
-        return out
-    all_flights = pd.concat([flights[d] for d in present], ignore_index=True)
-    observed = [w for d, w in weather.items() if w is not None and d in present]
-    all_weather = pd.concat(observed, ignore_index=True) if observed else None
-    features = build_features(all_flights, all_weather, planes_frame, airports_frame)
-    for day, rows in features.groupby("date", sort=False):
-        built_from = {upstream: versions[upstream].get(day) for upstream in RAW_UPSTREAMS}
-        out[day] = (rows.reset_index(drop=True), weather[day] is not None, len(flights[day]), built_from)
-    return out
-
-
-def _features_task(storage_config: dict, days: list[str]) -> dict[str, tuple]:
-    """Dask task: rebuild the storage client on the worker (clients do not travel) and build the days."""
-    return features_for_days(LakeStorage(**storage_config), days)
 
 
 def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult:
@@ -107,7 +64,8 @@ def flight_features(
     were held back has no features; a day whose weather was held back gets missing weather. Long ranges run on the Dask cluster, a day in process.
     """
     from ml import feature_checks
-    from resources.parquet_io import BUILT_FROM, read_warehouse_frame, remove_partitions
+    from ml.feature_days import features_for_days
+    from resources.parquet_io import BUILT_FROM, Warehouse, frame_reader
 
     if dask.scheduler_address and not storage.is_s3:
         raise dg.Failure(
@@ -117,22 +75,22 @@ def flight_features(
             allow_retries=False,
         )
     keys = context.partition_keys
-    planes_frame = read_warehouse_frame(storage, "planes")
+    warehouse = Warehouse(storage)
+    planes_frame = warehouse.frame("planes")
     if planes_frame is None:
         raise dg.Failure("flight_features: the planes table is missing; materialize `planes` first", allow_retries=False)
+    versions = {upstream: warehouse.partitions(upstream) for upstream in RAW_UPSTREAMS}
     if len(keys) >= config.dask_min_partitions or dask.scheduler_address:
-        storage_config = {
-            "url": storage.url, "endpoint_url": storage.endpoint_url, "region_name": storage.region_name,
-            "sse": storage.sse, "max_attempts": storage.max_attempts,
-        }
+        read = frame_reader(storage.settings())
         chunks = [keys[i : i + config.days_per_task] for i in range(0, len(keys), config.days_per_task)]
+        n = len(chunks)
         with dask.client() as client:
             built = {}
-            for part in client.gather(client.map(_features_task, [storage_config] * len(chunks), chunks, pure=False)):
+            for part in client.gather(client.map(features_for_days, [read] * n, chunks, [versions] * n, pure=False)):
                 built.update(part)
         engine = "dask"
     else:
-        built = features_for_days(storage, keys, planes_frame)
+        built = features_for_days(warehouse.frame, keys, versions, planes_frame)
         engine = "pandas"
 
     frames = {k: f for k, (f, _, _, _) in built.items() if f is not None}
@@ -165,7 +123,7 @@ def flight_features(
     else:
         # Checks run before publishing: features that fail them are never written where training reads,
         # and older files of these days go too (built from raw data that has changed since).
-        removed = remove_partitions(storage, "flight_features", keys)
+        removed = warehouse.remove("flight_features", keys)
         context.log.error(
             f"flight_features not written ({len(removed)} older file(s) of these days removed): "
             + "; ".join(f"{c.check_name}: {c.description}" for c in checks if not c.passed)

@@ -40,13 +40,13 @@ class PerformanceConfig(dg.Config):
 
 def _served_or(serving: BentoServing, storage: LakeStorage, day: str, fallback: str):
     """The day's served requests (the prediction log), else the day's ``fallback`` partition; with the source."""
-    from resources.parquet_io import read_warehouse_frame
+    from resources.parquet_io import Warehouse
     from serving.prediction_log import read_prediction_log
 
     served = read_prediction_log(serving.prediction_log_url, [day])
     if len(served):
         return served, "served traffic"
-    stored = read_warehouse_frame(storage, fallback, day)
+    stored = Warehouse(storage).frame(fallback, day)
     return (stored, fallback.replace("_", " ")) if stored is not None and len(stored) else (None, "none")
 
 
@@ -172,13 +172,13 @@ def model_performance(context: dg.AssetExecutionContext, config: PerformanceConf
     import pandas as pd
 
     from ml.performance import served_performance
-    from resources.parquet_io import read_warehouse_frame
+    from resources.parquet_io import Warehouse
     from serving.prediction_log import SCORE
 
     out, failing, test_aucs = {}, {}, {}
     for day in context.partition_keys:
         predictions, source = _served_or(serving, storage, day, "batch_predictions")
-        outcomes = read_warehouse_frame(storage, "flight_features", day)
+        outcomes = Warehouse(storage).frame("flight_features", day)
         if predictions is None or outcomes is None:
             context.log.warning(f"model_performance {day}: predictions from {source}, outcomes "
                                 f"{'missing' if outcomes is None else 'present'}; skipped")

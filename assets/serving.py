@@ -70,7 +70,7 @@ def _post_all(served, records: list[dict], chunk: int = 250) -> list[float]:
 @dg.asset(
     group_name="serving",
     kinds={"bentoml"},
-    deps=[champion_model],
+    deps=[champion_model, "training_set"],  # the parity rows come from the newest training window
     check_specs=[
         dg.AssetCheckSpec(PARITY_CHECK, asset="bento", blocking=True,
                           description="The built Bento, served over HTTP, predicts what the registry's model predicts."),
@@ -98,7 +98,7 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
 
     from ml.features import FEATURE_COLUMNS
     from ml.model import ModelUnit, UnitIntegrityError
-    from resources.parquet_io import read_run_output
+    from resources.parquet_io import Warehouse
     from serving.schema import records_from_features
 
     version, run_id = _champion(mlflow)
@@ -118,7 +118,7 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
         context.log.info(f"built {built['bento_tag']} with model {built['model_tag']} (registry v{version})")
 
         try:
-            window = read_run_output(storage, "training_set")
+            window = Warehouse(storage).run_output("training_set")
             if window is None:
                 raise dg.Failure("bento: no training_set to draw parity rows from; materialize training_set first", allow_retries=False)
             test_rows = window[window["split"] == "test"] if "split" in window else window
@@ -184,7 +184,7 @@ def batch_predictions(context: dg.AssetExecutionContext, mlflow: MlflowRegistry,
 
     from ml.features import KEY_COLUMNS
     from ml.model import UnitIntegrityError
-    from resources.parquet_io import read_warehouse_frame
+    from resources.parquet_io import Warehouse
     from serving.prediction_log import SCORE
 
     version, _ = _champion(mlflow)
@@ -195,7 +195,7 @@ def batch_predictions(context: dg.AssetExecutionContext, mlflow: MlflowRegistry,
     scored_at = pd.Timestamp.now(tz="UTC")
     out, rows = {}, 0
     for day in context.partition_keys:
-        features = read_warehouse_frame(storage, "flight_features", day)
+        features = Warehouse(storage).frame("flight_features", day)
         if features is None:
             context.log.warning(f"batch_predictions {day}: no flight_features partition; skipped")
             out[day] = None

@@ -84,7 +84,7 @@ class TrainingWindowConfig(dg.Config):
 @dg.asset(
     group_name="training",
     kinds={"dask", "parquet"},
-    deps=[flight_features],
+    deps=[flight_features, "raw_flights", "raw_weather"],  # their stored versions decide which days are current
     code_version="2",
     metadata={RUN_SCOPED: True},
     retry_policy=IO_RETRY,
@@ -101,17 +101,16 @@ def training_set(
     versions; it goes to MLflow with the model trained on it. Stored per run
     (`warehouse/training_set/<run_id>.parquet`), so two trainings never share a window.
     """
-    import dask.dataframe as dd
-
     from ml.dataset import SPLIT, WindowSpec, assign_splits, fingerprint, split_days, unusable_days, window_days
-    from resources.parquet_io import BUILT_FROM, read_footers, stored_partitions, warehouse_key
+    from resources.parquet_io import BUILT_FROM, Warehouse
 
-    current = {upstream: stored_partitions(storage, upstream) for upstream in RAW_UPSTREAMS}
-    stored = stored_partitions(storage, "flight_features")
+    warehouse = Warehouse(storage)
+    current = {upstream: warehouse.partitions(upstream) for upstream in RAW_UPSTREAMS}
+    stored = warehouse.partitions("flight_features")
     candidates = [d for d in set(stored) | set(current["raw_flights"]) if daily_partitions.has_partition_key(d)]
     spec = WindowSpec(config.window_days, config.cutoff, config.validation_days, config.test_days)
     in_window = window_days(candidates, spec)
-    footers = read_footers(storage, "flight_features", [d for d in in_window if d in stored])
+    footers = warehouse.footers("flight_features", [d for d in in_window if d in stored])
     built_from = {d: (footer or {}).get(BUILT_FROM) for d, footer in footers.items()}
     excluded = unusable_days(in_window, built_from, current)
     days = [d for d in in_window if d not in excluded]
@@ -120,15 +119,13 @@ def training_set(
     if not days:
         raise dg.Failure(
             f"training_set: no usable flight_features days in the window ending {spec.cutoff or 'at the newest day'} "
-            f"under {storage.uri(warehouse_key('flight_features'))}: {dict(list(excluded.items())[:5])}; "
+            f"under {warehouse.uri('flight_features')}: {dict(list(excluded.items())[:5])}; "
             "materialize flight_features for these days",
             allow_retries=False,
         )
     splits = split_days(days, spec)
-    paths = [storage.uri(warehouse_key("flight_features", d)) for d in days]
     with dask.client():
-        features = dd.read_parquet(paths, storage_options=storage.storage_options() or None)
-        frame = features.map_partitions(assign_splits, splits).compute()
+        frame = warehouse.dask_frame("flight_features", days).map_partitions(assign_splits, splits).compute()
     frame = frame.reset_index(drop=True)
     per_split = frame.groupby(SPLIT)["arrived_late"].agg(["size", "mean"])
     return dg.Output(

@@ -38,22 +38,24 @@ def _peak_mb() -> float:
 
 
 def feature_throughput(storage) -> dict[str, float]:
-    from assets.features import _features_task, features_for_days
+    from ml.feature_days import RAW_UPSTREAMS, features_for_days
     from resources.compute import DaskCluster
-    from resources.parquet_io import read_warehouse_frame
+    from resources.parquet_io import Warehouse, frame_reader
 
     days = _days()
-    planes = read_warehouse_frame(storage, "planes")
+    warehouse = Warehouse(storage)
+    planes = warehouse.frame("planes")
+    versions = {upstream: warehouse.partitions(upstream) for upstream in RAW_UPSTREAMS}
     started = time.perf_counter()
-    per_day = [features_for_days(storage, [d], planes)[d][0] for d in days]
+    per_day = [features_for_days(warehouse.frame, [d], versions, planes)[d].features for d in days]
     per_day_s = time.perf_counter() - started
     rows = sum(len(f) for f in per_day if f is not None)
     started = time.perf_counter()
-    built = features_for_days(storage, days, planes)
+    built = features_for_days(warehouse.frame, days, versions, planes)
     pandas_s = time.perf_counter() - started
-    assert sum(len(b[0]) for b in built.values() if b[0] is not None) == rows
+    assert sum(len(b.features) for b in built.values() if b.features is not None) == rows
     out = {"rows": rows, "pandas_s": pandas_s, "pandas_per_day_s": per_day_s}
-    config = {"url": storage.url, "endpoint_url": None, "region_name": None, "sse": None, "max_attempts": 1}
+    read = frame_reader(storage.settings())
     chunks = [days[i : i + 31] for i in range(0, len(days), 31)]
     for label, cluster in (
         ("dask_threads", DaskCluster(n_workers=1, threads_per_worker=2)),
@@ -62,10 +64,11 @@ def feature_throughput(storage) -> dict[str, float]:
         started = time.perf_counter()
         with cluster.client() as client:
             ready = time.perf_counter()
-            parts = client.gather(client.map(_features_task, [config] * len(chunks), chunks, pure=False))
+            n = len(chunks)
+            parts = client.gather(client.map(features_for_days, [read] * n, chunks, [versions] * n, pure=False))
         out[f"{label}_s"] = time.perf_counter() - started
         out[f"{label}_startup_s"] = ready - started
-        assert sum(len(f) for part in parts for f, _, _ in part.values() if f is not None) == rows
+        assert sum(len(b.features) for part in parts for b in part.values() if b.features is not None) == rows
     return out
 
 
@@ -76,12 +79,12 @@ def plain_chain(storage, mlflow_uri: str) -> dict[str, float]:
     import mlflow
     import pandas as pd
 
-    from assets.features import features_for_days
     from ingest_bench import plain_ingest
     from ml.dataset import TEST, TRAIN, VALIDATION, WindowSpec, assign_splits, split_days, window_days
     from ml.evaluate import Baseline, classification_metrics, labels
+    from ml.feature_days import RAW_UPSTREAMS, features_for_days
     from ml.train import train_model
-    from resources.parquet_io import read_warehouse_frame
+    from resources.parquet_io import Warehouse, warehouse_key
 
     timings = {}
     started = time.perf_counter()
@@ -90,13 +93,14 @@ def plain_chain(storage, mlflow_uri: str) -> dict[str, float]:
     for obj in storage.list("plain/"):
         dataset, name = obj.key.split("/")[1:]
         asset = {"flights": "raw_flights", "weather": "raw_weather"}.get(dataset, dataset)
-        key = f"warehouse/{asset}/{name}" if dataset in ("flights", "weather") else f"warehouse/{asset}.parquet"
-        storage.write_bytes(key, storage.read_bytes(obj.key))
+        partition = name.removesuffix(".parquet") if dataset in ("flights", "weather") else None
+        storage.write_bytes(warehouse_key(asset, partition), storage.read_bytes(obj.key))
     timings["ingest_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    planes = read_warehouse_frame(storage, "planes")
-    frames = {d: built[0] for d, built in features_for_days(storage, _days(), planes).items()}
+    warehouse = Warehouse(storage)
+    versions = {upstream: warehouse.partitions(upstream) for upstream in RAW_UPSTREAMS}
+    frames = {d: built.features for d, built in features_for_days(warehouse.frame, _days(), versions).items()}
     frames = {d: f for d, f in frames.items() if f is not None}
     spec = WindowSpec(**QUALITY_WINDOW)
     splits = split_days(window_days(list(frames), spec), spec)
@@ -162,9 +166,10 @@ def replicated_dask(storage, copies: int = 10) -> dict[str, float]:
     import pandas as pd
 
     from resources.compute import DaskCluster
+    from resources.parquet_io import Warehouse
 
     folder = Path(tempfile.mkdtemp(prefix="replicated-"))
-    sources = sorted(Path(storage.url, "warehouse", "flight_features").glob("*.parquet"))
+    sources = sorted(Path(Warehouse(storage).uri("flight_features")).glob("*.parquet"))
     for copy in range(copies):
         for source in sources:
             (folder / f"{copy:02d}-{source.name}").symlink_to(source)

@@ -148,7 +148,6 @@ def replay_days(days: list[dt.date], client, instance, storage, registry, logs: 
     import dagster as dg
 
     from pipelines.replay import replay
-    from resources.parquet_io import read_warehouse_frame
     from serving.prediction_log import read_prediction_log
 
     timeline: list[DayLine] = []
@@ -208,9 +207,9 @@ def _features_or_held_back(instance, storage, day: str):
     """The day's features; "held back" when a run for them failed (a blocking check); None while waiting."""
     import dagster as dg
 
-    from resources.parquet_io import read_warehouse_frame
+    from resources.parquet_io import Warehouse
 
-    features = read_warehouse_frame(storage, "flight_features", day)
+    features = Warehouse(storage).frame("flight_features", day)
     if features is not None:
         return features
     failed = instance.get_run_records(

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.replay import replay
     from pipelines.runner import instance_from_env, run_job_over_range
     from resources import lake_storage_from_env
+    from resources.parquet_io import Warehouse
 
     storage = lake_storage_from_env()
     started = time.perf_counter()
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     scoring = run_job_over_range("batch_predictions_job", last_day, last_day, instance)
     print("\n".join(scoring.lines()))
     print(_model_summary(instance))
-    print(f"Parquet under {storage.uri('warehouse')}; quarantined files under {storage.uri('quarantine')}")
+    print(f"Parquet under {Warehouse(storage).root}; quarantined files under {storage.uri('quarantine')}")
     print("See the runs in the UI: make dev  (http://127.0.0.1:3000)")
     training = reports[-1]
     return 0 if training.success and not training.failed_checks and scoring.success else 1

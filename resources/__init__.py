@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from resources import settings
+from ml import settings
 from resources.alerts import AlertWebhook
 from resources.compute import DaskCluster, TorchCompute
 from resources.mlflow_registry import MlflowRegistry
@@ -14,12 +14,7 @@ from resources.storage import LakeStorage
 
 
 def lake_storage_from_env() -> LakeStorage:
-    return LakeStorage(
-        url=settings.lake_url(),
-        endpoint_url=settings.s3_endpoint_url(),
-        region_name=settings.s3_region(),
-        sse=settings.s3_sse(),
-    )
+    return LakeStorage.from_settings(settings.lake_settings())
 
 
 def resources_from_env() -> dict[str, object]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
 from upath import UPath
 
+from ml.settings import LakeSettings
 from resources.storage import LakeStorage
 
 
@@ -31,74 +33,120 @@ def warehouse_key(asset: str, partition: str | None = None) -> str:
     return f"{WAREHOUSE_PREFIX}/{asset}/{partition}.parquet" if partition else f"{WAREHOUSE_PREFIX}/{asset}.parquet"
 
 
-def read_warehouse_frame(storage: LakeStorage, asset: str, partition: str | None = None):
-    """A stored asset partition as pandas, or None when it does not exist (never made, or held back)."""
-    try:
-        return frame_from_bytes(storage.read_bytes(warehouse_key(asset, partition)))
-    except FileNotFoundError:
+class Warehouse:
+    """What the IO manager stored, read with its layout: the one reader of ``warehouse/``.
+
+    Assets read through it only what they declare as ``deps`` (so the UI's lineage is true);
+    nobody else builds warehouse keys or paths.
+    """
+
+    def __init__(self, storage: LakeStorage):
+        self.storage = storage
+
+    @property
+    def root(self) -> str:
+        """Where every asset lives (``s3://…/warehouse`` or an absolute path), for people."""
+        return self.storage.uri(WAREHOUSE_PREFIX)
+
+    def uri(self, asset: str, partition: str | None = None) -> str:
+        """Where an asset (partition) lives, for messages: ``s3://…`` or an absolute path."""
+        return self.storage.uri(warehouse_key(asset, partition) if partition else f"{WAREHOUSE_PREFIX}/{asset}")
+
+    def frame(self, asset: str, partition: str | None = None):
+        """A stored asset partition as pandas, or None when it does not exist (never made, or held back)."""
+        try:
+            return frame_from_bytes(self.storage.read_bytes(warehouse_key(asset, partition)))
+        except FileNotFoundError:
+            return None
+
+    def partitions(self, asset: str) -> dict[str, str]:
+        """``{partition: stored version}`` of an asset's Parquet files; writers' temporaries never count."""
+        prefix = f"{WAREHOUSE_PREFIX}/{asset}/"
+        found = {}
+        for stored in self.storage.list(prefix):
+            name = stored.key[len(prefix):]
+            if "/" in name or name.startswith(".") or not name.endswith(".parquet"):
+                continue
+            found[name.removesuffix(".parquet")] = stored.version
+        return found
+
+    def footers(self, asset: str, partitions: list[str]) -> dict[str, dict | None]:
+        """Each partition's footer (what the IO manager recorded with it), None for a file without one.
+
+        Reads only the Parquet footer (a few KiB) of each file, not its rows.
+        """
+        import fsspec
+        import pyarrow.parquet as pq
+
+        out = {}
+        for partition in partitions:
+            with fsspec.open(self.uri(asset, partition), "rb", **self.storage.storage_options()) as handle:
+                out[partition] = _footer(pq.read_schema(handle).metadata)
+        return out
+
+    def dask_frame(self, asset: str, partitions: list[str]):
+        """The partitions' files as one lazy Dask DataFrame (read on the cluster, storage options included)."""
+        import dask.dataframe as dd
+
+        return dd.read_parquet(
+            [self.uri(asset, p) for p in partitions], storage_options=self.storage.storage_options() or None
+        )
+
+    def remove(self, asset: str, partitions: list[str]) -> list[str]:
+        """Delete the stored files of ``partitions`` (e.g. older features whose rebuild failed its checks)."""
+        stored = self.partitions(asset)
+        removed = [p for p in partitions if p in stored]
+        for partition in removed:
+            self.storage.delete(warehouse_key(asset, partition))
+        return removed
+
+    def run_output(self, asset: str, run_id: str | None = None):
+        """A run-scoped asset as the run ``run_id`` stored it, or the newest whole one; None if there is none.
+
+        A file counts only when its footer names the run its file name does (the IO manager writes
+        both in one put or rename, so such a file is whole).
+        """
+        prefix = f"{WAREHOUSE_PREFIX}/{asset}/"
+        candidates = sorted(
+            (o for o in self.storage.list(prefix) if not o.key[len(prefix):].startswith(".") and o.key.endswith(".parquet")),
+            key=lambda o: o.modified,
+            reverse=True,
+        )
+        for stored in candidates:
+            name = stored.key[len(prefix):].removesuffix(".parquet")
+            if run_id is not None and name != run_id:
+                continue
+            try:
+                frame = frame_from_bytes(self.storage.read_bytes(stored.key))
+            except FileNotFoundError:
+                continue  # pruned meanwhile
+            if frame.attrs.get(FOOTER_ATTR, {}).get("run_id") == name:
+                return frame
         return None
 
 
-def stored_partitions(storage: LakeStorage, asset: str) -> dict[str, str]:
-    """``{partition: stored version}`` of an asset's Parquet files; writers' temporaries never count."""
-    prefix = f"{WAREHOUSE_PREFIX}/{asset}/"
-    found = {}
-    for stored in storage.list(prefix):
-        name = stored.key[len(prefix):]
-        if "/" in name or name.startswith(".") or not name.endswith(".parquet"):
-            continue
-        found[name.removesuffix(".parquet")] = stored.version
-    return found
+def read_warehouse_frame(storage: LakeStorage, asset: str, partition: str | None = None):
+    """``Warehouse(storage).frame(asset, partition)``, for tests and scripts that hold only the storage."""
+    return Warehouse(storage).frame(asset, partition)
 
 
-def read_footers(storage: LakeStorage, asset: str, partitions: list[str]) -> dict[str, dict | None]:
-    """Each partition's footer (what the IO manager recorded with it), None for a file without one.
+def frame_reader(lake: LakeSettings) -> Callable[[str, str | None], Any]:
+    """A ``read(asset, partition)`` over the lake's settings alone, for ``ml/`` code on Dask workers.
 
-    Reads only the Parquet footer (a few KiB) of each file, not its rows.
+    It pickles (a function of a frozen settings value): workers build no Dagster resource and no
+    client that cannot travel; every storage setting reaches them because the value is whole.
     """
+    return functools.partial(_read_with_settings, lake)
+
+
+def _read_with_settings(lake: LakeSettings, asset: str, partition: str | None = None):
     import fsspec
-    import pyarrow.parquet as pq
 
-    out = {}
-    for partition in partitions:
-        uri = storage.uri(warehouse_key(asset, partition))
-        with fsspec.open(uri, "rb", **storage.storage_options()) as handle:
-            out[partition] = _footer(pq.read_schema(handle).metadata)
-    return out
-
-
-def remove_partitions(storage: LakeStorage, asset: str, partitions: list[str]) -> list[str]:
-    """Delete the stored files of ``partitions`` (e.g. older features whose rebuild failed its checks)."""
-    stored = stored_partitions(storage, asset)
-    removed = [p for p in partitions if p in stored]
-    for partition in removed:
-        storage.delete(warehouse_key(asset, partition))
-    return removed
-
-
-def read_run_output(storage: LakeStorage, asset: str, run_id: str | None = None):
-    """A run-scoped asset as the run ``run_id`` stored it, or the newest whole one; None if there is none.
-
-    A file counts only when its footer names the run its file name does (the IO manager writes
-    both in one put or rename, so such a file is whole).
-    """
-    prefix = f"{WAREHOUSE_PREFIX}/{asset}/"
-    candidates = sorted(
-        (o for o in storage.list(prefix) if not o.key[len(prefix):].startswith(".") and o.key.endswith(".parquet")),
-        key=lambda o: o.modified,
-        reverse=True,
-    )
-    for stored in candidates:
-        name = stored.key[len(prefix):].removesuffix(".parquet")
-        if run_id is not None and name != run_id:
-            continue
-        try:
-            frame = frame_from_bytes(storage.read_bytes(stored.key))
-        except FileNotFoundError:
-            continue  # pruned meanwhile
-        if frame.attrs.get(FOOTER_ATTR, {}).get("run_id") == name:
-            return frame
-    return None
+    try:
+        with fsspec.open(lake.uri(warehouse_key(asset, partition)), "rb", **lake.fsspec_options()) as handle:
+            return frame_from_bytes(handle.read())
+    except FileNotFoundError:
+        return None
 
 
 def parquet_bytes(frame, footer: Mapping[str, Any] | None = None) -> bytes:
@@ -152,29 +200,23 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
     hidden local temporary renamed into place), so neither a crash nor a killed process leaves a
     truncated Parquet where readers look. An asset whose definition metadata sets ``RUN_SCOPED``
     is stored per run (``<asset>/<run_id>.parquet``, the newest ``keep_run_outputs`` kept), so two
-    runs never share its file. An input annotated as a Dask DataFrame is read lazily with
-    ``dd.read_parquet`` over the partitions' files.
+    runs never share its file. ``Warehouse`` reads the same layout back outside an input.
     """
 
     extension = ".parquet"
 
     def __init__(
         self,
-        base_path: UPath,
         storage: LakeStorage,
-        storage_options: Mapping[str, Any] | None = None,
-        prefix: str = WAREHOUSE_PREFIX,
         keep_run_outputs: int = 5,
     ):
-        super().__init__(base_path=base_path)
-        self._storage_options = dict(storage_options or {})
+        super().__init__(base_path=storage.upath(WAREHOUSE_PREFIX))
         self._storage = storage
-        self._prefix = prefix
         self._keep_run_outputs = keep_run_outputs
 
     def _key(self, path: UPath) -> str:
         relative = str(path)[len(str(self._base_path)):].lstrip("/")
-        return f"{self._prefix}/{relative}"
+        return f"{WAREHOUSE_PREFIX}/{relative}"
 
     def _get_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
         if isinstance(context, dg.OutputContext) and _run_scoped(context.definition_metadata):
@@ -266,7 +308,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
     def _prune_run_outputs(self, context: dg.OutputContext) -> int:
         """Keep the newest ``keep_run_outputs`` files of a run-scoped asset (this run's always)."""
         asset = "/".join(context.asset_key.path)
-        prefix = f"{self._prefix}/{asset}/"
+        prefix = f"{WAREHOUSE_PREFIX}/{asset}/"
         runs = sorted(
             (o for o in self._storage.list(prefix) if not o.key[len(prefix):].startswith(".")),
             key=lambda o: o.modified,
@@ -277,23 +319,6 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
         for stored in old:
             self._storage.delete(stored.key)
         return len(old)
-
-    def load_input(self, context: dg.InputContext) -> Any:
-        annotation = getattr(context.dagster_type, "typing_type", None)
-        if context.has_asset_partitions and _is_dask_frame_type(annotation):
-            import dask.dataframe as dd
-
-            paths = self._get_paths_for_partitions(context)
-            missing = [key for key, path in paths.items() if not self.path_exists(path)]
-            if missing:
-                raise FileNotFoundError(
-                    f"{context.asset_key.to_user_string()}: partitions {missing[:5]} have no Parquet "
-                    "(never materialized, or held back by a blocking check)"
-                )
-            return dd.read_parquet(
-                [str(p) for p in paths.values()], storage_options=self._storage_options or None
-            )
-        return super().load_input(context)
 
 
 def _producing_run(context: dg.InputContext) -> str:
@@ -321,18 +346,11 @@ def _is_dask_frame_type(annotation: Any) -> bool:
 
 
 class LakeParquetIOManager(dg.ConfigurableIOManagerFactory):
-    """Parquet IO manager over the lake's ``warehouse/`` prefix, local or S3."""
+    """Parquet IO manager over the lake's ``warehouse/`` prefix, local or S3 (``Warehouse`` reads it back)."""
 
     storage: LakeStorage
-    prefix: str = WAREHOUSE_PREFIX
     keep_run_outputs: int = 5
     """Files kept per run-scoped asset (e.g. training windows), newest first."""
 
     def create_io_manager(self, context: dg.InitResourceContext) -> PartitionedParquetIOManager:
-        return PartitionedParquetIOManager(
-            base_path=self.storage.upath(self.prefix),
-            storage=self.storage,
-            storage_options=self.storage.storage_options(),
-            prefix=self.prefix,
-            keep_run_outputs=self.keep_run_outputs,
-        )
+        return PartitionedParquetIOManager(storage=self.storage, keep_run_outputs=self.keep_run_outputs)

@@ -12,6 +12,8 @@ import dagster as dg
 from pydantic import PrivateAttr
 from upath import UPath
 
+from ml.settings import LakeSettings
+
 _TMP_MARK = ".tmp-"
 
 
@@ -70,6 +72,14 @@ class LakeStorage(dg.ConfigurableResource):
     _client: Any = PrivateAttr(default=None)
     _versioning: str | None = PrivateAttr(default=None)
 
+    @classmethod
+    def from_settings(cls, lake: LakeSettings) -> LakeStorage:
+        return cls(**{name: getattr(lake, name) for name in LakeSettings.__dataclass_fields__})
+
+    def settings(self) -> LakeSettings:
+        """This lake as one plain value: what Dask workers and fsspec readers are given, never the resource."""
+        return LakeSettings(**{name: getattr(self, name) for name in LakeSettings.__dataclass_fields__})
+
     @property
     def is_s3(self) -> bool:
         return self.url.startswith("s3://")
@@ -98,9 +108,7 @@ class LakeStorage(dg.ConfigurableResource):
 
     def uri(self, key: str = "") -> str:
         """A URI for people and for fsspec: ``s3://bucket/prefix/key`` or an absolute path."""
-        if self.is_s3:
-            return f"s3://{self._bucket_and_prefix()[0]}/{self._s3_key(key)}".rstrip("/")
-        return str(self._local(key).resolve())
+        return self.settings().uri(key)
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Store ``data`` at ``key`` whole or not at all.
@@ -248,16 +256,7 @@ class LakeStorage(dg.ConfigurableResource):
 
     def storage_options(self) -> dict[str, Any]:
         """fsspec (s3fs) options that match this resource, SSE included."""
-        if not self.is_s3:
-            return {}
-        options: dict[str, Any] = {}
-        if self.endpoint_url:
-            options["endpoint_url"] = self.endpoint_url
-        if self.region_name:
-            options["client_kwargs"] = {"region_name": self.region_name}
-        if self.sse:
-            options["s3_additional_kwargs"] = {"ServerSideEncryption": self.sse}
-        return options
+        return self.settings().fsspec_options()
 
     def upath(self, key: str = "") -> UPath:
         """A universal path to ``key``, for Parquet readers and writers."""

@@ -11,7 +11,7 @@ from assets.ingest import LANDING_KEY as LANDING_KEY_TAG, LANDING_VERSION as LAN
 from assets.partitions import daily_partitions
 from ml.landing import daily_partition_of, why_not_a_landing_file
 from resources.storage import LakeStorage, StoredObject
-from resources import settings
+from ml import settings
 
 DATASET_ASSETS = {"flights": "raw_flights", "weather": "raw_weather"}
 MAX_TRACKED = 4_000  # files whose version the cursor remembers: 5 years of two daily datasets

@@ -7,14 +7,13 @@ training run's start, whatever its outcome, so a failing training is not retried
 ``training`` and ``champion_promotion`` pools then bound what runs at once.
 """
 
-import os
 import time
 
 import dagster as dg
 
 from assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
 from ml.redaction import redact
-from resources import settings
+from ml import settings
 from resources.alerts import AlertWebhook
 from resources.mlflow_registry import MlflowRegistry
 from sensors.check_history import FAILED, PLANNED, CheckExecution, check_executions
@@ -53,7 +52,7 @@ def in_flight_run(instance: dg.DagsterInstance, job_name: str) -> dg.DagsterRun 
 
 def retrain_cooldown_s() -> float:
     """``RETRAIN_COOLDOWN_S``: the least time between two retrainings the sensor starts (default 6 h)."""
-    return float(os.environ.get("RETRAIN_COOLDOWN_S", 6 * 3600))
+    return settings.retrain_cooldown_s()
 
 
 def _failed_evaluations(instance: dg.DagsterInstance, after_id: int, limit: int = 50):

@@ -3,16 +3,16 @@
 Requests only append rows to an in-memory buffer under a lock; a background thread writes a Parquet
 file per flush (``flush_rows`` rows or ``flush_seconds``, and at shutdown), so storage latency never
 reaches a response. Files are partitioned by the flight's scheduled date, the key delayed labels
-and monitoring join on. ``url`` is a local folder or ``s3://bucket/prefix`` (s3fs; ``AWS_ENDPOINT_URL``
-and ``LAKE_SSE`` as for the lake).
+and monitoring join on. ``url`` is a local folder or ``s3://bucket/prefix`` (s3fs), reached with the
+lake's settings (endpoint, region, SSE: ``ml/settings.py``).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import logging
-import os
 import threading
 import time
 import uuid
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ml import settings
 from ml.features import NUMERIC_FEATURES
 from ml.redaction import redact
 
@@ -41,28 +42,12 @@ def partition_key(day: str) -> str:
     return f"{PREDICTIONS_PREFIX}/date={day}/"
 
 
-def default_url() -> str:
-    """``PREDICTION_LOG_URL``, else ``$LAKE_URL/predictions``, else ``$DATA_DIR/lake/predictions``."""
-    if os.environ.get("PREDICTION_LOG_URL"):
-        return os.environ["PREDICTION_LOG_URL"]
-    if not (os.environ.get("LAKE_URL") or os.environ.get("DATA_DIR")):
-        # A served Bento runs from its own src/ folder: a relative default lands where monitoring never looks.
-        logger.warning("prediction log: none of PREDICTION_LOG_URL, LAKE_URL, DATA_DIR is set; writing under %s",
-                       Path("data").resolve())
-    lake = os.environ.get("LAKE_URL") or str(Path(os.environ.get("DATA_DIR") or "data").resolve() / "lake")
-    return f"{lake.rstrip('/')}/{PREDICTIONS_PREFIX}"
-
-
 def _filesystem(url: str):
+    """The file system and root of ``url``: S3 with the lake's endpoint, region and SSE, else a local folder."""
     import fsspec
 
     if url.startswith("s3://"):
-        options: dict = {}
-        if os.environ.get("AWS_ENDPOINT_URL"):
-            options["client_kwargs"] = {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}
-        sse = os.environ.get("LAKE_SSE", "AES256")
-        if sse.lower() not in {"", "none", "off"}:
-            options["s3_additional_kwargs"] = {"ServerSideEncryption": sse}
+        options = dataclasses.replace(settings.lake_settings(), url=url).fsspec_options()
         return fsspec.filesystem("s3", **options), url[len("s3://") :]
     return fsspec.filesystem("file"), str(Path(url).resolve())
 

@@ -19,21 +19,22 @@ import uuid
 import bentoml
 import numpy as np
 
+from ml import settings
 from ml.model import ModelUnit, UnitIntegrityError
 from serving.batching import MicroBatcher, Overloaded
 from serving.middleware import AuthConfigError, BearerTokenAuth, BodySizeLimit, LoadShedding, auth_token
-from serving.prediction_log import SCORE, PredictionLog, default_url
+from serving.prediction_log import SCORE, PredictionLog
 from serving.schema import Flights, Prediction, PredictRequest
 
 logger = logging.getLogger("bentoml.flight_delay")
 
 MODEL_NAME = "flight_delay"
-MODEL_TAG = os.environ.get("FLIGHT_DELAY_MODEL_TAG") or f"{MODEL_NAME}:latest"
+MODEL_TAG = settings.service_model_tag(f"{MODEL_NAME}:latest")
 UNIT_FOLDER = "unit"
 UNIT_DIGEST_KEY = "unit_sha256"
 """The BentoML model's metadata key holding ``ml.model.unit_digest`` of its unit (written by serving.build)."""
 MAX_BATCH_ROWS = 256
-MAX_WAIT_S = float(os.environ.get("SERVICE_MAX_WAIT_MS", "1000")) / 1000
+MAX_WAIT_S = settings.service_max_wait_s()
 """How long a request may wait for its batch before it is shed (503): well inside the 10 s request timeout."""
 
 
@@ -83,13 +84,13 @@ def load_verified_unit(stored) -> ModelUnit:
     # two processes on 2 cores: per-request work is BentoML's event loop, GIL-bound; one worker's loop
     # peaks near 800 req/s even in process (bench/serve_profile.py), two served 1,000-1,100 req/s over
     # HTTP at 64 clients (bench/serve_load.py); ~0.4 GB RSS each
-    workers=int(os.environ.get("SERVICE_WORKERS", "2")),
-    logging={"access": {"enabled": os.environ.get("SERVICE_ACCESS_LOG", "false").lower() == "true"}},
+    workers=settings.service_workers(),
+    logging={"access": {"enabled": settings.service_access_log()}},
     metrics={"enabled": True},
     # BentoML's OpenTelemetry middleware builds spans for every request even at its default sample
     # rate of 0 (~0.5-1 ms of event-loop CPU per request here, bench/serve_profile.py): /predict is
     # left out unless SERVICE_TRACING=true (then also set BentoML's tracing.sample_rate).
-    tracing={} if os.environ.get("SERVICE_TRACING", "false").lower() == "true" else {"excluded_urls": ["/predict"]},
+    tracing={} if settings.service_tracing() else {"excluded_urls": ["/predict"]},
 )
 class FlightDelay:
     model = bentoml.models.BentoModel(MODEL_TAG)
@@ -104,11 +105,15 @@ class FlightDelay:
         except (AuthConfigError, UnitIntegrityError) as error:
             _stop_server(error)
             raise
-        torch.set_num_threads(int(os.environ.get("SERVICE_TORCH_THREADS", "1")))
+        torch.set_num_threads(settings.service_torch_threads())
         self.model_version = str(stored.info.metadata.get("mlflow_version", stored.tag.version))
         self.bento_model = str(stored.tag)
         MODEL_INFO.labels(model_version=self.model_version, bento_model=self.bento_model).set(1)
-        self.prediction_log = PredictionLog(default_url(), on_drop=LOG_DROPPED_ROWS.inc)
+        if not settings.prediction_log_location_set():
+            # A served Bento runs from its own src/ folder: a default there lands where monitoring never looks.
+            logger.warning("prediction log: none of PREDICTION_LOG_URL, LAKE_URL, DATA_DIR is set; writing under %s",
+                           settings.prediction_log_url())
+        self.prediction_log = PredictionLog(settings.prediction_log_url(), on_drop=LOG_DROPPED_ROWS.inc)
         BATCHER.start(self.score)
         # Everything loaded so far lives as long as the worker: keep it out of the collector's scans
         # (full collections paused 150–230 ms before, bench/serve_profile.py; the p99 tail).
@@ -176,4 +181,4 @@ def _observe_scores(scores: np.ndarray) -> None:
 # Starlette runs the first added outermost: auth before anything reads the body, then shedding, then the size limit.
 FlightDelay.add_asgi_middleware(BearerTokenAuth)
 FlightDelay.add_asgi_middleware(LoadShedding, batcher=BATCHER, on_shed=lambda reason: SHED_REQUESTS.labels(reason=reason).inc())
-FlightDelay.add_asgi_middleware(BodySizeLimit, max_bytes=int(os.environ.get("SERVICE_MAX_BODY_BYTES", 1 << 20)))
+FlightDelay.add_asgi_middleware(BodySizeLimit, max_bytes=settings.service_max_body_bytes())

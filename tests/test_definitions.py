@@ -46,6 +46,23 @@ def test_snapshot_of_the_graph(graph):
     assert {s.name for s in defs.schedules} == EXPECTED_SCHEDULES
 
 
+EXPECTED_READS = {
+    "flight_features": {"raw_flights", "raw_weather", "planes", "airports"},
+    "training_set": {"flight_features", "raw_flights", "raw_weather"},
+    "bento": {"champion_model", "training_set"},
+    "batch_predictions": {"flight_features", "champion_model"},
+    "drift_report": {"flight_features", "champion_model"},
+    "model_performance": {"flight_features", "batch_predictions"},
+}
+"""What each asset reads from the warehouse (or the registry): every read is an edge, so the UI's lineage is true."""
+
+
+def test_every_warehouse_read_is_a_declared_dependency(graph):
+    for asset, reads in EXPECTED_READS.items():
+        parents = {k.to_user_string() for k in graph.get(dg.AssetKey(asset)).parent_keys}
+        assert reads <= parents, (asset, reads - parents)
+
+
 def test_every_asset_has_group_kinds_and_description(graph):
     for key in graph.get_all_asset_keys():
         node = graph.get(key)

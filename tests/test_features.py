@@ -109,3 +109,23 @@ def test_scheduled_block_time_crosses_time_zones(jan1):
     assert lax.iloc[0]["scheduled_block_minutes"] == expected
     sju = features[features.dest == "SJU"]
     assert len(sju) > 0 and sju["scheduled_block_minutes"].isna().all()  # no time zone for San Juan in the 2013 table
+
+
+def test_storage_settings_travel_whole_to_dask_workers(tmp_path):
+    """Workers get the lake as one frozen value: every field of the resource's config is in it."""
+    import pickle
+
+    from ml.settings import LakeSettings
+    from resources.parquet_io import Warehouse, frame_reader, parquet_bytes, warehouse_key
+    from resources.storage import LakeStorage
+
+    storage = LakeStorage(url=str(tmp_path), endpoint_url="http://127.0.0.1:1", region_name="eu-west-1", sse=None,
+                          max_attempts=2)
+    assert set(LakeStorage.model_fields) == set(LakeSettings.__dataclass_fields__)
+    assert LakeStorage.from_settings(storage.settings()) == storage
+    planes = pd.DataFrame({"tailnum": ["N1", "N2"], "seats": [10, 20]})
+    storage.write_bytes(warehouse_key("planes"), parquet_bytes(planes))
+    read = pickle.loads(pickle.dumps(frame_reader(LakeStorage(url=str(tmp_path)).settings())))
+    pd.testing.assert_frame_equal(read("planes", None), planes)
+    pd.testing.assert_frame_equal(Warehouse(storage).frame("planes"), planes)
+    assert read("raw_flights", "2013-01-01") is None

@@ -25,7 +25,7 @@ from assets.ingest import airports, planes, raw_flights, raw_weather
 from assets.training import delay_model, training_set
 from pipelines.partition_ranges import range_tags
 from pipelines.replay import replay
-from resources.parquet_io import LakeParquetIOManager, read_run_output, read_warehouse_frame, stored_partitions
+from resources.parquet_io import LakeParquetIOManager, Warehouse
 from resources.storage import LakeStorage
 from tests.conftest import chain_resources
 
@@ -111,10 +111,10 @@ def _assert_readers_see_only_whole_files(lake: LakeStorage, baseline: LakeStorag
         assert stored.key.endswith(".parquet") and not stored.key.rsplit("/", 1)[-1].startswith("."), stored.key
         pq.read_table(lake.uri(stored.key))  # whole: footer and every row group readable
     for day in DAYS:
-        frame = read_warehouse_frame(lake, asset, day)
+        frame = Warehouse(lake).frame(asset, day)
         if frame is not None:
-            pd.testing.assert_frame_equal(frame, read_warehouse_frame(baseline, asset, day))
-    assert set(stored_partitions(lake, asset)) <= set(DAYS)
+            pd.testing.assert_frame_equal(frame, Warehouse(baseline).frame(asset, day))
+    assert set(Warehouse(lake).partitions(asset)) <= set(DAYS)
 
 
 def test_kill_9_mid_ingest_leaves_no_partial_file_and_the_rerun_matches(baseline, tmp_path):
@@ -127,7 +127,7 @@ def test_kill_9_mid_ingest_leaves_no_partial_file_and_the_rerun_matches(baseline
     _kill_9(child)
 
     _assert_readers_see_only_whole_files(lake, baseline, "raw_flights")
-    assert read_warehouse_frame(lake, "raw_flights", DAYS[1]) is None
+    assert Warehouse(lake).frame("raw_flights", DAYS[1]) is None
 
     rerun = dg.materialize([raw_flights, raw_weather], resources=_resources(lake), tags=range_tags(DAYS[0], DAYS[-1]))
     assert rerun.success
@@ -148,19 +148,19 @@ def test_kill_9_mid_features_leaves_no_partial_file_and_training_skips_what_is_m
     assert info["target"].endswith(f"{DAYS[3]}.parquet") and Path(info["source"]).exists()
 
     _assert_readers_see_only_whole_files(lake, baseline, "flight_features")
-    assert sorted(stored_partitions(lake, "flight_features")) == DAYS[:3]
+    assert sorted(Warehouse(lake).partitions("flight_features")) == DAYS[:3]
 
     window = _training_set(lake)
     metadata = window.get_asset_materialization_events()[0].materialization.metadata
     assert set(metadata["days_excluded"].value) == {DAYS[3], DAYS[4]}
-    frame = read_run_output(lake, "training_set", window.run_id)
+    frame = Warehouse(lake).run_output("training_set", window.run_id)
     assert sorted(frame["date"].unique()) == DAYS[:3]
 
     rerun = dg.materialize([flight_features], resources=_resources(lake), tags=range_tags(DAYS[0], DAYS[-1]))
     assert rerun.success
     for day in DAYS:
-        pd.testing.assert_frame_equal(read_warehouse_frame(lake, "flight_features", day),
-                                      read_warehouse_frame(baseline, "flight_features", day))
+        pd.testing.assert_frame_equal(Warehouse(lake).frame("flight_features", day),
+                                      Warehouse(baseline).frame("flight_features", day))
     assert sorted(_files(lake, "warehouse/flight_features")) == [f"warehouse/flight_features/{d}.parquet" for d in DAYS]
 
 
@@ -172,11 +172,11 @@ def test_a_held_back_raw_day_never_reaches_the_training_set(baseline, tmp_path):
     for asset, day in ((raw_flights, DAYS[2]), (raw_weather, DAYS[3])):
         held = dg.materialize([asset], resources=_resources(lake), partition_key=day, raise_on_error=False)
         assert not held.get_asset_check_evaluations()[0].passed
-    assert read_warehouse_frame(lake, "raw_flights", DAYS[2]) is None
-    assert {DAYS[2], DAYS[3]} <= set(stored_partitions(lake, "flight_features"))  # older features still stored
+    assert Warehouse(lake).frame("raw_flights", DAYS[2]) is None
+    assert {DAYS[2], DAYS[3]} <= set(Warehouse(lake).partitions("flight_features"))  # older features still stored
 
     result = _training_set(lake)
-    frame = read_run_output(lake, "training_set", result.run_id)
+    frame = Warehouse(lake).run_output("training_set", result.run_id)
     assert sorted(frame["date"].unique()) == [DAYS[0], DAYS[1], DAYS[4]]
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["days"].value == 3
@@ -199,7 +199,7 @@ def test_features_that_fail_their_checks_remove_the_older_files_of_their_days(ba
     result = dg.materialize([flight_features], resources=_resources(lake), tags=range_tags(DAYS[0], DAYS[2]),
                             raise_on_error=False)
     assert not all(e.passed for e in result.get_asset_check_evaluations())
-    assert sorted(stored_partitions(lake, "flight_features")) == DAYS[3:]
+    assert sorted(Warehouse(lake).partitions("flight_features")) == DAYS[3:]
 
 
 def _dagster_home(tmp_path: Path) -> str:
@@ -229,7 +229,7 @@ def test_two_trainings_each_train_on_their_own_window(baseline, tmp_path):
 
     window = json.loads(recorded.read_text())
     assert window["run_id"] == run_a and window["days"] == DAYS
-    assert sorted(read_run_output(lake, "training_set", other.run_id)["date"].unique()) == DAYS[:4]
+    assert sorted(Warehouse(lake).run_output("training_set", other.run_id)["date"].unique()) == DAYS[:4]
 
 
 def test_a_window_that_is_not_the_runs_own_fails_clearly_and_old_windows_are_pruned(baseline, tmp_path, monkeypatch):
@@ -250,7 +250,7 @@ def test_a_window_that_is_not_the_runs_own_fails_clearly_and_old_windows_are_pru
                                 run_config={"ops": {"training_set": {"config": {**WINDOW, "cutoff": cutoff}}}})
         runs.append(result.run_id)
     assert {o.key for o in lake.list("warehouse/training_set/")} == {f"warehouse/training_set/{r}.parquet" for r in runs[1:]}
-    assert read_run_output(lake, "training_set").attrs["lake"]["run_id"] == runs[2]
+    assert Warehouse(lake).run_output("training_set").attrs["lake"]["run_id"] == runs[2]
 
     # the newest run's window replaced by another run's, as a shared file or a careless restore would
     lake.write_bytes(f"warehouse/training_set/{runs[2]}.parquet", lake.read_bytes(f"warehouse/training_set/{runs[1]}.parquet"))

@@ -56,7 +56,7 @@ def _log_predictions(url: str, features: pd.DataFrame) -> int:
 
 
 def test_every_object_written_to_the_lake_is_encrypted(s3_lake):
-    from resources.parquet_io import read_warehouse_frame
+    from resources.parquet_io import Warehouse
 
     replay(s3_lake, *(dt.date.fromisoformat(d) for d in DAYS))
     s3_lake.write_bytes(f"landing/flights/date={HELD_BACK}.csv", b"year,month\n2013,1\n")
@@ -71,7 +71,7 @@ def test_every_object_written_to_the_lake_is_encrypted(s3_lake):
     window = {"ops": {"training_set": {"config": {"validation_days": 1, "test_days": 1}}}}
     assert dg.materialize([flight_features.to_source_asset(), training_set], resources=resources,
                           selection=[training_set], run_config=window).success
-    assert _log_predictions(s3_lake.uri("predictions"), read_warehouse_frame(s3_lake, "flight_features", DAYS[0])) >= 1
+    assert _log_predictions(s3_lake.uri("predictions"), Warehouse(s3_lake).frame("flight_features", DAYS[0])) >= 1
 
     client = s3_lake.s3_client()
     keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="lake/")

@@ -1,0 +1,64 @@
+"""Features for a range of days in one pass, from whatever reads the stored tables (injected)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # pandas loads in the step, not when the code location imports the asset modules
+    import pandas as pd
+
+RAW_UPSTREAMS = ("raw_flights", "raw_weather")
+"""The daily tables features are built from; their stored versions are recorded with each day."""
+
+FrameReader = Callable[[str, "str | None"], "pd.DataFrame | None"]
+"""``read(table, partition)``: a stored table (partition None: unpartitioned) as pandas, or None when absent."""
+
+
+class DayFeatures(NamedTuple):
+    """One day's outcome: its features (None: no raw flights), whether weather was there, raw rows, lineage."""
+
+    features: pd.DataFrame | None
+    had_weather: bool
+    raw_rows: int
+    built_from: dict[str, str | None] | None
+
+
+def features_for_days(
+    read: FrameReader,
+    days: list[str],
+    versions: Mapping[str, Mapping[str, str]],
+    planes: pd.DataFrame | None = None,
+) -> dict[str, DayFeatures]:
+    """Build features for many days in one pass: ``{day: DayFeatures}``.
+
+    Per-day pandas work costs ~50 ms of overhead whatever the rows; concatenating the days first
+    makes a year ~15× cheaper. Runs in process or as a Dask task (``read`` must then pickle: a
+    function of the lake's settings, never a client). ``versions`` holds ``{upstream: {day: stored
+    version}}`` listed before reading, so a raw day rewritten meanwhile makes the features look
+    stale to training (excluded), never current; ``built_from`` is that version of each raw day used
+    (None: absent).
+    """
+    import pandas as pd
+
+    from ml.features import build_features
+
+    if planes is None:
+        planes = read("planes", None)
+    airports = read("airports", None)
+    if airports is None:
+        raise FileNotFoundError("flight_features: the airports table is missing; materialize `airports` first")
+    flights = {d: read("raw_flights", d) for d in days}
+    weather = {d: read("raw_weather", d) for d in days}
+    present = [d for d in days if flights[d] is not None]
+    out = {d: DayFeatures(None, weather[d] is not None, 0, None) for d in days if flights[d] is None}
+    if not present:
+        return out
+    all_flights = pd.concat([flights[d] for d in present], ignore_index=True)
+    observed = [w for d, w in weather.items() if w is not None and d in present]
+    all_weather = pd.concat(observed, ignore_index=True) if observed else None
+    features = build_features(all_flights, all_weather, planes, airports)
+    for day, rows in features.groupby("date", sort=False):
+        built_from = {upstream: versions.get(upstream, {}).get(day) for upstream in RAW_UPSTREAMS}
+        out[day] = DayFeatures(rows.reset_index(drop=True), weather[day] is not None, len(flights[day]), built_from)
+    return out
