@@ -5,6 +5,7 @@ import dagster as dg
 from assets.ingest import airports, planes, raw_flights, raw_weather
 from assets.partitions import daily_partitions, on_new_upstream_partition
 from assets.policies import IO_RETRY
+from assets.versions import code_version
 from resources.compute import DaskCluster
 from resources.storage import LakeStorage
 
@@ -88,7 +89,7 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
         dg.AssetCheckSpec(ROW_COUNT_CHECK, asset="flight_features", blocking=True,
                           description="One feature row per raw scheduled flight (cancelled keep a NA label)."),
     ],
-    code_version="2",
+    code_version=code_version("ml.features"),
     output_required=False,
     automation_condition=on_new_upstream_partition(),
     retry_policy=IO_RETRY,

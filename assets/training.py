@@ -5,6 +5,7 @@ import dagster as dg
 from assets.features import RAW_UPSTREAMS, flight_features
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
+from assets.versions import code_version
 from resources.compute import DaskCluster, TorchCompute
 from resources.mlflow_registry import MlflowRegistry
 from resources.parquet_io import RUN_SCOPED
@@ -80,7 +81,7 @@ class TrainingWindowConfig(dg.Config):
     group_name="training",
     kinds={"dask", "parquet"},
     deps=[flight_features],
-    code_version="2",
+    code_version=code_version("ml.dataset"),
     metadata={RUN_SCOPED: True},
     retry_policy=IO_RETRY,
 )
@@ -167,7 +168,7 @@ class DelayModelConfig(dg.Config):
         dg.AssetCheckSpec(BEHAVIOUR_CHECK, asset="delay_model", blocking=True,
                           description="Invariance to flight number, heavy rain does not lower delay, obvious cases."),
     ],
-    code_version="2",
+    code_version=code_version("ml.train", "ml.model", "ml.preprocess", "ml.evaluate"),
     retry_policy=IO_RETRY,
 )
 def delay_model(

@@ -21,6 +21,9 @@ import pandas as pd
 
 from ml.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 _SMALL_REFERENCE = 1000
 
 
