@@ -7,10 +7,12 @@ older logic as stale. The version is read from the module's source, not by impor
 modules pull pandas and torch, which the code location must not load.
 """
 
-import ast
 import functools
 import importlib.util
+import re
 from pathlib import Path
+
+_VERSION_LINE = re.compile(r"^VERSION = \"([^\"\n]+)\"", re.MULTILINE)
 
 
 def code_version(*modules: str) -> str:
@@ -22,20 +24,15 @@ def code_version(*modules: str) -> str:
 
 @functools.cache
 def module_version(module: str) -> str:
-    """The `VERSION` string a module declares at its top level, read from its source file."""
+    """The `VERSION = "<n>"` a module declares at its top level (column 0), read from its source file."""
     path = module_path(module)
-    for node in ast.parse(path.read_text(), filename=str(path)).body:
-        if (
-            isinstance(node, ast.Assign)
-            and [getattr(t, "id", None) for t in node.targets] == ["VERSION"]
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-        ):
-            return node.value.value
-    raise ValueError(
-        f"{path}: no top-level `VERSION = \"<n>\"`; an asset's code_version is derived from it. "
-        f"Add one and record it with `python -m tests.record_module_versions`"
-    )
+    found = _VERSION_LINE.search(path.read_text())
+    if found is None:
+        raise ValueError(
+            f"{path}: no top-level `VERSION = \"<n>\"`; an asset's code_version is derived from it. "
+            f"Add one and record it with `python -m tests.record_module_versions`"
+        )
+    return found.group(1)
 
 
 def module_path(module: str) -> Path:
