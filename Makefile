@@ -47,8 +47,9 @@ serve: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m pipelines.demo $(DEMO_ARGS)
 
-## the whole suite (slow tests included), then the asset checks on a sample of real days
+## the import rules (pyproject's [tool.importlinter]), the whole suite (slow tests included), then the asset checks on a sample of real days
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory check-data validate
 

@@ -6,6 +6,7 @@ from assets.ingest import airports, planes, raw_flights, raw_weather
 from assets.partitions import daily_partitions, on_new_upstream_partition
 from assets.policies import IO_RETRY
 from ml.feature_days import RAW_UPSTREAMS
+from assets.versions import code_version
 from resources.compute import DaskCluster
 from resources.storage import LakeStorage
 
@@ -45,7 +46,7 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
         dg.AssetCheckSpec(ROW_COUNT_CHECK, asset="flight_features", blocking=True,
                           description="One feature row per raw scheduled flight (cancelled keep a NA label)."),
     ],
-    code_version="2",
+    code_version=code_version("ml.features", "ml.feature_days"),
     output_required=False,
     automation_condition=on_new_upstream_partition(),
     retry_policy=IO_RETRY,

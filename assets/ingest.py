@@ -8,6 +8,7 @@ import dagster as dg
 
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
+from assets.versions import code_version
 from ml.contracts import AIRPORTS, ALL_ROWS, FLIGHTS, PLANES, WEATHER, Contract
 from ml.landing import landing_key, reference_key
 from resources.storage import LakeStorage, ObjectChanged
@@ -195,7 +196,7 @@ def _ingest(
     group_name="ingest",
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("raw_flights", FLIGHTS)],
-    code_version="2",
+    code_version=code_version("ml.contracts", "ml.parsing", "ml.expectations", "ml.ingestion"),
     retry_policy=IO_RETRY,
 )
 def raw_flights(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
@@ -218,7 +219,7 @@ def raw_flights(context: dg.AssetExecutionContext, storage: LakeStorage, config:
     group_name="ingest",
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("raw_weather", WEATHER)],
-    code_version="2",
+    code_version=code_version("ml.contracts", "ml.parsing", "ml.expectations", "ml.ingestion"),
     retry_policy=IO_RETRY,
 )
 def raw_weather(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
@@ -237,7 +238,7 @@ def raw_weather(context: dg.AssetExecutionContext, storage: LakeStorage, config:
     group_name="ingest",
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("planes", PLANES)],
-    code_version="2",
+    code_version=code_version("ml.contracts", "ml.parsing", "ml.expectations", "ml.ingestion"),
     retry_policy=IO_RETRY,
 )
 def planes(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
@@ -252,7 +253,7 @@ def planes(context: dg.AssetExecutionContext, storage: LakeStorage, config: Land
     group_name="ingest",
     kinds={"pandas", "parquet"},
     check_specs=[_contract_check_spec("airports", AIRPORTS)],
-    code_version="2",
+    code_version=code_version("ml.contracts", "ml.parsing", "ml.expectations", "ml.ingestion"),
     retry_policy=IO_RETRY,
 )
 def airports(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):

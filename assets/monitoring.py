@@ -5,6 +5,7 @@ import dagster as dg
 from assets.features import flight_features
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
+from assets.versions import code_version
 from assets.serving import batch_predictions
 from assets.training import champion_model
 from ml.gates import (
@@ -60,7 +61,7 @@ def _served_or(serving: BentoServing, storage: LakeStorage, day: str, fallback: 
         dg.AssetCheckSpec(DRIFT_CHECK, asset="drift_report",
                           description=f"Temperature and dew point within {DRIFT_COLUMN_THRESHOLD} reference SDs (normed Wasserstein) on every day of the run."),
     ],
-    code_version="1",
+    code_version=code_version("ml.drift"),
     retry_policy=IO_RETRY,
 )
 def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, mlflow: MlflowRegistry,
@@ -158,7 +159,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, mlflow:
         dg.AssetCheckSpec(PERFORMANCE_CHECK, asset="model_performance",
                           description="Realised ROC AUC of the serving model within a margin of its test AUC."),
     ],
-    code_version="1",
+    code_version=code_version("ml.performance"),
     retry_policy=IO_RETRY,
 )
 def model_performance(context: dg.AssetExecutionContext, config: PerformanceConfig, mlflow: MlflowRegistry,

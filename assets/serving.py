@@ -5,6 +5,7 @@ import dagster as dg
 from assets.features import flight_features
 from assets.partitions import daily_partitions, on_new_upstream_partition
 from assets.policies import IO_RETRY
+from assets.versions import code_version
 from assets.training import champion_model
 from resources.mlflow_registry import MlflowRegistry
 from resources.serving import BentoServing
@@ -76,7 +77,7 @@ def _post_all(served, records: list[dict], chunk: int = 250) -> list[float]:
                           description="The built Bento, served over HTTP, predicts what the registry's model predicts."),
     ],
     output_required=False,
-    code_version="2",
+    code_version=code_version("ml.model"),
     retry_policy=IO_RETRY,
 )
 def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: MlflowRegistry,
@@ -169,7 +170,7 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
     group_name="serving",
     kinds={"pytorch", "parquet"},
     deps=[flight_features, champion_model],
-    code_version="2",
+    code_version=code_version("ml.model"),
     automation_condition=on_new_upstream_partition(ignore=["champion_model"]),
     retry_policy=IO_RETRY,
 )

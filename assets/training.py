@@ -8,6 +8,7 @@ from assets.features import RAW_UPSTREAMS, flight_features
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
 from ml.gates import BASELINE_TOLERANCE, CHAMPION_TOLERANCE
+from assets.versions import code_version
 from resources.compute import DaskCluster, TorchCompute
 from resources.mlflow_registry import MlflowRegistry
 from resources.parquet_io import RUN_SCOPED
@@ -85,7 +86,7 @@ class TrainingWindowConfig(dg.Config):
     group_name="training",
     kinds={"dask", "parquet"},
     deps=[flight_features, "raw_flights", "raw_weather"],  # their stored versions decide which days are current
-    code_version="2",
+    code_version=code_version("ml.dataset"),
     metadata={RUN_SCOPED: True},
     retry_policy=IO_RETRY,
 )
@@ -196,7 +197,7 @@ def evaluate_and_register(context, config, training_set, mlflow: MlflowRegistry,
     from ml.features import FEATURE_COLUMNS
     from ml.promotion import judge
     from ml.train import TrainConfig, train_model
-    from resources import settings
+    from ml import settings
 
     parts = {name: training_set[training_set[SPLIT] == name] for name in (TRAIN, VALIDATION, TEST)}
     for name, part in parts.items():
@@ -313,7 +314,7 @@ def _upstream_fingerprint(context) -> str:
         dg.AssetCheckSpec(BEHAVIOUR_CHECK, asset="delay_model", blocking=True,
                           description="Invariance to flight number, heavy rain does not lower delay, obvious cases."),
     ],
-    code_version="2",
+    code_version=code_version("ml.train", "ml.model", "ml.preprocess", "ml.evaluate"),
     retry_policy=IO_RETRY,
 )
 def delay_model(
@@ -339,7 +340,7 @@ def delay_model(
         yield check
 
 
-@dg.asset(group_name="training", kinds={"mlflow"}, deps=[delay_model], pool="champion_promotion", code_version="1", retry_policy=IO_RETRY)
+@dg.asset(group_name="training", kinds={"mlflow"}, deps=[delay_model], pool="champion_promotion", code_version=code_version("ml.promotion", "ml.gates"), retry_policy=IO_RETRY)
 def champion_model(context: dg.AssetExecutionContext, mlflow: MlflowRegistry):
     """The registered version behind the `champion` alias: what serving loads.
 

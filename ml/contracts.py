@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 ORIGINS = ("EWR", "JFK", "LGA")
 ALL_ROWS = "all"  # the one partition key of an unpartitioned table
 

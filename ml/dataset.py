@@ -11,6 +11,9 @@ import pandas as pd
 
 from ml.features import LABEL
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 SPLIT = "split"
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 

@@ -22,6 +22,9 @@ import pandas as pd
 from ml.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL
 from ml.gates import DRIFT_COLUMN_THRESHOLD, DRIFT_COLUMNS
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 _SMALL_REFERENCE = 1000
 
 

@@ -10,6 +10,9 @@ import pandas as pd
 
 from ml.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 Scorer = Callable[[pd.DataFrame], np.ndarray]
 
 

@@ -17,6 +17,9 @@ import pandas as pd
 
 from ml.contracts import ALL_ROWS, Contract
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 PARTITION_COLUMN = "partition"
 # GX compares pandas extension dtypes by class name; tz-aware datetimes have no name it can match,
 # so their type is guaranteed by the parser alone.

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
+VERSION = "1"
+"""Bump when the output of features over a range changes (tests/test_module_versions.py)."""
+
 if TYPE_CHECKING:  # pandas loads in the step, not when the code location imports the asset modules
     import pandas as pd
 

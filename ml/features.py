@@ -10,6 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+VERSION = "3"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 LATE_MINUTES = 15
 WEATHER_REPORT_LAG = pd.Timedelta(hours=1)
 LABEL = "arrived_late"

@@ -3,6 +3,10 @@
 Plain numbers (no pandas here): the code location imports this at load time for its config defaults.
 """
 
+VERSION = "1"
+"""Bump when a gate's threshold changes (tests/test_module_versions.py)."""
+
+
 DRIFT_COLUMNS = ("temp", "dewp")
 DRIFT_COLUMN_THRESHOLD = 2.75
 """What the daily drift check gates on (bench/drift_calibration.py, docs/monitoring.md).

@@ -11,6 +11,9 @@ from ml.contracts import Contract
 from ml.expectations import ExpectationFailure, PartitionVerdict, validate_partitions
 from ml.parsing import LandingFileError, ParsedFile, extra_columns, parse_frames, read_landing_csv
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 ALL_NULL_EXPECTATION = "column_not_entirely_null"
 
 

@@ -14,6 +14,9 @@ from torch import nn
 
 from ml.preprocess import Preprocessor
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 WEIGHTS_FILE = "weights.pt"
 UNIT_FILE = "unit.json"
 UNIT_FILES = (WEIGHTS_FILE, UNIT_FILE)

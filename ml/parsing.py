@@ -12,6 +12,9 @@ import pandas as pd
 
 from ml.contracts import Contract
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 NA_VALUES = ["", "NA", "NaN", "nan", "null", "NULL"]
 _INT_DTYPES = {"Int8", "Int16", "Int32", "Int64"}
 

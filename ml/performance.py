@@ -9,6 +9,9 @@ import pandas as pd
 
 from ml.features import LABEL
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 KEYS = ("date", "carrier", "flight", "origin")
 CALIBRATION_BINS = 10
 _EPS = 1e-7

@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 UNKNOWN_INDEX = 0  # unseen carriers/airports share this bucket
 
 

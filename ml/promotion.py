@@ -8,6 +8,9 @@ from typing import Protocol
 
 from ml.gates import BASELINE_TOLERANCE, CHAMPION_TOLERANCE
 
+VERSION = "1"
+"""Bump when the promotion decision changes (tests/test_module_versions.py)."""
+
 
 class Behaviour(Protocol):
     name: str

@@ -17,6 +17,9 @@ from ml.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from ml.model import ModelConfig, ModelUnit
 from ml.preprocess import Preprocessor
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 
 @dataclass
 class TrainConfig:

@@ -157,7 +157,7 @@ class MlflowRegistry(dg.ConfigurableResource):
         artifacts (``mlflow server --artifacts-destination s3://…``) the server's environment needs
         the same ``MLFLOW_S3_UPLOAD_EXTRA_ARGS``. A value set by the operator is left as it is.
         """
-        from resources import settings
+        from ml import settings
 
         sse = self.artifact_sse or settings.s3_sse() or "none"
         if sse.lower() != "none":
