@@ -6,14 +6,14 @@ from assets.features import flight_features
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
 from assets.versions import code_version
-from assets.serving import batch_predictions
+from assets.inference import batch_predictions
 from assets.training import champion_model
 from ml.gates import (
     DRIFT_COLUMN_THRESHOLD, DRIFT_COLUMNS, DRIFT_MIN_ROWS, DRIFT_SHARE_THRESHOLD, PERFORMANCE_AUC_MARGIN,
     PERFORMANCE_MIN_LABELLED,
 )
 from resources.mlflow_registry import MlflowRegistry
-from resources.serving import BentoServing
+from resources.bento_store import BentoStore
 from resources.storage import LakeStorage
 
 DRIFT_CHECK = "drift_check"
@@ -39,12 +39,12 @@ class PerformanceConfig(dg.Config):
     """Days with fewer labelled flights are reported but never fail the check."""
 
 
-def _served_or(serving: BentoServing, storage: LakeStorage, day: str, fallback: str):
+def _served_or(bentos: BentoStore, storage: LakeStorage, day: str, fallback: str):
     """The day's served requests (the prediction log), else the day's ``fallback`` partition; with the source."""
     from resources.parquet_io import Warehouse
     from serving.prediction_log import read_prediction_log
 
-    served = read_prediction_log(serving.prediction_log_url, [day])
+    served = read_prediction_log(bentos.prediction_log_url, [day])
     if len(served):
         return served, "served traffic"
     stored = Warehouse(storage).frame(fallback, day)
@@ -64,8 +64,8 @@ def _served_or(serving: BentoServing, storage: LakeStorage, day: str, fallback: 
     code_version=code_version("ml.drift"),
     retry_policy=IO_RETRY,
 )
-def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, mlflow: MlflowRegistry,
-                 storage: LakeStorage, serving: BentoServing):
+def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, registry: MlflowRegistry,
+                 storage: LakeStorage, bentos: BentoStore):
     """Evidently data drift of each day against the champion's reference sample.
 
     Current: the day's served requests from the prediction log, or the day's feature partition when
@@ -80,15 +80,15 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, mlflow:
     from ml.drift import drift_report as evidently_drift
     from ml.drift import gate
 
-    version = mlflow.champion_version()
+    version = registry.champion_version()
     if version is None:
         raise dg.Failure("drift_report: no champion yet; its training sample is the reference", allow_retries=False)
     with tempfile.TemporaryDirectory(prefix="reference-") as tmp:
-        reference = pd.read_parquet(mlflow.download_reference(version, tmp))
+        reference = pd.read_parquet(registry.download_reference(version, tmp))
 
     out, drifted_days, worst = {}, {}, 0.0
     for day in context.partition_keys:
-        current, source = _served_or(serving, storage, day, "flight_features")
+        current, source = _served_or(bentos, storage, day, "flight_features")
         if current is None:
             context.log.warning(f"drift_report {day}: no traffic and no features; nothing to compare")
             out[day] = None
@@ -162,8 +162,8 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, mlflow:
     code_version=code_version("ml.performance"),
     retry_policy=IO_RETRY,
 )
-def model_performance(context: dg.AssetExecutionContext, config: PerformanceConfig, mlflow: MlflowRegistry,
-                      storage: LakeStorage, serving: BentoServing):
+def model_performance(context: dg.AssetExecutionContext, config: PerformanceConfig, registry: MlflowRegistry,
+                      storage: LakeStorage, bentos: BentoStore):
     """How the served model did once the day's outcomes landed: ROC AUC, log loss, Brier, calibration.
 
     The day's predictions (served traffic from the prediction log, else batch predictions) joined
@@ -178,7 +178,7 @@ def model_performance(context: dg.AssetExecutionContext, config: PerformanceConf
 
     out, failing, test_aucs = {}, {}, {}
     for day in context.partition_keys:
-        predictions, source = _served_or(serving, storage, day, "batch_predictions")
+        predictions, source = _served_or(bentos, storage, day, "batch_predictions")
         outcomes = Warehouse(storage).frame("flight_features", day)
         if predictions is None or outcomes is None:
             context.log.warning(f"model_performance {day}: predictions from {source}, outcomes "
@@ -188,7 +188,7 @@ def model_performance(context: dg.AssetExecutionContext, config: PerformanceConf
         result = served_performance(predictions.rename(columns={SCORE: "score"}), outcomes)
         version = max(result.model_versions, key=result.model_versions.get) if result.model_versions else None
         if version is not None and version not in test_aucs:
-            test_aucs[version] = mlflow.candidate(version).test_roc_auc
+            test_aucs[version] = registry.candidate(version).test_roc_auc
         expected = test_aucs.get(version)
         labelled = result.rows_joined  # matched, labelled, with a valid score
         if (result.roc_auc is not None and expected is not None and labelled >= config.min_labelled

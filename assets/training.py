@@ -164,7 +164,7 @@ class RegisteredCandidate:
     checks: list = field(default_factory=list)
 
 
-def _champion_scores(mlflow: MlflowRegistry, version: str | None, test):
+def _champion_scores(registry: MlflowRegistry, version: str | None, test):
     """The current champion's scores on the candidate's test set (same rows, same labels).
 
     The champion's unit is verified against the digest recorded at its registration: a tampered or
@@ -176,7 +176,7 @@ def _champion_scores(mlflow: MlflowRegistry, version: str | None, test):
     from ml.redaction import redact
 
     try:
-        unit = mlflow.load_unit(version)
+        unit = registry.load_unit(version)
     except UnitIntegrityError as exc:
         raise dg.Failure(
             description=redact(f"delay_model: the champion v{version} is refused, so no candidate can be judged "
@@ -186,7 +186,7 @@ def _champion_scores(mlflow: MlflowRegistry, version: str | None, test):
     return unit.predict_proba(test)
 
 
-def evaluate_and_register(context, config, training_set, mlflow: MlflowRegistry, compute) -> RegisteredCandidate:
+def evaluate_and_register(context, config, training_set, registry: MlflowRegistry, compute) -> RegisteredCandidate:
     """Train, score the model, the baseline and the champion on the same test days, judge, register."""
     import time
     from dataclasses import asdict
@@ -216,8 +216,8 @@ def evaluate_and_register(context, config, training_set, mlflow: MlflowRegistry,
     baseline = Baseline(seed=config.seed).fit(parts[TRAIN])
     baseline_metrics = classification_metrics(y_test, baseline.predict_proba(test))
 
-    champion = mlflow.champion_version()
-    champion_scores = _champion_scores(mlflow, champion, test)
+    champion = registry.champion_version()
+    champion_scores = _champion_scores(registry, champion, test)
     champion_metrics = classification_metrics(y_test, champion_scores) if champion_scores is not None else None
     sample = test.sample(min(config.behaviour_sample, len(test)), random_state=config.seed)
     behaviour = behavioural_suite(trained.unit.predict_proba, sample)
@@ -229,7 +229,7 @@ def evaluate_and_register(context, config, training_set, mlflow: MlflowRegistry,
 
     fingerprint = _upstream_fingerprint(context)
     trained.unit.info = {"data_fingerprint": fingerprint, "test_roc_auc": model_metrics["roc_auc"]}
-    candidate = mlflow.log_candidate(
+    candidate = registry.log_candidate(
         unit=trained.unit,
         example=test[list(FEATURE_COLUMNS)].head(20),
         run_name=f"delay_model {context.run_id[:8]}",
@@ -258,8 +258,8 @@ def evaluate_and_register(context, config, training_set, mlflow: MlflowRegistry,
     metadata = {
         "model_version": candidate.version,
         "model_uri": candidate.model_uri,
-        "mlflow_run": mlflow.run_link_value(candidate.run_id),
-        "unit_sha256": mlflow.registered_digest(candidate.version),
+        "mlflow_run": registry.run_link_value(candidate.run_id),
+        "unit_sha256": registry.registered_digest(candidate.version),
         "mlflow_run_id": candidate.run_id,
         "evaluated_against_champion": champion or "none",
         "test_roc_auc": round(model_metrics["roc_auc"], 4),
@@ -321,7 +321,7 @@ def delay_model(
     context: dg.AssetExecutionContext,
     config: DelayModelConfig,
     training_set,
-    mlflow: MlflowRegistry,
+    registry: MlflowRegistry,
     compute: TorchCompute,
 ):
     """The PyTorch delay model, trained on `training_set` and registered in MLflow as a new version.
@@ -334,14 +334,14 @@ def delay_model(
     The window must be the `training_set` of this run (same run, same fingerprint), else it fails.
     """
     verify_own_window(context, training_set)
-    result = evaluate_and_register(context, config, training_set, mlflow, compute)
+    result = evaluate_and_register(context, config, training_set, registry, compute)
     yield dg.MaterializeResult(metadata=result.metadata)
     for check in result.checks:
         yield check
 
 
 @dg.asset(group_name="training", kinds={"mlflow"}, deps=[delay_model], pool="champion_promotion", code_version=code_version("ml.promotion", "ml.gates"), retry_policy=IO_RETRY)
-def champion_model(context: dg.AssetExecutionContext, mlflow: MlflowRegistry):
+def champion_model(context: dg.AssetExecutionContext, registry: MlflowRegistry):
     """The registered version behind the `champion` alias: what serving loads.
 
     Promotes the `delay_model` version of this run (or the newest one, when run alone) once its
@@ -352,7 +352,7 @@ def champion_model(context: dg.AssetExecutionContext, mlflow: MlflowRegistry):
     metadata = materialization_metadata(context, "delay_model")
     if metadata is None:
         raise dg.Failure("champion_model: delay_model has never been materialized", allow_retries=False)
-    candidate = mlflow.candidate(str(metadata["model_version"].value))
+    candidate = registry.candidate(str(metadata["model_version"].value))
     if not candidate.passed:
         raise dg.Failure(f"champion_model: v{candidate.version} did not pass its checks: {candidate.reason or None}",
                          allow_retries=False)
@@ -361,13 +361,13 @@ def champion_model(context: dg.AssetExecutionContext, mlflow: MlflowRegistry):
         f"test ROC AUC {_auc(candidate.test_roc_auc)} vs baseline {_auc(candidate.baseline_roc_auc)}"
         f" and champion v{expected or 'none'} {_auc(candidate.champion_roc_auc)}"
     )
-    previous = mlflow.promote(candidate, expected, promoted_by=f"dagster run {context.run_id}", reason=reason)
+    previous = registry.promote(candidate, expected, promoted_by=f"dagster run {context.run_id}", reason=reason)
     return dg.MaterializeResult(
         metadata={
             "champion_version": candidate.version,
-            "mlflow_run": mlflow.run_link(candidate.run_id),
+            "mlflow_run": registry.run_link(candidate.run_id),
             "previous_version": previous or "none",
-            "model_uri": mlflow.champion_uri(),
+            "model_uri": registry.champion_uri(),
             "reason": reason,
         }
     )

@@ -53,7 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from resources.processes import free_port, serving  # noqa: E402
+from resources.processes import free_port, running_server  # noqa: E402
 
 LEVELS = (1, 16, 64)
 MODEL_VERSION, RUN_ID = "1", "benchserveload00"
@@ -148,7 +148,7 @@ def save_to_store(unit_dir: Path) -> str:
 @contextlib.contextmanager
 def server(command: list[str], port: int, log: Path, env: dict[str, str], ready_path: str = "/readyz"):
     """Start a server, wait until ``ready_path`` answers, stop it and its workers afterwards."""
-    with serving(command, f"http://127.0.0.1:{port}{ready_path}", log, timeout_s=READY_TIMEOUT_S, env=env, cwd=ROOT) as process:
+    with running_server(command, f"http://127.0.0.1:{port}{ready_path}", log, timeout_s=READY_TIMEOUT_S, env=env, cwd=ROOT) as process:
         yield process
 
 

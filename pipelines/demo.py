@@ -66,12 +66,12 @@ def dagster_dev(log: Path):
     """``dagster dev`` (webserver + daemon) on a free port; yield a GraphQL client."""
     from dagster_graphql import DagsterGraphQLClient
 
-    from resources.processes import free_port, serving
+    from resources.processes import free_port, running_server
 
     port = free_port()
     command = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                "-h", "127.0.0.1", "-p", str(port)]
-    with serving(command, f"http://127.0.0.1:{port}/server_info", log, timeout_s=180, cwd=PROJECT_ROOT):
+    with running_server(command, f"http://127.0.0.1:{port}/server_info", log, timeout_s=180, cwd=PROJECT_ROOT):
         yield DagsterGraphQLClient("127.0.0.1", port_number=port)
 
 
@@ -80,7 +80,7 @@ def served_bento(bento_tag: str, log: Path):
     """The verified Bento (the `bento` materialization's tag) behind a one-off token; yield a ``ServedBento``."""
     from resources import resources_from_env
 
-    with resources_from_env()["serving"].serve(bento_tag, log) as served:
+    with resources_from_env()["bentos"].serve(bento_tag, log) as served:
         yield served
 
 

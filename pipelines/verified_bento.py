@@ -15,7 +15,7 @@ from pathlib import Path
 
 def verified_bento_tag(instance) -> str | None:
     """The newest verified Bento's tag in ``instance``, None when no `bento` run has passed."""
-    from assets.serving import verified_bento_tags
+    from assets.inference import verified_bento_tags
 
     newest = verified_bento_tags(instance, keep=1)
     return newest[0]["bento_tag"] if newest else None

@@ -9,7 +9,7 @@ from resources.alerts import AlertWebhook
 from resources.compute import DaskCluster, TorchCompute
 from resources.mlflow_registry import MlflowRegistry
 from resources.parquet_io import LakeParquetIOManager
-from resources.serving import BentoServing
+from resources.bento_store import BentoStore
 from resources.storage import LakeStorage
 
 
@@ -27,11 +27,11 @@ def resources_from_env() -> dict[str, object]:
     return {
         "storage": storage,
         "io_manager": LakeParquetIOManager(storage=storage),
-        "mlflow": mlflow_registry_from_env(secrets_as_env_vars=True),
+        "registry": mlflow_registry_from_env(secrets_as_env_vars=True),
         "alerts": AlertWebhook(url=_secret("ALERT_WEBHOOK_URL", settings.alert_webhook_url())),
         "compute": TorchCompute(device=settings.torch_device()),
         "dask": DaskCluster(scheduler_address=settings.dask_scheduler_address()),
-        "serving": BentoServing(
+        "bentos": BentoStore(
             bentoml_home=settings.bentoml_home(), prediction_log_url=settings.prediction_log_url()
         ),
     }

@@ -119,7 +119,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(command: list[str], ready_url: str, log: Path, timeout_s: float = 90, env: dict | None = None, cwd=None):
+def running_server(command: list[str], ready_url: str, log: Path, timeout_s: float = 90, env: dict | None = None, cwd=None):
     """Start ``command``, wait until ``ready_url`` answers 2xx, and stop the process (group) afterwards.
 
     The process runs under a guard (``_guard``) in a session of its own: it and every process it

@@ -66,7 +66,7 @@ def chain_resources(storage: LakeStorage, registry) -> dict:
 
     return {
         **resources_for(storage),
-        "mlflow": registry,
+        "registry": registry,
         "compute": TorchCompute(device="cpu"),
         "dask": DaskCluster(n_workers=1, threads_per_worker=2),
     }

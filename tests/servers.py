@@ -6,9 +6,9 @@ import os
 import sys
 from pathlib import Path
 
-from resources.processes import free_port, serving
+from resources.processes import free_port, running_server
 
-__all__ = ["free_port", "serving", "moto_server", "mlflow_server", "webhook_receiver"]
+__all__ = ["free_port", "running_server", "moto_server", "mlflow_server", "webhook_receiver"]
 
 
 @contextlib.contextmanager
@@ -17,7 +17,7 @@ def moto_server(root: Path):
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    with serving(command, f"{endpoint}/moto-api/", root / "moto.log", timeout_s=30):
+    with running_server(command, f"{endpoint}/moto-api/", root / "moto.log", timeout_s=30):
         yield endpoint
 
 
@@ -45,7 +45,7 @@ def mlflow_server(root: Path, s3_destination: str | None = None, s3_endpoint: st
             "MLFLOW_S3_ENDPOINT_URL": s3_endpoint or "",
             "MLFLOW_S3_UPLOAD_EXTRA_ARGS": json.dumps({"ServerSideEncryption": sse}),
         }
-    with serving(command, f"{url}/health", root / "server.log", env=env):
+    with running_server(command, f"{url}/health", root / "server.log", env=env):
         yield url
 
 

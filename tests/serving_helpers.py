@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.servers import free_port, serving
+from tests.servers import free_port, running_server
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -98,5 +98,5 @@ def served(env: dict[str, str], log: Path, timeout_s: float = 120):
     """A real ``bentoml serve`` of the service; yields (base URL, process)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with serving(serve_command(port), f"{url}/readyz", log, timeout_s=timeout_s, env=env) as process:
+    with running_server(serve_command(port), f"{url}/readyz", log, timeout_s=timeout_s, env=env) as process:
         yield url, process

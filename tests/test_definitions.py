@@ -96,7 +96,7 @@ def test_new_days_flow_by_automation_without_rescoring_on_a_new_champion(graph):
 
 
 def test_resources_are_bound():
-    assert {"storage", "io_manager", "mlflow", "compute", "dask", "serving"} <= set(defs.resources)
+    assert {"storage", "io_manager", "registry", "compute", "dask", "bentos"} <= set(defs.resources)
 
 
 def test_training_job_ends_with_a_bento():

@@ -7,7 +7,9 @@ import dagster as dg
 import pytest
 
 from resources.alerts import AlertWebhook
-from sensors.monitoring import deploy_on_promotion_sensor, retrain_on_drift_sensor, run_failure_alert
+from sensors.alerting import run_failure_alert
+from sensors.deployment import deploy_on_promotion_sensor
+from sensors.retraining import retrain_on_drift_sensor
 from tests.servers import webhook_receiver
 
 
@@ -76,7 +78,7 @@ def test_a_failed_training_the_daemon_will_retry_counts_as_in_flight(instance, m
     waiting = _evaluate(retrain_on_drift_sensor, instance, cursor)
     assert not waiting.run_requests and "about to be retried" in waiting.skip_message
 
-    busy = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version="4"))
+    busy = _evaluate(deploy_on_promotion_sensor, instance, registry=_FakeRegistry(version="4"))
     assert not busy.run_requests and "training_job is queued or running" in busy.skip_message
 
 
@@ -89,7 +91,7 @@ def test_retries_of_a_bento_build_are_one_attempt(instance):
         _add_training_run(instance, dg.DagsterRunStatus.FAILURE, job_name="bento_job", root_run_id=root.run_id, tags={
             **tags, "dagster/will_retry": "false", "dagster/retry_number": number, "dagster/root_run_id": root.run_id,
         })
-    result = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version="3"))
+    result = _evaluate(deploy_on_promotion_sensor, instance, registry=_FakeRegistry(version="3"))
     (request,) = result.run_requests
     assert request.run_key.endswith("attempt-2")
 
@@ -135,19 +137,19 @@ def _bento_materialized(instance, version: str):
 
 
 def test_a_moved_champion_without_a_bento_requests_one_build(instance):
-    none = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version=None))
+    none = _evaluate(deploy_on_promotion_sensor, instance, registry=_FakeRegistry(version=None))
     assert not none.run_requests
 
-    moved = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version="3"))
+    moved = _evaluate(deploy_on_promotion_sensor, instance, registry=_FakeRegistry(version="3"))
     (request,) = moved.run_requests
     assert request.run_key == "bento-for-champion-v3-after-0-attempt-1"
 
     _bento_materialized(instance, "3")
-    built = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version="3"))
+    built = _evaluate(deploy_on_promotion_sensor, instance, registry=_FakeRegistry(version="3"))
     assert not built.run_requests and "already serves" in built.skip_message
 
     _add_training_run(instance, dg.DagsterRunStatus.STARTED)
-    busy = _evaluate(deploy_on_promotion_sensor, instance, mlflow=_FakeRegistry(version="4"))
+    busy = _evaluate(deploy_on_promotion_sensor, instance, registry=_FakeRegistry(version="4"))
     assert not busy.run_requests and "training_job is queued or running" in busy.skip_message
 
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from assets.features import flight_features
-from assets.serving import PARITY_CHECK, batch_predictions, bento
+from assets.inference import PARITY_CHECK, batch_predictions, bento
 from assets.training import champion_model, delay_model, training_set
 from pipelines.partition_ranges import range_tags
 from resources.parquet_io import read_warehouse_frame
-from resources.serving import BentoServing
+from resources.bento_store import BentoStore
 from serving.schema import records_from_features
 from tests.conftest import chain_resources
 
@@ -21,7 +21,7 @@ DAY = "2013-01-28"
 def _resources(lake, registry, tmp_path) -> dict:
     return {
         **chain_resources(lake, registry),
-        "serving": BentoServing(bentoml_home=str(tmp_path / "bentoml"), prediction_log_url=str(tmp_path / "predictions")),
+        "bentos": BentoStore(bentoml_home=str(tmp_path / "bentoml"), prediction_log_url=str(tmp_path / "predictions")),
     }
 
 
@@ -65,7 +65,7 @@ def test_batch_predictions_equal_online_predictions_of_the_served_bento(champion
     import httpx
 
     bento_tag = result.asset_materializations_for_node("bento")[0].metadata["bento_tag"].value
-    serving = resources["serving"]
+    serving = resources["bentos"]
     with serving.serve(bento_tag, tmp_path / "serve.log", prediction_log_url=str(tmp_path / "online")) as served:
         response = httpx.post(f"{served.url}/predict", json={"flights": records_from_features(features)},
                               headers=served.headers, timeout=60)
@@ -83,7 +83,7 @@ def test_a_bento_that_fails_parity_is_deleted_and_not_materialized(champion):
     (parity,) = result.get_asset_check_evaluations()
     assert not parity.passed
     assert not result.asset_materializations_for_node("bento")
-    listed = subprocess.run([resources["serving"]._bentoml(), "list", "-o", "json"], env=resources["serving"].env(),
+    listed = subprocess.run([resources["bentos"]._bentoml(), "list", "-o", "json"], env=resources["bentos"].env(),
                             capture_output=True, text=True, check=True).stdout
     assert first.asset_materializations_for_node("bento")[0].metadata["bento_tag"].value in listed
     assert listed.count("flight_delay_service:") == 1, "only the bento that passed is kept"

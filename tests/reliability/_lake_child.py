@@ -114,7 +114,7 @@ def main(spec_path: str) -> int:
         "storage": storage,
         "io_manager": LakeParquetIOManager(storage=storage),
         "dask": DaskCluster(n_workers=1, threads_per_worker=1),
-        "mlflow": MlflowRegistry(tracking_uri=f"sqlite:///{Path(spec_path).parent / 'unused-mlflow.db'}"),
+        "registry": MlflowRegistry(tracking_uri=f"sqlite:///{Path(spec_path).parent / 'unused-mlflow.db'}"),
         "compute": TorchCompute(device="cpu"),
     }
     selection = [known[name] for name in spec["assets"]]

@@ -33,15 +33,15 @@ FAST_TRAINING = {"ops": {"delay_model": {"config": {"epochs": 4, "patience": 2}}
 def _resources(root: Path) -> dict:
     """Every resource of the chain, on folders under ``root`` (rebuilt the same way in child processes)."""
     from resources.mlflow_registry import MlflowRegistry
-    from resources.serving import BentoServing
+    from resources.bento_store import BentoStore
     from resources.storage import LakeStorage
     from tests.conftest import chain_resources
 
     lake = LakeStorage(url=str(root / "lake"))
     registry = MlflowRegistry(tracking_uri=f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
                               lock_path=str(root / "mlflow" / "promotion.lock"))
-    serving = BentoServing(bentoml_home=str(root / "bentoml"), prediction_log_url=str(root / "plog"))
-    return {**chain_resources(lake, registry), "serving": serving}
+    serving = BentoStore(bentoml_home=str(root / "bentoml"), prediction_log_url=str(root / "plog"))
+    return {**chain_resources(lake, registry), "bentos": serving}
 
 
 def _instance(root: Path) -> dg.DagsterInstance:
@@ -52,7 +52,7 @@ def _instance(root: Path) -> dg.DagsterInstance:
 
 def _assets():
     from assets.features import flight_features
-    from assets.serving import bento
+    from assets.inference import bento
     from assets.training import champion_model, delay_model, training_set
 
     return {"flight_features": flight_features.to_source_asset(), "training_set": training_set,
@@ -80,7 +80,7 @@ def chain(tmp_path_factory) -> Path:
     replay(resources["storage"], *(dt.date.fromisoformat(d) for d in DAYS))
     with _instance(root) as instance:
         for assets in ([raw_flights, raw_weather, planes, airports], [flight_features]):
-            ran = dg.materialize(assets, resources={k: v for k, v in resources.items() if k != "serving"},
+            ran = dg.materialize(assets, resources={k: v for k, v in resources.items() if k != "bentos"},
                                  tags=range_tags(*DAYS), instance=instance, selection=assets)
             assert ran.success
         trained = _materialize(root, ["training_set", "delay_model", "champion_model", "bento"], instance)
@@ -104,7 +104,7 @@ def _in_child(root: str, selection: list[str], pause: str, signal_file: str) -> 
         time.sleep(600)
 
     if pause == "parity server up":
-        import resources.serving as serving_module
+        import resources.bento_store as serving_module
 
         real = serving_module.serving
 
@@ -174,7 +174,7 @@ def _port_open(port: int) -> bool:
 
 
 def _latest_in_store(root: Path) -> str:
-    serving = _resources(root)["serving"]
+    serving = _resources(root)["bentos"]
     done = subprocess.run([serving._bentoml(), "get", "flight_delay_service:latest", "-o", "json"],
                           env=serving.env(), capture_output=True, text=True, check=True, timeout=120)
     info = json.loads(done.stdout)
@@ -183,7 +183,7 @@ def _latest_in_store(root: Path) -> str:
 
 def test_kill_9_mid_parity_check_leaves_no_server_and_the_next_run_prunes_its_bento(chain, tmp_path):
     root = chain
-    registry, serving = _resources(root)["mlflow"], _resources(root)["serving"]
+    registry, serving = _resources(root)["registry"], _resources(root)["bentos"]
     champion, verified = registry.champion_version(), _verified_tag(root)
     paused = tmp_path / "paused.json"
     child = _start_child(root, ["bento"], "parity server up", paused)
@@ -219,7 +219,7 @@ def test_kill_9_mid_parity_check_leaves_no_server_and_the_next_run_prunes_its_be
 
 def test_kill_9_mid_bento_build_kills_the_build(chain, tmp_path):
     root = chain
-    registry = _resources(root)["mlflow"]
+    registry = _resources(root)["registry"]
     champion, verified = registry.champion_version(), _verified_tag(root)
     child = _start_child(root, ["bento"], "none", tmp_path / "unused")
     builds: list[int] = []
@@ -238,7 +238,7 @@ def test_kill_9_mid_bento_build_kills_the_build(chain, tmp_path):
 def test_the_parity_check_runs_no_registered_code(chain, tmp_path):
     """The champion's registered pyfunc code is replaced by code that writes a marker: the check never runs it."""
     root = chain
-    registry = _resources(root)["mlflow"]
+    registry = _resources(root)["registry"]
     code = _stored_model(registry, registry.champion_version()) / "delay_pyfunc.py"
     marker = tmp_path / "registered-code-ran"
     original = code.read_text()
@@ -253,7 +253,7 @@ def test_the_parity_check_runs_no_registered_code(chain, tmp_path):
 
 def test_kill_9_mid_training_never_moves_the_champion(chain, tmp_path):
     root = chain
-    registry = _resources(root)["mlflow"]
+    registry = _resources(root)["registry"]
     champion = registry.champion_version()
     paused = tmp_path / "paused.json"
     child = _start_child(root, ["training_set", "delay_model", "champion_model"], "registered", paused)

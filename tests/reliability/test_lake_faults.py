@@ -241,7 +241,7 @@ def test_a_window_that_is_not_the_runs_own_fails_clearly_and_old_windows_are_pru
     lake = _copy(baseline, tmp_path, "landing", "warehouse")
     instance = dg.DagsterInstance.ephemeral()
     resources = {**_resources(lake, keep_run_outputs=2),
-                 "mlflow": MlflowRegistry(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+                 "registry": MlflowRegistry(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
                  "compute": TorchCompute(device="cpu")}
     runs = []
     for cutoff in (DAYS[4], DAYS[3], DAYS[4]):

@@ -98,10 +98,10 @@ def test_a_hostile_champion_is_refused_by_comparison_bento_build_and_batch_scori
 ):
     from assets.features import flight_features
     from assets.training import _champion_scores
-    from assets.serving import batch_predictions, bento
+    from assets.inference import batch_predictions, bento
     from pipelines.partition_ranges import range_tags
     from resources.parquet_io import LakeParquetIOManager
-    from resources.serving import BentoServing
+    from resources.bento_store import BentoStore
     from resources.storage import LakeStorage
 
     version = _register(mlflow_registry, features)
@@ -114,8 +114,8 @@ def test_a_hostile_champion_is_refused_by_comparison_bento_build_and_batch_scori
         _champion_scores(mlflow_registry, version, features)
 
     lake = LakeStorage(url=str(tmp_path / "lake"))
-    serving = BentoServing(bentoml_home=str(tmp_path / "bentoml"), prediction_log_url=str(tmp_path / "plog"))
-    resources = {"mlflow": mlflow_registry, "serving": serving, "storage": lake,
+    serving = BentoStore(bentoml_home=str(tmp_path / "bentoml"), prediction_log_url=str(tmp_path / "plog"))
+    resources = {"registry": mlflow_registry, "bentos": serving, "storage": lake,
                  "io_manager": LakeParquetIOManager(storage=lake)}
     built = dg.materialize([bento], resources=resources, raise_on_error=False)
     assert not built.success and "refused" in _failure_message(built)
@@ -140,13 +140,13 @@ def test_the_payload_is_live(tmp_path):
 
 def test_the_bento_build_verifies_the_unit_before_it_reaches_the_model_store(features, mlflow_registry, tmp_path):
     """`python -m serving.build` itself refuses a unit whose files are not the registered ones."""
-    from resources.serving import BentoServing
+    from resources.bento_store import BentoStore
 
     version = _register(mlflow_registry, features)
     unit = mlflow_registry.download_verified_unit(version, str(tmp_path / "download"))
     digest = mlflow_registry.registered_digest(version)
     (unit / "unit.json").write_text((unit / "unit.json").read_text() + " ")
-    serving = BentoServing(bentoml_home=str(tmp_path / "bentoml"), prediction_log_url=str(tmp_path / "plog"))
+    serving = BentoStore(bentoml_home=str(tmp_path / "bentoml"), prediction_log_url=str(tmp_path / "plog"))
     with pytest.raises(RuntimeError, match="refused.*does not match the registered"):
         serving.build(unit, digest, version, "run", mlflow_registry.model_uri(version))
     assert serving.stored()["models"] == []

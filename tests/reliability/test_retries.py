@@ -19,7 +19,7 @@ from assets.policies import IO_RETRY
 from pipelines.replay import replay
 from resources.alerts import AlertWebhook
 from resources.storage import LakeStorage
-from sensors.monitoring import run_failure_alert
+from sensors.alerting import run_failure_alert
 from tests.conftest import resources_for
 from tests.servers import moto_server, webhook_receiver
 

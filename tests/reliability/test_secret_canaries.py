@@ -45,7 +45,7 @@ def test_no_secret_reaches_the_instance_the_registry_the_lake_or_an_alert(tmp_pa
     from pipelines.replay import replay
     from pipelines.runner import run_job_over_range
     from resources import lake_storage_from_env, resources_from_env
-    from sensors.monitoring import run_failure_alert
+    from sensors.alerting import run_failure_alert
 
     hook_base, received = hook
     home = tmp_path / "dagster_home"
@@ -68,7 +68,7 @@ def test_no_secret_reaches_the_instance_the_registry_the_lake_or_an_alert(tmp_pa
         replay(storage, *(dt.date.fromisoformat(d) for d in DAYS))
         instance = dg.DagsterInstance.get()
         defs = build_definitions()
-        assert defs.resources["mlflow"].tracking_uri == dg.EnvVar("MLFLOW_TRACKING_URI"), "bound by name"
+        assert defs.resources["registry"].tracking_uri == dg.EnvVar("MLFLOW_TRACKING_URI"), "bound by name"
         for job in ("ingest_job", "features_job"):
             assert run_job_over_range(job, *DAYS, instance, defs=defs).success, job
         training = defs.resolve_job_def("training_job")

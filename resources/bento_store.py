@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from resources.processes import free_port, run_bounded, serving
+from resources.processes import free_port, run_bounded, running_server
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class ServedBento:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-class BentoServing(dg.ConfigurableResource):
+class BentoStore(dg.ConfigurableResource):
     """BentoML's model and Bento stores (``bentoml_home``) and the prediction log the service writes.
 
     BentoML resolves its home once per process, so builds and servers run as subprocesses with
@@ -115,7 +115,7 @@ class BentoServing(dg.ConfigurableResource):
                        **({"PREDICTION_LOG_URL": prediction_log_url} if prediction_log_url else {}))
         env.pop("SERVICE_AUTH_DISABLED", None)
         command = [self._bentoml(), "serve", bento_tag, "--host", "127.0.0.1", "-p", str(port)]
-        with serving(command, f"{url}/readyz", log, timeout_s=120, env=env):
+        with running_server(command, f"{url}/readyz", log, timeout_s=120, env=env):
             yield ServedBento(url, token)
 
     def _delete(self, args: list[str], what: str) -> bool:

@@ -1,4 +1,4 @@
-"""Serving: the champion as a Bento (checked against the registry over HTTP), and batch scoring of feature days."""
+"""Inference: the champion as a Bento (checked against the registry over HTTP), and batch scoring of feature days."""
 
 import dagster as dg
 
@@ -8,7 +8,7 @@ from assets.policies import IO_RETRY
 from assets.versions import code_version
 from assets.training import champion_model
 from resources.mlflow_registry import MlflowRegistry
-from resources.serving import BentoServing
+from resources.bento_store import BentoStore
 from resources.storage import LakeStorage
 
 PARITY_CHECK = "serves_registry_predictions"
@@ -23,8 +23,8 @@ class BentoConfig(dg.Config):
     """Verified Bentos (newest first) kept in BentoML's stores; everything else is pruned at the start of a run."""
 
 
-def _champion(mlflow: MlflowRegistry) -> tuple[str, str]:
-    champion = mlflow.champion()
+def _champion(registry: MlflowRegistry) -> tuple[str, str]:
+    champion = registry.champion()
     if champion is None:
         raise dg.Failure("no champion in the registry yet: materialize champion_model first", allow_retries=False)
     return champion.version, champion.run_id
@@ -69,7 +69,7 @@ def _post_all(served, records: list[dict], chunk: int = 250) -> list[float]:
 
 
 @dg.asset(
-    group_name="serving",
+    group_name="inference",
     kinds={"bentoml"},
     deps=[champion_model, "training_set"],  # the parity rows come from the newest training window
     check_specs=[
@@ -80,8 +80,8 @@ def _post_all(served, records: list[dict], chunk: int = 250) -> list[float]:
     code_version=code_version("ml.model"),
     retry_policy=IO_RETRY,
 )
-def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: MlflowRegistry,
-          serving: BentoServing, storage: LakeStorage):
+def bento(context: dg.AssetExecutionContext, config: BentoConfig, registry: MlflowRegistry,
+          bentos: BentoStore, storage: LakeStorage):
     """The champion packaged as a BentoML service (`serving/service.py`), ready to serve or containerize.
 
     The champion's unit, verified against the SHA-256 recorded at its registration, goes into
@@ -102,20 +102,20 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
     from resources.parquet_io import Warehouse
     from serving.schema import records_from_features
 
-    version, run_id = _champion(mlflow)
-    model_uri = mlflow.model_uri(version)
-    with serving.exclusive(), tempfile.TemporaryDirectory(prefix="bento-") as tmp:
+    version, run_id = _champion(registry)
+    model_uri = registry.model_uri(version)
+    with bentos.exclusive(), tempfile.TemporaryDirectory(prefix="bento-") as tmp:
         verified = verified_bento_tags(context.instance, config.keep_verified)
-        pruned = serving.prune({tag for v in verified for tag in v.values() if tag})
+        pruned = bentos.prune({tag for v in verified for tag in v.values() if tag})
         if pruned:
             context.log.warning(f"pruned {len(pruned)} Bento(s)/model(s) no verified run recorded: {pruned}")
         try:
-            digest = mlflow.registered_digest(version)
-            unit_dir = mlflow.download_verified_unit(version, tmp)
+            digest = registry.registered_digest(version)
+            unit_dir = registry.download_verified_unit(version, tmp)
             unit = ModelUnit.load(unit_dir, expected_digest=digest)
         except UnitIntegrityError as exc:
             raise _verified_unit_failure("bento", version, exc) from None
-        built = serving.build(unit_dir, digest, version, run_id, model_uri)
+        built = bentos.build(unit_dir, digest, version, run_id, model_uri)
         context.log.info(f"built {built['bento_tag']} with model {built['model_tag']} (registry v{version})")
 
         try:
@@ -126,11 +126,11 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
             sample = test_rows.sample(n=min(config.parity_rows, len(test_rows)), random_state=0)
             expected = np.asarray(unit.predict_proba(sample[list(FEATURE_COLUMNS)]), dtype="float64")
             log = Path(tmp) / "serve.log"
-            with serving.serve(built["bento_tag"], log, prediction_log_url=str(Path(tmp) / "plog")) as served:
+            with bentos.serve(built["bento_tag"], log, prediction_log_url=str(Path(tmp) / "plog")) as served:
                 scores = np.asarray(_post_all(served, records_from_features(sample)), dtype="float64")
         except BaseException:
             # Never leave an unchecked Bento behind, whatever stopped the check (a kill -9 is pruned next run).
-            serving.delete(built["bento_tag"])
+            bentos.delete(built["bento_tag"])
             raise
 
         worst = float(np.max(np.abs(scores - expected))) if len(sample) else 0.0
@@ -154,12 +154,12 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
                     "bento_path": dg.MetadataValue.path(built["path"]),
                     "pruned": dg.MetadataValue.json(pruned),
                     "serve": dg.MetadataValue.text(
-                        f"SERVICE_API_TOKEN=… BENTOML_HOME={serving.bentoml_home} bentoml serve {built['bento_tag']}"
+                        f"SERVICE_API_TOKEN=… BENTOML_HOME={bentos.bentoml_home} bentoml serve {built['bento_tag']}"
                     ),
                 }
             )
         else:
-            serving.delete(built["bento_tag"])
+            bentos.delete(built["bento_tag"])
             context.log.error(f"bento {built['bento_tag']} failed parity and was deleted: {check.description}")
         yield check
 
@@ -167,14 +167,14 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, mlflow: Mlflow
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="serving",
+    group_name="inference",
     kinds={"pytorch", "parquet"},
     deps=[flight_features, champion_model],
     code_version=code_version("ml.model"),
     automation_condition=on_new_upstream_partition(ignore=["champion_model"]),
     retry_policy=IO_RETRY,
 )
-def batch_predictions(context: dg.AssetExecutionContext, mlflow: MlflowRegistry, storage: LakeStorage):
+def batch_predictions(context: dg.AssetExecutionContext, registry: MlflowRegistry, storage: LakeStorage):
     """The champion's delay probability for every flight of the day, scored in batch (no HTTP).
 
     The same unit and preprocessing as the service (`ml.model.ModelUnit`, verified against the
@@ -188,9 +188,9 @@ def batch_predictions(context: dg.AssetExecutionContext, mlflow: MlflowRegistry,
     from resources.parquet_io import Warehouse
     from serving.prediction_log import SCORE
 
-    version, _ = _champion(mlflow)
+    version, _ = _champion(registry)
     try:
-        unit = mlflow.load_unit(version)
+        unit = registry.load_unit(version)
     except UnitIntegrityError as exc:
         raise _verified_unit_failure("batch_predictions", version, exc) from None
     scored_at = pd.Timestamp.now(tz="UTC")
