@@ -13,8 +13,10 @@ elsewhere needs the launcher of that platform (Kubernetes, ECS, Docker), which b
 from __future__ import annotations
 
 import dagster as dg
+
+# The one import from dagster._core: the health-check result types have no public export in 1.13
+# (this launcher is the adapter; tests/test_deploy_configs.py pins its behaviour).
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
-from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
 
 _STARTED_PREFIX = "Started process for run"
 _PID_REUSE_SLACK_S = 2.0
@@ -48,7 +50,7 @@ def process_health(pid: int, logged_at: float) -> tuple[bool, str]:
     return True, f"run worker process {pid} is alive"
 
 
-class LocalProcessRunLauncher(DefaultRunLauncher):
+class LocalProcessRunLauncher(dg.DefaultRunLauncher):
     """``DefaultRunLauncher`` plus ``check_run_worker_health`` for run workers on this host."""
 
     @property
