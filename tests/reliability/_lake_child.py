@@ -79,18 +79,18 @@ def _record_window_instead_of_training(result_path: str) -> None:
     """delay_model records the window it was handed (its days, rows, run) and passes its checks."""
     import dagster as dg
 
-    import assets.training as model_registry
+    import assets.training as training_assets
 
     def record(context, config, training_set, mlflow, compute):
         days = sorted(training_set["date"].unique())
         Path(result_path).write_text(json.dumps({"run_id": context.run_id, "days": days, "rows": len(training_set)}))
         checks = [
             dg.AssetCheckResult(check_name=name, passed=True)
-            for name in (model_registry.BASELINE_CHECK, model_registry.CHAMPION_CHECK, model_registry.BEHAVIOUR_CHECK)
+            for name in (training_assets.BASELINE_CHECK, training_assets.CHAMPION_CHECK, training_assets.BEHAVIOUR_CHECK)
         ]
-        return model_registry.RegisteredCandidate(metadata={"window_first_day": days[0], "window_last_day": days[-1]}, checks=checks)
+        return training_assets.RegisteredCandidate(metadata={"window_first_day": days[0], "window_last_day": days[-1]}, checks=checks)
 
-    model_registry.evaluate_and_register = record
+    training_assets.evaluate_and_register = record
 
 
 def main(spec_path: str) -> int:

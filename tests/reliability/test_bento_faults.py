@@ -104,9 +104,9 @@ def _in_child(root: str, selection: list[str], pause: str, signal_file: str) -> 
         time.sleep(600)
 
     if pause == "parity server up":
-        import resources.bento_store as serving_module
+        import resources.bento_store as bento_store
 
-        real = serving_module.serving
+        real = bento_store.running_server
 
         @contextlib.contextmanager
         def paused(command, ready_url, *args, **kwargs):
@@ -114,16 +114,16 @@ def _in_child(root: str, selection: list[str], pause: str, signal_file: str) -> 
                 hang(pid=process.pid, port=int(ready_url.rsplit(":", 1)[1].split("/")[0]), tag=command[2])
                 yield process
 
-        serving_module.serving = paused
+        bento_store.running_server = paused
     elif pause == "registered":
-        import resources.mlflow_registry as model_registry
+        import resources.mlflow_registry as registry_module
 
-        real_register = model_registry.register_unit
+        real_register = registry_module.register_unit
 
         def paused_register(*args, **kwargs):
             hang(version=real_register(*args, **kwargs))
 
-        model_registry.register_unit = paused_register
+        registry_module.register_unit = paused_register
     _materialize(Path(root), selection)
 
 

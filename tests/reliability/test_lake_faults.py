@@ -234,7 +234,7 @@ def test_two_trainings_each_train_on_their_own_window(baseline, tmp_path):
 
 def test_a_window_that_is_not_the_runs_own_fails_clearly_and_old_windows_are_pruned(baseline, tmp_path, monkeypatch):
     """Defect 4: delay_model refuses a window whose run or fingerprint differs; only the newest windows are kept."""
-    import assets.training as model_registry
+    import assets.training as training_assets
     from resources.compute import TorchCompute
     from resources.mlflow_registry import MlflowRegistry
 
@@ -255,7 +255,7 @@ def test_a_window_that_is_not_the_runs_own_fails_clearly_and_old_windows_are_pru
     # the newest run's window replaced by another run's, as a shared file or a careless restore would
     lake.write_bytes(f"warehouse/training_set/{runs[2]}.parquet", lake.read_bytes(f"warehouse/training_set/{runs[1]}.parquet"))
     trained = []
-    monkeypatch.setattr(model_registry, "evaluate_and_register", lambda *args: trained.append(args))
+    monkeypatch.setattr(training_assets, "evaluate_and_register", lambda *args: trained.append(args))
     result = dg.materialize([flight_features.to_source_asset(), training_set, delay_model], resources=resources,
                             instance=instance, selection=[delay_model], raise_on_error=False)
     assert not result.success and not trained
