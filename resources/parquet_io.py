@@ -125,11 +125,6 @@ class Warehouse:
         return None
 
 
-def read_warehouse_frame(storage: LakeStorage, asset: str, partition: str | None = None):
-    """``Warehouse(storage).frame(asset, partition)``, for tests and scripts that hold only the storage."""
-    return Warehouse(storage).frame(asset, partition)
-
-
 def frame_reader(lake: LakeSettings) -> Callable[[str, str | None], Any]:
     """A ``read(asset, partition)`` over the lake's settings alone, for ``ml/`` code on Dask workers.
 

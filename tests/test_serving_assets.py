@@ -8,7 +8,7 @@ from assets.features import flight_features
 from assets.inference import PARITY_CHECK, batch_predictions, bento
 from assets.training import champion_model, delay_model, training_set
 from pipelines.partition_ranges import range_tags
-from resources.parquet_io import read_warehouse_frame
+from resources.parquet_io import Warehouse
 from resources.bento_store import BentoStore
 from serving.schema import records_from_features
 from tests.conftest import chain_resources
@@ -58,8 +58,8 @@ def test_batch_predictions_equal_online_predictions_of_the_served_bento(champion
     scored = _materialize([batch_predictions], [batch_predictions], resources, instance, run_config={},
                           tags=range_tags(DAY, DAY))
     assert scored.success
-    batch = read_warehouse_frame(lake, "batch_predictions", DAY)
-    features = read_warehouse_frame(lake, "flight_features", DAY)
+    batch = Warehouse(lake).frame("batch_predictions", DAY)
+    features = Warehouse(lake).frame("flight_features", DAY)
     assert len(batch) == len(features) and set(batch["model_version"]) == {"1"}
 
     import httpx

@@ -65,9 +65,9 @@ def test_chain_registers_and_promotes_a_champion(featured_lake, mlflow_registry)
     import mlflow
 
     from ml.features import FEATURE_COLUMNS
-    from resources.parquet_io import read_warehouse_frame
+    from resources.parquet_io import Warehouse
 
-    frame = read_warehouse_frame(lake, "flight_features", "2013-01-27")
+    frame = Warehouse(lake).frame("flight_features", "2013-01-27")
     scores = mlflow.pyfunc.load_model(f"models:/{mlflow_registry.model_name}@champion").predict(frame[list(FEATURE_COLUMNS)])
     assert len(scores) == len(frame) and scores.between(0, 1).all()
 
@@ -120,14 +120,14 @@ def test_against_a_real_mlflow_server(featured_lake, tmp_path):
 
 def test_dask_engine_gives_the_same_features_as_pandas(lake):
     """Long ranges go to the Dask cluster in chunks of days; the output must not depend on the engine."""
-    from resources.parquet_io import read_warehouse_frame
+    from resources.parquet_io import Warehouse
 
     replay(lake, dt.date(2013, 1, 1), dt.date(2013, 1, 5))
     resources = {k: v for k, v in chain_resources(lake, None).items() if v is not None}
     tags = range_tags("2013-01-01", "2013-01-05")
     assert dg.materialize([raw_flights, raw_weather, planes, airports], resources=resources, tags=tags).success
     pandas_run = dg.materialize([flight_features], resources=resources, tags=tags)
-    pandas_frames = {d: read_warehouse_frame(lake, "flight_features", d) for d in ("2013-01-02", "2013-01-05")}
+    pandas_frames = {d: Warehouse(lake).frame("flight_features", d) for d in ("2013-01-02", "2013-01-05")}
     dask_config = {"ops": {"flight_features": {"config": {"dask_min_partitions": 1, "days_per_task": 2}}}}
     dask_run = dg.materialize([flight_features], resources=resources, tags=tags, run_config=dask_config)
     engines = [
@@ -138,7 +138,7 @@ def test_dask_engine_gives_the_same_features_as_pandas(lake):
     for day, frame in pandas_frames.items():
         import pandas as pd
 
-        pd.testing.assert_frame_equal(read_warehouse_frame(lake, "flight_features", day), frame)
+        pd.testing.assert_frame_equal(Warehouse(lake).frame("flight_features", day), frame)
 
 
 def test_features_that_fail_their_checks_are_not_written(lake):
