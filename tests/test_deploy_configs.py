@@ -41,20 +41,13 @@ def test_every_instance_monitors_runs_and_retries_only_infrastructure_failures(t
     assert retries["retry_on_asset_or_op_failure"] is False, "steps retry their own I/O; a data failure would repeat"
 
 
-def test_the_local_instance_can_tell_that_a_run_worker_died(tmp_path):
-    """DefaultRunLauncher offers run monitoring no health check; the local launcher checks the worker's pid."""
+def test_a_dead_worker_is_told_from_a_live_one_and_from_a_reused_pid():
+    """The orphaned-run sensor's check: the worker's pid, its liveness, and pid reuse."""
     import signal
     import subprocess
     import time
 
-    import dagster as dg
-
-    from pipelines.run_launcher import LocalProcessRunLauncher, process_health
-
-    (tmp_path / "dagster.yaml").write_text((DEPLOY / "dagster-local.yaml").read_text())
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        assert isinstance(instance.run_launcher, LocalProcessRunLauncher)
-        assert instance.run_launcher.supports_check_run_worker_health and instance.run_monitoring_enabled
+    from sensors.orphaned_runs import process_health
 
     logged_at = time.time()
     worker = subprocess.Popen(["sleep", "60"])

@@ -1,7 +1,7 @@
-"""kill -9 of the whole local stack mid-run: run monitoring fails the orphaned run, and automation goes on.
+"""kill -9 of the whole local stack mid-run: orphaned_run_sensor fails the orphaned run, and automation goes on.
 
-Before: the local instance had no run monitoring and a launcher without a health check, so a run whose
-processes died stayed STARTED for ever, and the retrain sensor skipped every tick waiting for it.
+Before: the local instance had no run monitoring and the default launcher has no health check, so a run
+whose processes died stayed STARTED for ever, and the retrain sensor skipped every tick waiting for it.
 """
 
 import datetime as dt
@@ -13,7 +13,6 @@ from pathlib import Path
 import dagster as dg
 import psutil
 import pytest
-import yaml
 
 pytestmark = pytest.mark.slow
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -78,15 +77,13 @@ def _step_started(instance, run_id: str) -> bool:
     return bool(instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START, limit=1).records)
 
 
-def test_a_killed_run_is_failed_by_run_monitoring_and_automation_resumes(local_stack):
+def test_a_killed_run_is_reported_failed_and_automation_resumes(local_stack):
     from pipelines.definitions import build_definitions
     from pipelines.replay import replay
-    from pipelines.run_launcher import worker_process
+    from sensors.orphaned_runs import worker_process
     from pipelines.runner import run_job_over_range
     from resources import lake_storage_from_env
 
-    config = yaml.safe_load((PROJECT_ROOT / "deploy" / "dagster-local.yaml").read_text())
-    poll_s = config.get("run_monitoring", {}).get("poll_interval_seconds")
     instance = dg.DagsterInstance.get()
     replay(lake_storage_from_env(), *(dt.date.fromisoformat(d) for d in DAYS))
     defs = build_definitions()
@@ -106,14 +103,14 @@ def test_a_killed_run_is_failed_by_run_monitoring_and_automation_resumes(local_s
 
         daemon = _start_daemon(log)
         restarted = time.monotonic()
-        _wait_for(lambda: instance.get_run_by_id(first.run_id).is_finished, "run monitoring fails the orphan", log,
+        _wait_for(lambda: instance.get_run_by_id(first.run_id).is_finished, "orphaned_run_sensor fails the orphan", log,
                   timeout_s=120)
         detected_s = time.monotonic() - restarted
         failed = instance.get_run_by_id(first.run_id)
         assert failed.status == dg.DagsterRunStatus.FAILURE
         messages = [e.message for e in instance.all_logs(first.run_id) if e.message]
-        assert any(f"run worker process {worker_pid} is gone" in m for m in messages), "failed by the health check"
-        print(f"killed run marked FAILURE {detected_s:.1f} s after the daemon restarted (poll interval {poll_s} s)")
+        assert any(f"run worker process {worker_pid} is gone" in m for m in messages), "failed by orphaned_run_sensor"
+        print(f"killed run marked FAILURE {detected_s:.1f} s after the daemon restarted (sensor ticks every 3 s)")
 
         # Run retries re-execute a run lost to infrastructure, once; the sensor waits for that retry.
         retry = _wait_for(lambda: next((r for r in _training_runs(instance) if r.parent_run_id == first.run_id), None),
