@@ -124,3 +124,16 @@ def local_instance_env(tmp_path, monkeypatch):
     for name in ("LAKE_URL", "MLFLOW_TRACKING_URI", "ALERT_WEBHOOK_URL"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory):
+    """A moto S3 server over HTTP for the module's tests, with throwaway AWS credentials in the environment."""
+    from tests.servers import moto_server
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+            yield endpoint

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from resources.processes import free_port, running_server
 
-__all__ = ["free_port", "running_server", "moto_server", "mlflow_server", "webhook_receiver"]
+__all__ = ["free_port", "running_server", "moto_server", "mlflow_server", "webhook_receiver", "http_server_in_thread"]
 
 
 @contextlib.contextmanager
@@ -52,8 +52,7 @@ def mlflow_server(root: Path, s3_destination: str | None = None, s3_endpoint: st
 @contextlib.contextmanager
 def webhook_receiver(path: str = "/hook"):
     """Yield the URL of a local HTTP server (answering 204) and the list of raw bodies POSTed to it."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     received: list[bytes] = []
 
@@ -66,10 +65,20 @@ def webhook_receiver(path: str = "/hook"):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    with http_server_in_thread(Hook) as port:
+        yield f"http://127.0.0.1:{port}{path}", received
+
+
+@contextlib.contextmanager
+def http_server_in_thread(handler):
+    """Serve ``handler`` (a ``BaseHTTPRequestHandler`` class) on 127.0.0.1 from a thread; yield its port."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}{path}", received
+        yield server.server_port
     finally:
         server.shutdown()
         server.server_close()

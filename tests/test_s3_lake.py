@@ -13,20 +13,9 @@ from pipelines.replay import replay
 from resources.storage import LakeStorage
 from sensors.landing_zone import landing_zone_sensor
 from tests.conftest import resources_for
-from tests.servers import moto_server
 
 pytestmark = pytest.mark.slow
 BUCKET = "flights-lake"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
-            yield endpoint
 
 
 @pytest.fixture

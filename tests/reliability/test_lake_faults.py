@@ -267,18 +267,6 @@ def test_a_window_that_is_not_the_runs_own_fails_clearly_and_old_windows_are_pru
 BUCKET = "lake-faults"
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    from tests.servers import moto_server
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
-            yield endpoint
-
-
 def _s3_lake(endpoint: str, bucket: str, prefix: str, versioning: bool = False) -> LakeStorage:
     storage = LakeStorage(url=f"s3://{bucket}/{prefix}", endpoint_url=endpoint, region_name="us-east-1")
     client = storage.s3_client()

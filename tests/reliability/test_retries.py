@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +21,7 @@ from resources.alerts import AlertWebhook
 from resources.storage import LakeStorage
 from sensors.alerting import run_failure_alert
 from tests.conftest import resources_for
-from tests.servers import moto_server, webhook_receiver
+from tests.servers import http_server_in_thread, moto_server, webhook_receiver
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "flaky-lake"
@@ -71,13 +71,8 @@ def flaky_proxy(upstream: str, failures: int):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server_in_thread(Proxy) as port:
+        yield f"http://127.0.0.1:{port}", state
 
 
 @pytest.fixture
