@@ -227,9 +227,18 @@ def k8s_job_namespace() -> str | None:
     return os.environ.get("K8S_JOB_NAMESPACE") or None
 
 
+IMAGE_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
 def k8s_image_pull_policy() -> str | None:
-    """``K8S_IMAGE_PULL_POLICY``: Always, IfNotPresent or Never for step pods; unset: the run launcher's."""
-    return os.environ.get("K8S_IMAGE_PULL_POLICY") or None
+    """``K8S_IMAGE_PULL_POLICY``: Always, IfNotPresent or Never for step pods; unset: the run launcher's.
+
+    Checked here: dagster-k8s takes any string, and a cluster would refuse the pod only at launch.
+    """
+    value = os.environ.get("K8S_IMAGE_PULL_POLICY") or None
+    if value is not None and value not in IMAGE_PULL_POLICIES:
+        raise ValueError(f"K8S_IMAGE_PULL_POLICY={value!r} is not one of {', '.join(IMAGE_PULL_POLICIES)}")
+    return value
 
 
 def k8s_env_secrets() -> list[str]:
