@@ -111,6 +111,8 @@ def test_only_the_training_step_asks_for_a_gpu_on_every_launch_path(gpu_values, 
         pod = manifest["spec"]["template"]["spec"]
         assert _gpu_limit(manifest) is None, key
         assert not pod.get("nodeSelector") and not pod.get("tolerations"), key
+        # The run launcher's runK8sConfig reaches every step pod: a limit there would cap them all.
+        assert not pod["containers"][0]["resources"].get("limits"), key
 
 
 @pytest.mark.slow

@@ -64,7 +64,7 @@ def test_the_run_launcher_config_passes_dagster_k8s_schema_and_builds_a_launcher
     assert launcher.job_namespace == chart.RELEASE_NAMESPACE
     assert launcher.env_secrets == ["flight-delays-secrets"]
     assert launcher.image_pull_policy == "IfNotPresent"
-    assert launcher.run_k8s_config["container_config"]["resources"]["limits"] == {"memory": "2Gi"}
+    assert launcher.run_k8s_config["container_config"]["resources"] == {"requests": {"cpu": "250m", "memory": "1Gi"}}
     assert launcher.dagster_home == "/opt/dagster/dagster_home"  # resolved from the env the chart sets
 
 
