@@ -10,6 +10,7 @@ from assets.policies import IO_RETRY
 from ml.gates import BASELINE_TOLERANCE, CHAMPION_TOLERANCE
 from assets.versions import code_version
 from resources.compute import DaskCluster, TorchCompute
+from resources.kubernetes import training_step_op_tags
 from resources.mlflow_registry import MlflowRegistry
 from resources.parquet_io import RUN_SCOPED
 from resources.storage import LakeStorage
@@ -306,6 +307,7 @@ def _upstream_fingerprint(context) -> str:
     group_name="training",
     kinds={"pytorch", "mlflow", "scikitlearn"},
     pool="training",
+    op_tags=training_step_op_tags(),  # the GPU pod on Kubernetes (TRAINING_* settings); ignored elsewhere
     check_specs=[
         dg.AssetCheckSpec(BASELINE_CHECK, asset="delay_model", blocking=True,
                           description="Test ROC AUC within the tolerance of the HistGradientBoosting baseline, or better."),

@@ -201,3 +201,126 @@ SECRET_VARIABLES = ("MLFLOW_TRACKING_URI", "ALERT_WEBHOOK_URL")
 def is_set(variable: str) -> bool:
     """Whether ``variable`` is set to something (an empty value counts as unset, as everywhere here)."""
     return bool(os.environ.get(variable))
+
+
+# kubernetes
+EXECUTORS = ("in_process", "multiprocess", "k8s")
+"""The executors ``DAGSTER_EXECUTOR`` may name; every launch path (UI, backfill, sensor, schedule, automation) uses it."""
+
+
+def dagster_executor() -> str:
+    """``DAGSTER_EXECUTOR``: in_process (default), multiprocess, or k8s (each step a Kubernetes Job)."""
+    value = (os.environ.get("DAGSTER_EXECUTOR") or "in_process").strip().lower().replace("-", "_")
+    if value not in EXECUTORS:
+        raise ValueError(f"DAGSTER_EXECUTOR={value!r} is not one of {', '.join(EXECUTORS)}; unset it for in_process")
+    return value
+
+
+def executor_max_concurrent() -> int | None:
+    """``EXECUTOR_MAX_CONCURRENT``: steps of one run at once (multiprocess: processes; k8s: pods); unset: no cap."""
+    value = os.environ.get("EXECUTOR_MAX_CONCURRENT")
+    return int(value) if value else None
+
+
+def k8s_job_namespace() -> str | None:
+    """``K8S_JOB_NAMESPACE``: where step Jobs run; unset: the run launcher's namespace (the release's)."""
+    return os.environ.get("K8S_JOB_NAMESPACE") or None
+
+
+IMAGE_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+def k8s_image_pull_policy() -> str | None:
+    """``K8S_IMAGE_PULL_POLICY``: Always, IfNotPresent or Never for step pods; unset: the run launcher's.
+
+    Checked here: dagster-k8s takes any string, and a cluster would refuse the pod only at launch.
+    """
+    value = os.environ.get("K8S_IMAGE_PULL_POLICY") or None
+    if value is not None and value not in IMAGE_PULL_POLICIES:
+        raise ValueError(f"K8S_IMAGE_PULL_POLICY={value!r} is not one of {', '.join(IMAGE_PULL_POLICIES)}")
+    return value
+
+
+def k8s_env_secrets() -> list[str]:
+    """``K8S_ENV_SECRETS``: comma-separated Secret names whose keys become the step pods' environment."""
+    return _comma_list(os.environ.get("K8S_ENV_SECRETS"))
+
+
+def training_gpus() -> int:
+    """``TRAINING_GPUS``: GPUs the training step's pod asks for (``nvidia.com/gpu``); 0 (default): none."""
+    value = int(os.environ.get("TRAINING_GPUS") or 0)
+    if value < 0:
+        raise ValueError(f"TRAINING_GPUS={value} must be 0 or more")
+    return value
+
+
+def training_memory() -> str | None:
+    """``TRAINING_MEMORY``: the training pod's memory, requested and capped (Kubernetes quantity: ``16Gi``)."""
+    return os.environ.get("TRAINING_MEMORY") or None
+
+
+def training_node_selector() -> dict[str, str]:
+    """``TRAINING_NODE_SELECTOR``: node labels for the training pod, as JSON or ``k=v,k=v``."""
+    return _labels("TRAINING_NODE_SELECTOR", os.environ.get("TRAINING_NODE_SELECTOR"))
+
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+"""The taint GPU node pools carry (GKE, EKS and the NVIDIA GPU operator taint them so)."""
+
+
+def training_tolerations() -> list[dict[str, Any]]:
+    """``TRAINING_TOLERATIONS``: JSON list of tolerations, or ``key[=value][:Effect],…`` (no value: Exists).
+
+    Unset: the GPU taint's toleration when ``TRAINING_GPUS`` > 0, else none; ``[]`` turns it off.
+    """
+    raw = os.environ.get("TRAINING_TOLERATIONS")
+    if raw is None or not raw.strip():
+        return [dict(GPU_TOLERATION)] if training_gpus() > 0 else []
+    raw = raw.strip()
+    if raw.startswith("["):
+        parsed = _json("TRAINING_TOLERATIONS", raw)
+        if not isinstance(parsed, list) or not all(isinstance(t, dict) for t in parsed):
+            raise ValueError(f"TRAINING_TOLERATIONS: expected a JSON list of objects, got {raw!r}")
+        return parsed
+    tolerations = []
+    for item in _comma_list(raw):
+        key_value, _, effect = item.partition(":")
+        key, has_value, value = key_value.partition("=")
+        toleration: dict[str, Any] = {"key": key.strip()}
+        toleration.update({"operator": "Equal", "value": value.strip()} if has_value else {"operator": "Exists"})
+        if effect:
+            toleration["effect"] = effect.strip()
+        tolerations.append(toleration)
+    return tolerations
+
+
+def _comma_list(raw: str | None) -> list[str]:
+    return [item.strip() for item in (raw or "").split(",") if item.strip()]
+
+
+def _json(variable: str, raw: str) -> Any:
+    import json
+
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{variable}: not valid JSON ({exc.msg} at {exc.pos}): {raw!r}") from None
+
+
+def _labels(variable: str, raw: str | None) -> dict[str, str]:
+    """A label map from JSON (``{"k": "v"}``) or ``k=v,k=v``."""
+    raw = (raw or "").strip()
+    if not raw:
+        return {}
+    if raw.startswith("{"):
+        parsed = _json(variable, raw)
+        if not isinstance(parsed, dict):
+            raise ValueError(f"{variable}: expected a JSON object of labels, got {raw!r}")
+        return {str(k): str(v) for k, v in parsed.items()}
+    labels = {}
+    for item in _comma_list(raw):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{variable}: {item!r} is not key=value; write k=v,k=v or a JSON object")
+        labels[key.strip()] = value.strip()
+    return labels

@@ -29,7 +29,7 @@ def resources_from_env() -> dict[str, object]:
         "io_manager": LakeParquetIOManager(storage=storage),
         "registry": mlflow_registry_from_env(secrets_as_env_vars=True),
         "alerts": AlertWebhook(url=_secret("ALERT_WEBHOOK_URL", settings.alert_webhook_url())),
-        "compute": TorchCompute(device=settings.torch_device()),
+        "compute": TorchCompute.from_settings(),
         "dask": DaskCluster(scheduler_address=settings.dask_scheduler_address()),
         "bentos": BentoStore(
             bentoml_home=settings.bentoml_home(), prediction_log_url=settings.prediction_log_url()

@@ -6,16 +6,39 @@ from typing import Any
 
 import dagster as dg
 
+from ml import settings
+
 
 class TorchCompute(dg.ConfigurableResource):
     """Where training runs. ``device="auto"`` takes the accelerator torch finds (CUDA, …), else the CPU.
 
     Training steps also join the Dagster pool ``training`` (set on the asset), which a deployment
-    limits and can route to GPU nodes.
+    limits. Under the Kubernetes executor the training step's pod asks for ``gpus``, ``memory``,
+    ``node_selector`` and ``tolerations`` (``resources/kubernetes.py`` turns them into its
+    ``dagster-k8s/config`` tag); other executors ignore them.
     """
 
     device: str = "auto"
     threads: int = 0  # 0: torch's default (all cores)
+    gpus: int = 0
+    """GPUs the training pod asks for (``nvidia.com/gpu`` limit); 0: a CPU pod."""
+    memory: str | None = None
+    """Memory the training pod requests and may not exceed (``16Gi``); None: the namespace's default."""
+    node_selector: dict[str, str] = {}
+    """Node labels the training pod must land on (a GPU node pool's label)."""
+    tolerations: list[dict[str, Any]] = []
+    """Taints the training pod tolerates (GPU pools are tainted so only GPU work lands there)."""
+
+    @classmethod
+    def from_settings(cls) -> "TorchCompute":
+        """The resource as the environment sets it: TORCH_DEVICE and the TRAINING_* pod needs."""
+        return cls(
+            device=settings.torch_device(),
+            gpus=settings.training_gpus(),
+            memory=settings.training_memory(),
+            node_selector=settings.training_node_selector(),
+            tolerations=settings.training_tolerations(),
+        )
 
     def torch_device(self) -> str:
         import torch
