@@ -57,3 +57,25 @@ def test_a_dead_worker_is_told_from_a_live_one_and_from_a_reused_pid():
     worker.wait()
     alive, why = process_health(worker.pid, logged_at)
     assert not alive and str(worker.pid) in why
+
+
+def test_bentofile_builds_a_lean_cpu_image_with_the_pinned_versions():
+    """torch is the CPU build from PyTorch's CPU index (PyPI's Linux torch pulls GBs of CUDA wheels), and
+    every package is pinned at constraints.txt's version, so `bentoml containerize` builds what we tested."""
+    import re
+
+    from bentoml._internal.bento.build_config import BentoBuildConfig
+
+    config = BentoBuildConfig.from_file(str(DEPLOY / "bentofile.yaml"))
+    constraints = dict(
+        line.lower().split("==", 1)
+        for line in (DEPLOY.parent / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    pins = dict(re.fullmatch(r"([A-Za-z0-9_.\-]+)==(\S+)", package).groups() for package in config.python.packages)
+    assert pins["torch"] == f"{constraints['torch'].split('+')[0]}+cpu", "a +cpu pin matches no CUDA wheel"
+    assert "https://download.pytorch.org/whl/cpu" in [config.python.index_url, *(config.python.extra_index_url or [])]
+    for name, version in pins.items():
+        assert version.split("+")[0] == constraints[name.lower()].split("+")[0], f"{name}: bentofile {version}"
+    assert config.docker.distro == "debian" and config.docker.python_version == "3.11"
+    assert config.docker.cuda_version is None and config.docker.base_image is None
