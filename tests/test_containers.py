@@ -298,3 +298,14 @@ def test_prometheus_scrapes_the_bento_with_the_token_from_a_compose_secret():
     bento_port = int(services()["bento"]["ports"][0].split(":")[-1])
     assert targets == {"bento": [f"bento:{bento_port}"], "mlflow": ["mlflow:5000"]}
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services()["prometheus"]["volumes"]
+
+
+def test_the_workspace_matches_dagsters_schema(monkeypatch):
+    # Dagster has no public validator for workspace files short of loading the code location over
+    # gRPC (`dagster definitions validate` needs the code server running): the schema check is private.
+    from dagster._core.workspace.config_schema import process_workspace_config
+
+    monkeypatch.setenv("DAGSTER_CODE_SERVER_HOST", "user-code")
+    result = process_workspace_config(yaml.safe_load((COMPOSE_DIR / "workspace.yaml").read_text()))
+    assert result.success, result.errors
+    assert result.value["load_from"][0]["grpc_server"]["host"] == "user-code"

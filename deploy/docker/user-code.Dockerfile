@@ -31,12 +31,14 @@ FROM ${PYTHON_IMAGE}
 ARG CODE_VERSION=unknown
 # PYTHONPATH: the code location is imported from the source tree (serving/build.py packs
 # deploy/bentofile.yaml from it); DAGSTER_HOME: the code server launches run workers, which write
-# events to the production instance; DATA_DIR: promotion lock and BentoML store (a volume in compose).
+# events to the production instance; DATA_DIR: promotion lock and BentoML store (a volume in compose),
+# BENTOML_HOME spelled out so the bentoml CLI in the container finds the store the assets use.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     DAGSTER_HOME=/opt/dagster/home \
     DATA_DIR=/var/lib/flightdelay \
+    BENTOML_HOME=/var/lib/flightdelay/bentoml \
     BENTOML_DO_NOT_TRACK=true \
     CODE_VERSION=${CODE_VERSION}
 RUN groupadd --system --gid 10001 app \
