@@ -57,3 +57,61 @@ def test_a_dead_worker_is_told_from_a_live_one_and_from_a_reused_pid():
     worker.wait()
     alive, why = process_health(worker.pid, logged_at)
     assert not alive and str(worker.pid) in why
+
+
+def test_bentofile_builds_a_lean_cpu_image_with_the_pinned_versions():
+    """torch is the CPU build from PyTorch's CPU index (PyPI's Linux torch pulls GBs of CUDA wheels), and
+    every package is pinned at constraints.txt's version, so `bentoml containerize` builds what we tested."""
+    import re
+
+    from bentoml._internal.bento.build_config import BentoBuildConfig
+
+    config = BentoBuildConfig.from_file(str(DEPLOY / "bentofile.yaml"))
+    constraints = dict(
+        line.lower().split("==", 1)
+        for line in (DEPLOY.parent / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    pins = dict(re.fullmatch(r"([A-Za-z0-9_.\-]+)==(\S+)", package).groups() for package in config.python.packages)
+    assert pins["torch"] == f"{constraints['torch'].split('+')[0]}+cpu", "a +cpu pin matches no CUDA wheel"
+    assert "https://download.pytorch.org/whl/cpu" in [config.python.index_url, *(config.python.extra_index_url or [])]
+    for name, version in pins.items():
+        assert version.split("+")[0] == constraints[name.lower()].split("+")[0], f"{name}: bentofile {version}"
+    assert config.docker.distro == "debian" and config.docker.python_version == "3.11"
+    assert config.docker.cuda_version is None and config.docker.base_image is None
+    envs = {env.name: env.value for env in config.envs}
+    assert envs.get("UV_INDEX_STRATEGY") == "unsafe-best-match", "uv would stop at the CPU index for numpy, fsspec"
+
+
+BUILD_A_BENTO = """
+import json, sys, tempfile
+from pathlib import Path
+from tests.serving_helpers import january_features, store_model, train_small_unit
+from serving.build import build_bento
+unit_dir, _ = train_small_unit(january_features(), Path(tempfile.mkdtemp()))
+print(json.dumps(build_bento(store_model(unit_dir, "1"), "1")))
+"""
+
+
+@pytest.mark.slow
+def test_the_built_bentos_dockerfile_installs_cpu_torch_as_a_non_root_user(tmp_path):
+    """What `bentoml containerize` would build, rendered by a real `bentoml build` (no Docker needed)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "PYTHONPATH": str(DEPLOY.parent)}
+    env.pop("FLIGHT_DELAY_MODEL_TAG", None)
+    done = subprocess.run([sys.executable, "-c", BUILD_A_BENTO], cwd=DEPLOY.parent, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    bento = Path(json.loads(done.stdout.strip().splitlines()[-1])["path"])
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text().splitlines()
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in requirements
+    assert "torch==2.13.0+cpu" in requirements
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile
+    assert dockerfile.index("ENV UV_INDEX_STRATEGY=") < dockerfile.index("pip install -r")
+    assert [line for line in dockerfile.splitlines() if line.startswith("USER ")][-1] == "USER bentoml"
+    assert "nvidia" not in dockerfile.lower() and "cuda" not in dockerfile.lower()
