@@ -168,7 +168,7 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, registry: Mlfl
     group_name="inference",
     kinds={"bentoml", "s3"},
     deps=[bento],
-    code_version="1",
+    code_version=code_version("ml.model"),  # it releases what `bento` built, so it moves with it
     retry_policy=IO_RETRY,
 )
 def bento_release(context: dg.AssetExecutionContext, bentos: BentoStore) -> dg.MaterializeResult:
