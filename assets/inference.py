@@ -1,4 +1,4 @@
-"""Inference: the champion as a Bento (checked against the registry over HTTP), and batch scoring of feature days."""
+"""Inference: the champion as a Bento (checked against the registry over HTTP), its release, and batch scoring of feature days."""
 
 import dagster as dg
 
@@ -162,6 +162,51 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, registry: Mlfl
             bentos.delete(built["bento_tag"])
             context.log.error(f"bento {built['bento_tag']} failed parity and was deleted: {check.description}")
         yield check
+
+
+@dg.asset(
+    group_name="inference",
+    kinds={"bentoml", "s3"},
+    deps=[bento],
+    code_version=code_version("ml.model"),  # it releases what `bento` built, so it moves with it
+    retry_policy=IO_RETRY,
+)
+def bento_release(context: dg.AssetExecutionContext, bentos: BentoStore) -> dg.MaterializeResult:
+    """The newest verified Bento, exported to the release bucket, and the image tag a rollout deploys.
+
+    Downstream of `bento`, whose blocking parity check gates it: only a Bento that served the
+    registry's predictions over HTTP is released. With `BENTO_EXPORT_URL` set, the Bento is exported
+    (`bentoml export`) as `<name>-<version>.bento` under that location, uploaded with server-side
+    encryption; its URI and SHA-256 are recorded. The `image` is what `bentoml containerize` tags
+    for it in `BENTO_IMAGE_REPOSITORY`: the tag to set in `deploy/k8s/serving` (docs/serving-kubernetes.md).
+    Without `BENTO_EXPORT_URL` it materializes with `exported: false` and the reason.
+    """
+    from resources.bento_store import image_reference
+
+    verified = verified_bento_tags(context.instance, 1)
+    if not verified:
+        raise dg.Failure("bento_release: no verified Bento yet; materialize bento first", allow_retries=False)
+    bento_tag = verified[0]["bento_tag"]
+    image = image_reference(bento_tag, bentos.image_repository)
+    metadata = {
+        "bento_tag": bento_tag,
+        "image": image,
+        "containerize": dg.MetadataValue.text(f"bentoml containerize {bento_tag} -t {image}"),
+    }
+    if not bentos.export_url:
+        context.log.info("bento_release: BENTO_EXPORT_URL is not set; the Bento stays in the local store")
+        return dg.MaterializeResult(metadata={
+            **metadata, "exported": False,
+            "reason": "BENTO_EXPORT_URL is not set: set it (s3://bucket/prefix) to export verified Bentos",
+        })
+    exported = bentos.export(bento_tag)
+    context.log.info(f"exported {bento_tag} to {exported.uri} (sha256 {exported.sha256[:12]}…); image to roll: {image}")
+    return dg.MaterializeResult(metadata={
+        **metadata, "exported": True,
+        "export_uri": dg.MetadataValue.url(exported.uri) if exported.uri.startswith("s3://") else dg.MetadataValue.path(exported.uri),
+        "sha256": exported.sha256,
+        "size_bytes": exported.size_bytes,
+    })
 
 
 @dg.asset(

@@ -324,3 +324,19 @@ def _labels(variable: str, raw: str | None) -> dict[str, str]:
             raise ValueError(f"{variable}: {item!r} is not key=value; write k=v,k=v or a JSON object")
         labels[key.strip()] = value.strip()
     return labels
+
+# serving release
+def bento_export_url() -> str | None:
+    """``BENTO_EXPORT_URL``: where verified Bentos are exported (``s3://bucket/prefix`` or a folder); unset: not exported.
+
+    The objects go through the lake's S3 settings (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``LAKE_SSE``).
+    """
+    return os.environ.get("BENTO_EXPORT_URL") or None
+
+
+def bento_image_repository() -> str | None:
+    """``BENTO_IMAGE_REPOSITORY``: the registry repository ``bentoml containerize`` pushes to (``ghcr.io/org/flight-delay``).
+
+    The image to roll is ``<repository>:<Bento version>``; unset, the Bento's own name (containerize's default).
+    """
+    return os.environ.get("BENTO_IMAGE_REPOSITORY") or None

@@ -20,10 +20,10 @@ features_job = dg.define_asset_job(
 
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.groups("training") | dg.AssetSelection.assets("bento"),
+    selection=dg.AssetSelection.groups("training") | dg.AssetSelection.assets("bento", "bento_release"),
     description=(
         "training_set → delay_model (MLflow, gated by checks) → champion_model (alias promotion)"
-        " → bento (parity-checked over HTTP)."
+        " → bento (parity-checked over HTTP) → bento_release (exported, image tag recorded)."
     ),
 )
 
@@ -36,8 +36,11 @@ batch_predictions_job = dg.define_asset_job(
 
 bento_job = dg.define_asset_job(
     "bento_job",
-    selection=dg.AssetSelection.assets("bento"),
-    description="Build the champion's Bento and check it over HTTP (deploy_on_promotion_sensor starts it).",
+    selection=dg.AssetSelection.assets("bento", "bento_release"),
+    description=(
+        "Build the champion's Bento, check it over HTTP and release it (exported, image tag recorded);"
+        " deploy_on_promotion_sensor starts it."
+    ),
 )
 
 monitoring_job = dg.define_asset_job(

@@ -2,17 +2,22 @@
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
+from ml import settings
 from resources.processes import free_port, run_bounded, running_server
+from resources.storage import LakeStorage
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,34 @@ class ServedBento:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass(frozen=True)
+class ExportedBento:
+    """A Bento archive in the release location: where it is, and the SHA-256 and size of its bytes."""
+
+    uri: str
+    sha256: str
+    size_bytes: int
+
+
+def release_file_name(bento_tag: str) -> str:
+    """``flight_delay_service:abc123`` → ``flight_delay_service-abc123.bento``: one object per Bento, never overwritten by another."""
+    name, _, version = bento_tag.partition(":")
+    if not name or not version:
+        raise ValueError(f"{bento_tag!r} is not a Bento tag (name:version); pass the tag a `bento` run recorded")
+    return f"{name}-{version}.bento"
+
+
+def image_reference(bento_tag: str, repository: str | None) -> str:
+    """The image ``bentoml containerize`` tags for this Bento, in ``repository`` when one is given.
+
+    Containerize names the image after the Bento (``name:version``); pushed to a registry it is
+    ``<repository>:<version>``. The version is BentoML's, unique per build, so a rollout always
+    changes the image reference (never a mutable ``latest``).
+    """
+    name, _, version = bento_tag.partition(":")
+    return f"{repository.rstrip('/')}:{version}" if repository else f"{name}:{version}"
 
 
 class BentoStore(dg.ConfigurableResource):
@@ -40,6 +73,10 @@ class BentoStore(dg.ConfigurableResource):
     python: str = sys.executable
     build_timeout_s: int = 900
     command_timeout_s: int = 120
+    export_url: str | None = Field(default_factory=settings.bento_export_url)
+    """Where verified Bentos are exported (``s3://bucket/prefix`` or a folder); ``BENTO_EXPORT_URL`` unless given."""
+    image_repository: str | None = Field(default_factory=settings.bento_image_repository)
+    """The registry repository of the service's images; ``BENTO_IMAGE_REPOSITORY`` unless given."""
 
     def env(self, **overrides: str) -> dict[str, str]:
         return {
@@ -117,6 +154,42 @@ class BentoStore(dg.ConfigurableResource):
         command = [self._bentoml(), "serve", bento_tag, "--host", "127.0.0.1", "-p", str(port)]
         with running_server(command, f"{url}/readyz", log, timeout_s=120, env=env):
             yield ServedBento(url, token)
+
+    def export_destination(self) -> LakeStorage:
+        """The release location as object storage: ``export_url`` on the lake's S3 endpoint, region and SSE.
+
+        Uploads go through ``LakeStorage.write_bytes``, not through ``bentoml export s3://…``: BentoML
+        hands the URL to fsspec without options, so s3fs sends no ``ServerSideEncryption`` (checked
+        against a moto server; only a global ``FSSPEC_S3`` JSON variable would add it), while
+        ``write_bytes`` requests ``LAKE_SSE`` on every put, is one whole-object put (a reader never sees
+        a partial archive), and lets us hash exactly the bytes uploaded.
+        """
+        if not self.export_url:
+            raise ValueError("no export location: set BENTO_EXPORT_URL (s3://bucket/prefix or a folder)")
+        if "://" in self.export_url and not self.export_url.startswith("s3://"):
+            raise ValueError(f"BENTO_EXPORT_URL={self.export_url!r}: only s3://bucket/prefix or a local folder is supported")
+        lake = settings.lake_settings()
+        return LakeStorage(url=self.export_url, endpoint_url=lake.endpoint_url, region_name=lake.region_name, sse=lake.sse)
+
+    def export(self, bento_tag: str) -> ExportedBento:
+        """Export a built Bento (``bentoml export``) and upload the archive to ``export_url``.
+
+        The archive is ``<name>-<version>.bento`` under the export location, importable anywhere with
+        ``bentoml import`` and the input of ``bentoml containerize``. The export holds the store's lock,
+        so a concurrent ``bento`` run cannot prune the Bento mid-export.
+        """
+        destination = self.export_destination()
+        file_name = release_file_name(bento_tag)
+        with tempfile.TemporaryDirectory(prefix="bento-export-") as tmp:
+            archive = Path(tmp) / file_name
+            with self.exclusive():
+                done = run_bounded([self._bentoml(), "export", bento_tag, str(archive)], self.build_timeout_s,
+                                   f"bentoml export {bento_tag}", env=self.env())
+            if done.returncode != 0 or not archive.is_file():
+                raise RuntimeError(f"bentoml export {bento_tag} failed (exit {done.returncode}): {done.stderr[-1500:]}")
+            data = archive.read_bytes()
+        destination.write_bytes(file_name, data)
+        return ExportedBento(uri=destination.uri(file_name), sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
 
     def _delete(self, args: list[str], what: str) -> bool:
         try:

@@ -10,8 +10,8 @@ from pipelines.definitions import defs
 
 RAW_ASSETS = {"raw_flights", "raw_weather", "planes", "airports"}
 EXPECTED_ASSETS = RAW_ASSETS | {
-    "flight_features", "training_set", "delay_model", "champion_model", "bento", "batch_predictions",
-    "drift_report", "model_performance",
+    "flight_features", "training_set", "delay_model", "champion_model", "bento", "bento_release",
+    "batch_predictions", "drift_report", "model_performance",
 }
 EXPECTED_CHECKS = {(a, "landing_contract") for a in RAW_ASSETS} | {
     ("flight_features", "feature_null_shares"),
@@ -102,7 +102,7 @@ def test_resources_are_bound():
 def test_training_job_ends_with_a_bento():
     job = defs.resolve_job_def("training_job")
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
-        "training_set", "delay_model", "champion_model", "bento",
+        "training_set", "delay_model", "champion_model", "bento", "bento_release",
     }
 
 

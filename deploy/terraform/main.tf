@@ -1,0 +1,181 @@
+# The lake bucket: SSE-KMS with a rotating customer-managed key, versioned, private, TLS only.
+
+resource "aws_kms_key" "lake" {
+  description             = "Encrypts the flight-delay lake bucket (${var.bucket_name})."
+  enable_key_rotation     = true
+  deletion_window_in_days = var.kms_deletion_window_days
+}
+
+resource "aws_kms_alias" "lake" {
+  name          = "alias/${var.bucket_name}"
+  target_key_id = aws_kms_key.lake.key_id
+}
+
+resource "aws_s3_bucket" "lake" {
+  bucket = var.bucket_name
+}
+
+resource "aws_s3_bucket_ownership_controls" "lake" {
+  bucket = aws_s3_bucket.lake.id
+
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "lake" {
+  bucket = aws_s3_bucket.lake.id
+
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_versioning" "lake" {
+  bucket = aws_s3_bucket.lake.id
+
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "lake" {
+  bucket = aws_s3_bucket.lake.id
+
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm     = "aws:kms"
+      kms_master_key_id = aws_kms_key.lake.arn
+    }
+    bucket_key_enabled = true
+  }
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "lake" {
+  bucket = aws_s3_bucket.lake.id
+
+  # Rules on a versioned bucket need versioning in place first.
+  depends_on = [aws_s3_bucket_versioning.lake]
+
+  rule {
+    id     = "expire-quarantine"
+    status = "Enabled"
+
+    filter {
+      prefix = "${var.lake_prefix}/quarantine/"
+    }
+
+    expiration {
+      days = var.quarantine_retention_days
+    }
+  }
+
+  rule {
+    id     = "expire-monitoring-output"
+    status = "Enabled"
+
+    filter {
+      prefix = "${var.lake_prefix}/monitoring/"
+    }
+
+    expiration {
+      days = var.monitoring_retention_days
+    }
+  }
+
+  rule {
+    id     = "expire-noncurrent-versions"
+    status = "Enabled"
+
+    filter {}
+
+    noncurrent_version_expiration {
+      noncurrent_days = var.noncurrent_version_retention_days
+    }
+
+    expiration {
+      expired_object_delete_marker = true
+    }
+  }
+
+  rule {
+    id     = "abort-incomplete-multipart-uploads"
+    status = "Enabled"
+
+    filter {}
+
+    abort_incomplete_multipart_upload {
+      days_after_initiation = var.incomplete_multipart_upload_days
+    }
+  }
+}
+
+data "aws_iam_policy_document" "lake_bucket" {
+  statement {
+    sid     = "DenyInsecureTransport"
+    effect  = "Deny"
+    actions = ["s3:*"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    resources = [aws_s3_bucket.lake.arn, "${aws_s3_bucket.lake.arn}/*"]
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+
+  # An explicit SSE header must ask for KMS (SSE-S3, AES256, is refused, not silently accepted) ...
+  statement {
+    sid     = "DenyEncryptionOtherThanKms"
+    effect  = "Deny"
+    actions = ["s3:PutObject"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    resources = ["${aws_s3_bucket.lake.arn}/*"]
+
+    condition {
+      test     = "StringNotEqualsIfExists"
+      variable = "s3:x-amz-server-side-encryption"
+      values   = ["aws:kms"]
+    }
+  }
+
+  # ... and a named key must be the lake's key.
+  statement {
+    sid     = "DenyOtherKmsKeys"
+    effect  = "Deny"
+    actions = ["s3:PutObject"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    resources = ["${aws_s3_bucket.lake.arn}/*"]
+
+    condition {
+      test     = "StringNotEqualsIfExists"
+      variable = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+      values   = [aws_kms_key.lake.arn]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "lake" {
+  bucket = aws_s3_bucket.lake.id
+  policy = data.aws_iam_policy_document.lake_bucket.json
+
+  # A bucket policy is refused while the public access block is being created.
+  depends_on = [aws_s3_bucket_public_access_block.lake]
+}
