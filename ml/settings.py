@@ -325,6 +325,7 @@ def _labels(variable: str, raw: str | None) -> dict[str, str]:
         labels[key.strip()] = value.strip()
     return labels
 
+
 # serving release
 def bento_export_url() -> str | None:
     """``BENTO_EXPORT_URL``: where verified Bentos are exported (``s3://bucket/prefix`` or a folder); unset: not exported.
