@@ -39,6 +39,15 @@ def s3_sse() -> str | None:
     return None if value.lower() in {"", "none", "off"} else value
 
 
+def s3_sse_kms_key_id() -> str | None:
+    """``LAKE_SSE_KMS_KEY_ID``: the KMS key of ``LAKE_SSE=aws:kms`` puts; unset, S3 uses the account's ``aws/s3`` key.
+
+    The Terraform bucket (deploy/terraform) has its own key: name it here, or set ``LAKE_SSE=none`` and
+    let the bucket's default encryption apply it.
+    """
+    return os.environ.get("LAKE_SSE_KMS_KEY_ID") or None
+
+
 @dataclass(frozen=True)
 class LakeSettings:
     """Where the lake is and how to reach it: one value that travels whole (to Dask workers, the service).
@@ -51,6 +60,7 @@ class LakeSettings:
     endpoint_url: str | None = None
     region_name: str | None = None
     sse: str | None = "AES256"
+    sse_kms_key_id: str | None = None
     max_attempts: int = 5
 
     @property
@@ -75,13 +85,25 @@ class LakeSettings:
         if self.region_name:
             options["client_kwargs"] = {"region_name": self.region_name}
         if self.sse:
-            options["s3_additional_kwargs"] = {"ServerSideEncryption": self.sse}
+            options["s3_additional_kwargs"] = self.sse_arguments()
         return options
+
+    def sse_arguments(self) -> dict[str, str]:
+        """The encryption arguments of every S3 put (boto3's ``put_object`` names); none when SSE is off."""
+        if not self.sse:
+            return {}
+        arguments = {"ServerSideEncryption": self.sse}
+        if self.sse_kms_key_id and self.sse == "aws:kms":
+            arguments["SSEKMSKeyId"] = self.sse_kms_key_id
+        return arguments
 
 
 def lake_settings() -> LakeSettings:
-    """The lake from ``LAKE_URL``, ``AWS_ENDPOINT_URL``, ``AWS_REGION`` and ``LAKE_SSE``."""
-    return LakeSettings(url=lake_url(), endpoint_url=s3_endpoint_url(), region_name=s3_region(), sse=s3_sse())
+    """The lake from ``LAKE_URL``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``LAKE_SSE`` and ``LAKE_SSE_KMS_KEY_ID``."""
+    return LakeSettings(
+        url=lake_url(), endpoint_url=s3_endpoint_url(), region_name=s3_region(), sse=s3_sse(),
+        sse_kms_key_id=s3_sse_kms_key_id(),
+    )
 
 
 def bentoml_home() -> str:

@@ -1,6 +1,7 @@
 """MLflow tracking and model registry: SQLite + local artifacts by default, an `mlflow server` by URI."""
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -161,7 +162,9 @@ class MlflowRegistry(dg.ConfigurableResource):
 
         sse = self.artifact_sse or settings.s3_sse() or "none"
         if sse.lower() != "none":
-            os.environ.setdefault("MLFLOW_S3_UPLOAD_EXTRA_ARGS", json.dumps({"ServerSideEncryption": sse}))
+            lake = settings.lake_settings()
+            arguments = dataclasses.replace(lake, sse=sse).sse_arguments()
+            os.environ.setdefault("MLFLOW_S3_UPLOAD_EXTRA_ARGS", json.dumps(arguments))
 
     def _artifact_location(self) -> str | None:
         """Artifacts of a SQLite store live beside it (never ./mlruns in whatever folder we run from)."""

@@ -67,6 +67,7 @@ class LakeStorage(dg.ConfigurableResource):
     endpoint_url: str | None = None
     region_name: str | None = None
     sse: str | None = "AES256"
+    sse_kms_key_id: str | None = None
     max_attempts: int = 5
 
     _client: Any = PrivateAttr(default=None)
@@ -119,9 +120,8 @@ class LakeStorage(dg.ConfigurableResource):
         left by killed writers of the same key are removed.
         """
         if self.is_s3:
-            extra = {"ServerSideEncryption": self.sse} if self.sse else {}
             self.s3_client().put_object(
-                Bucket=self._bucket_and_prefix()[0], Key=self._s3_key(key), Body=data, **extra
+                Bucket=self._bucket_and_prefix()[0], Key=self._s3_key(key), Body=data, **self.settings().sse_arguments()
             )
             return
         path = self._local(key)

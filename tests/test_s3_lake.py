@@ -100,3 +100,19 @@ def test_features_on_a_scheduler_given_by_address(s3_lake):
     assert {o.key for o in s3_lake.list("warehouse/flight_features/")} == {
         "warehouse/flight_features/2013-01-01.parquet", "warehouse/flight_features/2013-01-02.parquet"
     }
+
+
+def test_kms_encrypted_lake_names_its_key_on_every_put(s3_lake):
+    """``LAKE_SSE=aws:kms`` with ``LAKE_SSE_KMS_KEY_ID``: the bucket's own key, not the account's ``aws/s3`` key."""
+    import boto3
+
+    kms = boto3.client("kms", endpoint_url=s3_lake.endpoint_url, region_name="us-east-1")
+    key_id = kms.create_key(Description="lake")["KeyMetadata"]["Arn"]
+    lake = s3_lake.model_copy(update={"sse": "aws:kms", "sse_kms_key_id": key_id})
+    lake.write_bytes("kms/object.bin", b"encrypted with the lake's key")
+    head = _head(lake, "kms/object.bin")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"] == key_id
+    assert lake.settings().fsspec_options()["s3_additional_kwargs"] == {
+        "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key_id,
+    }
