@@ -201,3 +201,48 @@ SECRET_VARIABLES = ("MLFLOW_TRACKING_URI", "ALERT_WEBHOOK_URL")
 def is_set(variable: str) -> bool:
     """Whether ``variable`` is set to something (an empty value counts as unset, as everywhere here)."""
     return bool(os.environ.get(variable))
+
+
+# distributed training
+def training_launcher() -> str:
+    """``TRAINING_LAUNCHER``: ``inprocess`` (default), ``torchrun`` (DDP on this machine) or ``k8s`` (DDP in a GPU pod)."""
+    return os.environ.get("TRAINING_LAUNCHER") or "inprocess"
+
+
+def training_processes() -> int:
+    """``TRAINING_PROCESSES``: DDP processes under torchrun (default 1; on k8s, one per GPU when GPUs are set)."""
+    return int(os.environ.get("TRAINING_PROCESSES") or 1)
+
+
+def training_gpus() -> int:
+    """``TRAINING_GPUS``: GPUs the training step (and its trainer pod) asks Kubernetes for (default 0)."""
+    return int(os.environ.get("TRAINING_GPUS") or 0)
+
+
+def training_node_selector() -> dict[str, str]:
+    """``TRAINING_NODE_SELECTOR``: a JSON object of node labels for the training pod, e.g. ``{"pool": "gpu"}``."""
+    import json
+
+    return dict(json.loads(os.environ.get("TRAINING_NODE_SELECTOR") or "{}"))
+
+
+def training_tolerations() -> list[dict[str, str]]:
+    """``TRAINING_TOLERATIONS``: a JSON list of tolerations for the training pod (Kubernetes field names)."""
+    import json
+
+    return list(json.loads(os.environ.get("TRAINING_TOLERATIONS") or "[]"))
+
+
+def training_image() -> str | None:
+    """``TRAINING_IMAGE``: the trainer image the k8s launcher runs (this code, torch with CUDA)."""
+    return os.environ.get("TRAINING_IMAGE") or None
+
+
+def training_namespace() -> str | None:
+    """``TRAINING_NAMESPACE``: where the trainer pod runs (default: the client's current namespace)."""
+    return os.environ.get("TRAINING_NAMESPACE") or None
+
+
+def training_staging_url() -> str:
+    """``TRAINING_STAGING_URL``: where the k8s trainer pod reads its window and writes the unit (default: the lake's ``staging/``)."""
+    return os.environ.get("TRAINING_STAGING_URL") or f"{lake_url().rstrip('/')}/staging"
