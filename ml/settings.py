@@ -205,8 +205,9 @@ def is_set(variable: str) -> bool:
 
 # distributed training
 def training_launcher() -> str:
-    """``TRAINING_LAUNCHER``: ``inprocess`` (default), ``torchrun`` (DDP on this machine) or ``k8s`` (DDP in a GPU pod)."""
-    return os.environ.get("TRAINING_LAUNCHER") or "inprocess"
+    """``TRAINING_LAUNCHER``: ``inprocess``, ``torchrun`` (DDP on this machine) or ``k8s`` (DDP in a GPU pod);
+    unset: ``torchrun`` when ``TRAINING_PROCESSES`` asks for more than one, else ``inprocess``."""
+    return os.environ.get("TRAINING_LAUNCHER") or ("torchrun" if training_processes() > 1 else "inprocess")
 
 
 def training_processes() -> int:

@@ -120,6 +120,12 @@ class DistributedTrainer(dg.ConfigurableResource):
         if self.launcher == "inprocess":
             from ml.train import train_model
 
+            if self.processes > 1:
+                raise dg.Failure(
+                    f"delay_model: {self.processes} training processes cannot run in process; "
+                    "set TRAINING_LAUNCHER=torchrun (or leave it unset) for DDP, or TRAINING_PROCESSES=1",
+                    allow_retries=False,
+                )
             return LaunchedTraining(train_model(train, validation, config, device=device), 1, self.launcher)
         with self._exchange(context) as (root, storage_options):
             _write_window(train, validation, f"{root}/window.parquet", storage_options)

@@ -127,6 +127,15 @@ def test_default_is_one_process_in_process(monkeypatch):
     assert (trainer.launcher, trainer.process_count(), trainer.gpus) == ("inprocess", 1, 0)
 
 
+def test_more_than_one_process_means_torchrun_unless_told_otherwise(monkeypatch):
+    monkeypatch.delenv("TRAINING_LAUNCHER", raising=False)
+    monkeypatch.setenv("TRAINING_PROCESSES", "2")
+    trainer = DistributedTrainer.from_settings()
+    assert (trainer.launcher, trainer.process_count()) == ("torchrun", 2)
+    with pytest.raises(dg.Failure, match="cannot run in process"):
+        DistributedTrainer(launcher="inprocess", processes=2).train(None, None, None, None, "cpu")
+
+
 def test_torchrun_command_runs_the_pipes_child_on_n_processes():
     command = DistributedTrainer(launcher="torchrun", processes=2).torchrun_command("cpu")
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
