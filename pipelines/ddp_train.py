@@ -23,7 +23,7 @@ WINDOW_URI = "window_uri"
 UNIT_URI = "unit_uri"
 STORAGE_OPTIONS = "storage_options"
 TRAIN_CONFIG = "train_config"
-"""Extras keys the parent sets (`resources/trainer.py` builds them from these names)."""
+"""The extras `resources/trainer.py` sets (the same names there: importing it would load dagster in every rank)."""
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from ml.settings import PROJECT_ROOT
 from resources.storage import LakeStorage
 
 if TYPE_CHECKING:
@@ -128,20 +129,21 @@ class DistributedTrainer(dg.ConfigurableResource):
                 )
             return LaunchedTraining(train_model(train, validation, config, device=device), 1, self.launcher)
         with self._exchange(context) as (root, storage_options):
+            unit_uri = f"{root}/unit"
             _write_window(train, validation, f"{root}/window.parquet", storage_options)
             extras = {
-                "window_uri": f"{root}/window.parquet", "unit_uri": f"{root}/unit",
+                "window_uri": f"{root}/window.parquet", "unit_uri": unit_uri,
                 "storage_options": storage_options, "train_config": _flat_config(config),
             }
             if self.launcher == "torchrun":
-                invocation = dg.PipesSubprocessClient(cwd=str(_project_root())).run(
+                invocation = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
                     context=context, command=self.torchrun_command(device), extras=extras
                 )
             else:
                 from dagster_k8s import PipesK8sClient
 
                 invocation = PipesK8sClient().run(context=context, extras=extras, **self.k8s_run_arguments(device))
-            return self._collect(invocation, storage_options)
+            return self._collect(invocation, unit_uri, storage_options)
 
     def process_count(self) -> int:
         """Processes per run: one per GPU on k8s when GPUs are asked for, else ``processes``."""
@@ -192,8 +194,8 @@ class DistributedTrainer(dg.ConfigurableResource):
             if fs.exists(path):
                 fs.rm(path, recursive=True)
 
-    def _collect(self, invocation, storage_options: dict[str, Any]) -> LaunchedTraining:
-        """The child's unit (verified against its reported SHA-256), history and figures."""
+    def _collect(self, invocation, unit_uri: str, storage_options: dict[str, Any]) -> LaunchedTraining:
+        """The unit the child saved at ``unit_uri`` (verified against its reported SHA-256), history and figures."""
         import fsspec
 
         from ml.model import UNIT_FILES, ModelUnit
@@ -206,7 +208,7 @@ class DistributedTrainer(dg.ConfigurableResource):
         report = messages[-1]
         reported = dict(invocation.get_materialize_result().metadata)
         with tempfile.TemporaryDirectory(prefix="delay-model-unit-") as local:
-            fs, root = fsspec.core.url_to_fs(report["unit_uri"], **storage_options)
+            fs, root = fsspec.core.url_to_fs(unit_uri, **storage_options)
             for name in UNIT_FILES:
                 fs.get_file(f"{root.rstrip('/')}/{name}", f"{local}/{name}")
             unit = ModelUnit.load(local, expected_digest=report["unit_sha256"])
@@ -227,9 +229,3 @@ def _write_window(train: pd.DataFrame, validation: pd.DataFrame, uri: str, stora
 def _flat_config(config: TrainConfig) -> dict[str, Any]:
     """The training config as JSON for the child (tuples become lists; the child turns them back)."""
     return asdict(config)
-
-
-def _project_root():
-    from ml.settings import PROJECT_ROOT
-
-    return PROJECT_ROOT
