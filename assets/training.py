@@ -14,6 +14,7 @@ from resources.kubernetes import training_step_op_tags
 from resources.mlflow_registry import MlflowRegistry
 from resources.parquet_io import RUN_SCOPED
 from resources.storage import LakeStorage
+from resources.trainer import DistributedTrainer
 
 BASELINE_CHECK = "reaches_baseline"
 CHAMPION_CHECK = "not_worse_than_champion"
@@ -152,6 +153,8 @@ class DelayModelConfig(dg.Config):
     learning_rate: float = 3e-3
     patience: int = 4
     seed: int = 7
+    amp: bool = False
+    """Mixed precision (float16 + GradScaler on CUDA, bfloat16 on CPU)."""
     baseline_tolerance: float = BASELINE_TOLERANCE
     """The candidate's test ROC AUC may be at most this far below the baseline's."""
     champion_tolerance: float = CHAMPION_TOLERANCE
@@ -187,8 +190,11 @@ def _champion_scores(registry: MlflowRegistry, version: str | None, test):
     return unit.predict_proba(test)
 
 
-def evaluate_and_register(context, config, training_set, registry: MlflowRegistry, compute) -> RegisteredCandidate:
-    """Train, score the model, the baseline and the champion on the same test days, judge, register."""
+def evaluate_and_register(
+    context, config, training_set, registry: MlflowRegistry, compute, trainer: DistributedTrainer | None = None
+) -> RegisteredCandidate:
+    """Train (with ``trainer``'s launcher; in process without one), score the model, the baseline and the
+    champion on the same test days, judge, register."""
     import time
     from dataclasses import asdict
 
@@ -197,7 +203,7 @@ def evaluate_and_register(context, config, training_set, registry: MlflowRegistr
     from ml.evaluate import Baseline, behavioural_suite, classification_metrics, labels
     from ml.features import FEATURE_COLUMNS
     from ml.promotion import judge
-    from ml.train import TrainConfig, train_model
+    from ml.train import TrainConfig
     from ml import settings
 
     parts = {name: training_set[training_set[SPLIT] == name] for name in (TRAIN, VALIDATION, TEST)}
@@ -207,11 +213,13 @@ def evaluate_and_register(context, config, training_set, registry: MlflowRegistr
     device = compute.torch_device()
     train_config = TrainConfig(
         epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-        patience=config.patience, seed=config.seed,
+        patience=config.patience, seed=config.seed, amp=config.amp,
     )
+    trainer = trainer or DistributedTrainer()
     started = time.perf_counter()
-    trained = train_model(parts[TRAIN], parts[VALIDATION], train_config, device=device)
+    launched = trainer.train(context, parts[TRAIN], parts[VALIDATION], train_config, device)
     train_seconds = time.perf_counter() - started
+    trained = launched.result
     test, y_test = parts[TEST], labels(parts[TEST])
     model_metrics = classification_metrics(y_test, trained.unit.predict_proba(test))
     baseline = Baseline(seed=config.seed).fit(parts[TRAIN])
@@ -241,6 +249,8 @@ def evaluate_and_register(context, config, training_set, registry: MlflowRegistr
             "device": trained.device,
             "best_epoch": trained.best_epoch,
             "train_rows": len(parts[TRAIN]),
+            "train_processes": launched.processes,
+            "train_launcher": launched.launcher,
         },
         epoch_metrics=[asdict(stats) for stats in trained.history],
         test_metrics=model_metrics,
@@ -274,6 +284,8 @@ def evaluate_and_register(context, config, training_set, registry: MlflowRegistr
         "train_samples_per_s": round(samples_per_s),
         "device": trained.device,
         "data_fingerprint": fingerprint,
+        **{k: v for k, v in launched.reported.items() if k.startswith("train_")},
+        "train_processes": launched.processes,
     }
     checks = [
         dg.AssetCheckResult(
@@ -325,6 +337,7 @@ def delay_model(
     training_set,
     registry: MlflowRegistry,
     compute: TorchCompute,
+    trainer: DistributedTrainer,
 ):
     """The PyTorch delay model, trained on `training_set` and registered in MLflow as a new version.
 
@@ -334,9 +347,11 @@ def delay_model(
     HistGradientBoosting baseline, the data fingerprint, the code version and the Dagster run id.
     A version that fails its checks stays registered, tagged with the reason, and never becomes champion.
     The window must be the `training_set` of this run (same run, same fingerprint), else it fails.
+    Trained in process by default, or data-parallel (DDP under torchrun, here or in a GPU pod, through
+    Dagster Pipes) as `trainer` says (`TRAINING_LAUNCHER`, `TRAINING_PROCESSES`; docs/distributed-training.md).
     """
     verify_own_window(context, training_set)
-    result = evaluate_and_register(context, config, training_set, registry, compute)
+    result = evaluate_and_register(context, config, training_set, registry, compute, trainer)
     yield dg.MaterializeResult(metadata=result.metadata)
     for check in result.checks:
         yield check

@@ -363,3 +363,30 @@ def bento_image_repository() -> str | None:
     The image to roll is ``<repository>:<Bento version>``; unset, the Bento's own name (containerize's default).
     """
     return os.environ.get("BENTO_IMAGE_REPOSITORY") or None
+
+
+# distributed training
+def training_launcher() -> str:
+    """``TRAINING_LAUNCHER``: ``inprocess``, ``torchrun`` (DDP on this machine) or ``k8s`` (DDP in a GPU pod);
+    unset: ``torchrun`` when ``TRAINING_PROCESSES`` asks for more than one, else ``inprocess``."""
+    return os.environ.get("TRAINING_LAUNCHER") or ("torchrun" if training_processes() > 1 else "inprocess")
+
+
+def training_processes() -> int:
+    """``TRAINING_PROCESSES``: DDP processes under torchrun (default 1; on k8s, one per GPU when GPUs are set)."""
+    return int(os.environ.get("TRAINING_PROCESSES") or 1)
+
+
+def training_image() -> str | None:
+    """``TRAINING_IMAGE``: the trainer image the k8s launcher runs (this code, torch with CUDA)."""
+    return os.environ.get("TRAINING_IMAGE") or None
+
+
+def training_namespace() -> str | None:
+    """``TRAINING_NAMESPACE``: where the trainer pod runs (default: ``K8S_JOB_NAMESPACE``, else the client's current one)."""
+    return os.environ.get("TRAINING_NAMESPACE") or k8s_job_namespace()
+
+
+def training_staging_url() -> str:
+    """``TRAINING_STAGING_URL``: where the k8s trainer pod reads its window and writes the unit (default: the lake's ``staging/``)."""
+    return os.environ.get("TRAINING_STAGING_URL") or f"{lake_url().rstrip('/')}/staging"

@@ -6,6 +6,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 4
     seed: int = 7
+    amp: bool = False
+    """Mixed precision: float16 autocast with a GradScaler on CUDA, bfloat16 autocast on CPU."""
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -49,6 +52,40 @@ class TrainResult:
     device: str
 
 
+class DataParallel(Protocol):
+    """How `train_model` shares work between processes: `SingleProcess`, or ``ml.distributed.ProcessGroup``."""
+
+    rank: int
+    size: int
+
+    def wrap(self, network: nn.Module) -> nn.Module: ...
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+    def total(self, value: float) -> float: ...
+
+    def leader_value(self, value: float) -> float: ...
+
+
+class SingleProcess:
+    """`train_model` in one process: every batch whole, values as they are."""
+
+    rank = 0
+    size = 1
+
+    def wrap(self, network: nn.Module) -> nn.Module:
+        return network
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch
+
+    def total(self, value: float) -> float:
+        return value
+
+    def leader_value(self, value: float) -> float:
+        return value
+
+
 def set_seeds(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -65,15 +102,27 @@ def _tensors(pre: Preprocessor, frame: pd.DataFrame, device: torch.device):
     )
 
 
+def _autocast_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
 def train_model(
     train: pd.DataFrame,
     validation: pd.DataFrame,
     config: TrainConfig | None = None,
     device: str = "cpu",
     on_epoch: Callable[[EpochStats], None] | None = None,
+    parallel: DataParallel | None = None,
 ) -> TrainResult:
-    """Fit preprocessing on ``train``, train the network, keep the weights of the best validation epoch."""
+    """Fit preprocessing on ``train``, train the network, keep the weights of the best validation epoch.
+
+    ``parallel`` (``ml.distributed.ProcessGroup``) trains data-parallel: every process prepares the same
+    tensors and the same batch order, takes its shard of each batch, and DDP averages the gradients.
+    The loss is a sum scaled by processes / batch rows, so the averaged gradient is the whole batch's mean,
+    as in one process. Validation loss is the first process's, so all stop at the same epoch.
+    """
     config = config or TrainConfig()
+    parallel = parallel or SingleProcess()
     set_seeds(config.seed)
     torch_device = torch.device(device)
     pre = Preprocessor.fit(train, CATEGORICAL_FEATURES, NUMERIC_FEATURES)
@@ -84,29 +133,37 @@ def train_model(
     positive_rate = float(y.mean().item()) if len(y) else 0.5
     with torch.no_grad():  # start at the base rate: fewer wasted epochs
         network.mlp[-1].bias.fill_(float(np.log(max(positive_rate, 1e-3) / max(1 - positive_rate, 1e-3))))
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    model = parallel.wrap(network)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
+    scaler = torch.amp.GradScaler(torch_device.type, enabled=config.amp and torch_device.type == "cuda")
+    amp_dtype = _autocast_dtype(torch_device)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
 
     history: list[EpochStats] = []
     best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
     for epoch in range(1, config.epochs + 1):
-        network.train()
+        model.train()
         started = time.perf_counter()
         order = torch.randperm(len(y), generator=generator).to(torch_device)
         total = 0.0
         for start in range(0, len(y), config.batch_size):
-            idx = order[start : start + config.batch_size]
+            batch = order[start : start + config.batch_size]
+            idx = parallel.shard(batch)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(network(x_cat[idx], x_num[idx]), y[idx])
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
+            with torch.autocast(torch_device.type, dtype=amp_dtype, enabled=config.amp):
+                logits = model(x_cat[idx], x_num[idx])
+            loss_sum = nn.functional.binary_cross_entropy_with_logits(logits.float(), y[idx], reduction="sum")
+            scaler.scale(loss_sum * (parallel.size / len(batch))).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss_sum.detach())
         seconds = time.perf_counter() - started
+        total = parallel.total(total)
         network.eval()
         with torch.no_grad():
             v_logits = network(v_cat, v_num)
-            val_loss = float(loss_fn(v_logits, v_y))
+            val_loss = parallel.leader_value(float(loss_fn(v_logits, v_y)))
             v_prob = torch.sigmoid(v_logits).cpu().numpy()
         val_auc = classification_metrics(v_y.cpu().numpy(), v_prob)["roc_auc"] if len(set(v_y.tolist())) > 1 else float("nan")
         stats = EpochStats(epoch, total / max(len(y), 1), val_loss, val_auc, len(y) / seconds if seconds else 0.0)

@@ -11,6 +11,7 @@ from resources.mlflow_registry import MlflowRegistry
 from resources.parquet_io import LakeParquetIOManager
 from resources.bento_store import BentoStore
 from resources.storage import LakeStorage
+from resources.trainer import DistributedTrainer
 
 
 def lake_storage_from_env() -> LakeStorage:
@@ -30,6 +31,7 @@ def resources_from_env() -> dict[str, object]:
         "registry": mlflow_registry_from_env(secrets_as_env_vars=True),
         "alerts": AlertWebhook(url=_secret("ALERT_WEBHOOK_URL", settings.alert_webhook_url())),
         "compute": TorchCompute.from_settings(),
+        "trainer": DistributedTrainer.from_settings(),
         "dask": DaskCluster(scheduler_address=settings.dask_scheduler_address()),
         "bentos": BentoStore(
             bentoml_home=settings.bentoml_home(), prediction_log_url=settings.prediction_log_url()

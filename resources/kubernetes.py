@@ -7,6 +7,7 @@ Plain dicts only: dagster_k8s is imported by whoever builds Jobs, never here.
 
 from typing import Any
 
+from ml import settings
 from resources.compute import TorchCompute
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
@@ -45,7 +46,11 @@ def training_step_op_tags(compute: TorchCompute | None = None) -> dict[str, Any]
     """Op tags for the training step: ``{"dagster-k8s/config": …}``, or none when it needs nothing special.
 
     Read from the environment when the code location loads (the run worker loads the same image with
-    the same environment, so the step it launches carries the same tag).
+    the same environment, so the step it launches carries the same tag). With ``TRAINING_LAUNCHER=k8s``
+    the training runs in its own pod (Dagster Pipes, ``resources/trainer.py``), which asks for the GPUs;
+    the step then only waits for it, so it asks for none: a run holds its GPUs once.
     """
+    if settings.training_launcher() == "k8s":
+        return {}
     config = training_step_k8s_config(compute or TorchCompute.from_settings())
     return {K8S_CONFIG_TAG: config} if config else {}

@@ -63,11 +63,13 @@ def mlflow_registry(tmp_path, mlflow_template_db):
 
 def chain_resources(storage: LakeStorage, registry) -> dict:
     from resources.compute import DaskCluster, TorchCompute
+    from resources.trainer import DistributedTrainer
 
     return {
         **resources_for(storage),
         "registry": registry,
         "compute": TorchCompute(device="cpu"),
+        "trainer": DistributedTrainer(),
         "dask": DaskCluster(n_workers=1, threads_per_worker=2),
     }
 

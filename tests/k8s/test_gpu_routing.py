@@ -49,6 +49,20 @@ def test_a_cpu_training_step_carries_no_tag():
     assert training_step_op_tags(TorchCompute()) == {}
 
 
+def test_gpus_are_asked_once_when_the_trainer_has_its_own_pod(monkeypatch):
+    """``TRAINING_LAUNCHER=k8s``: the Pipes trainer pod holds the GPUs; the step that waits for it holds none."""
+    from resources.trainer import DistributedTrainer
+
+    monkeypatch.setenv("TRAINING_GPUS", "2")
+    monkeypatch.setenv("TRAINING_LAUNCHER", "inprocess")
+    assert training_step_op_tags()[K8S_CONFIG_TAG]["container_config"]["resources"]["limits"] == {GPU_RESOURCE: "2"}
+    monkeypatch.setenv("TRAINING_LAUNCHER", "k8s")
+    monkeypatch.setenv("TRAINING_IMAGE", "registry.example.com/flight-delays/trainer:1")
+    assert training_step_op_tags() == {}
+    pod = DistributedTrainer.from_settings().k8s_run_arguments("cuda")["base_pod_spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {GPU_RESOURCE: "2"}
+
+
 def test_the_tag_is_what_dagster_k8s_reads_from_a_step():
     from dagster_k8s.job import get_user_defined_k8s_config
 

@@ -81,7 +81,7 @@ def _record_window_instead_of_training(result_path: str) -> None:
 
     import assets.training as training_assets
 
-    def record(context, config, training_set, mlflow, compute):
+    def record(context, config, training_set, mlflow, compute, trainer=None):
         days = sorted(training_set["date"].unique())
         Path(result_path).write_text(json.dumps({"run_id": context.run_id, "days": days, "rows": len(training_set)}))
         checks = [
@@ -102,6 +102,7 @@ def main(spec_path: str) -> int:
     from resources.mlflow_registry import MlflowRegistry
     from resources.parquet_io import LakeParquetIOManager
     from resources.storage import LakeStorage
+    from resources.trainer import DistributedTrainer
 
     spec = json.loads(Path(spec_path).read_text())
     _inject(spec)
@@ -116,6 +117,7 @@ def main(spec_path: str) -> int:
         "dask": DaskCluster(n_workers=1, threads_per_worker=1),
         "registry": MlflowRegistry(tracking_uri=f"sqlite:///{Path(spec_path).parent / 'unused-mlflow.db'}"),
         "compute": TorchCompute(device="cpu"),
+        "trainer": DistributedTrainer(),
     }
     selection = [known[name] for name in spec["assets"]]
     instance = dg.DagsterInstance.from_config(spec["dagster_home"]) if spec.get("dagster_home") else dg.DagsterInstance.ephemeral()

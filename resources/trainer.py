@@ -1,0 +1,230 @@
+"""Who runs `delay_model`'s training: this process, torchrun on this machine, or torchrun in a GPU pod.
+
+The three launchers train with the same `ml.train.train_model` and give the asset the same
+`TrainResult`; the two torchrun ones go through Dagster Pipes (`pipelines/ddp_train.py` is the child):
+the window goes out as Parquet, the unit comes back with its SHA-256 (verified before it is loaded),
+and the child's logs, figures and history come back as Pipes messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+from ml.settings import PROJECT_ROOT
+from resources.storage import LakeStorage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml.train import TrainConfig, TrainResult
+
+LAUNCHERS = ("inprocess", "torchrun", "k8s")
+CHILD_MODULE = "pipelines.ddp_train"
+GPU_RESOURCE = "nvidia.com/gpu"
+SHM_VOLUME = "dshm"
+"""A memory-backed /dev/shm: a container's default 64 MB is too small for DDP's shared-memory transports."""
+
+
+def training_pod_spec(
+    gpus: int | None = None, node_selector: dict[str, str] | None = None, tolerations: list[dict] | None = None
+) -> dict[str, Any]:
+    """The trainer pod's spec for `PipesK8sClient` (``base_pod_spec``): GPU limits, node selector, tolerations.
+
+    The same needs as the training step's ``dagster-k8s/config`` (``TRAINING_GPUS``,
+    ``TRAINING_NODE_SELECTOR``, ``TRAINING_TOLERATIONS``), so the pod lands where the step would.
+    """
+    from ml import settings
+
+    gpus = settings.training_gpus() if gpus is None else gpus
+    node_selector = settings.training_node_selector() if node_selector is None else node_selector
+    tolerations = settings.training_tolerations() if tolerations is None else tolerations
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "volume_mounts": [{"name": SHM_VOLUME, "mount_path": "/dev/shm"}],
+    }
+    if gpus:
+        container["resources"] = {"limits": {GPU_RESOURCE: str(gpus)}}
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [{"name": SHM_VOLUME, "empty_dir": {"medium": "Memory"}}],
+    }
+    if node_selector:
+        spec["node_selector"] = dict(node_selector)
+    if tolerations:
+        spec["tolerations"] = [dict(t) for t in tolerations]
+    return spec
+
+
+@dataclass
+class LaunchedTraining:
+    """What a launcher gives back: the training result, how many processes made it, what the child reported."""
+
+    result: TrainResult
+    processes: int
+    launcher: str
+    reported: dict[str, Any] = field(default_factory=dict)
+
+
+class DistributedTrainer(dg.ConfigurableResource):
+    """Launches `delay_model`'s training: in process (default), or data-parallel with torchrun via Pipes.
+
+    ``torchrun``: ``python -m torch.distributed.run --standalone --nproc_per_node=<processes>`` through
+    `dg.PipesSubprocessClient`, the window in a temporary folder. ``k8s``: the same command in a pod of
+    ``image`` through `dagster_k8s.PipesK8sClient`, with `training_pod_spec` (one process per GPU when
+    GPUs are asked for), the window and unit exchanged through ``staging`` (the lake, by default).
+    """
+
+    launcher: str = "inprocess"
+    processes: int = 1
+    threads_per_process: int = 1
+    """torch threads in each DDP process: processes × threads should not exceed the cores."""
+    image: str | None = None
+    namespace: str | None = None
+    gpus: int = 0
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, str]] = []
+    staging: LakeStorage | None = None
+
+    @classmethod
+    def from_settings(cls) -> DistributedTrainer:
+        """The trainer from ``TRAINING_*`` settings; its k8s staging area in the lake's settings."""
+        from ml import settings
+
+        lake = settings.lake_settings()
+        staging = dataclasses.replace(lake, url=settings.training_staging_url())
+        return cls(
+            launcher=settings.training_launcher(), processes=settings.training_processes(),
+            image=settings.training_image(), namespace=settings.training_namespace(), gpus=settings.training_gpus(),
+            node_selector=settings.training_node_selector(), tolerations=settings.training_tolerations(),
+            staging=LakeStorage.from_settings(staging),
+        )
+
+    def train(
+        self, context: dg.AssetExecutionContext, train: pd.DataFrame, validation: pd.DataFrame,
+        config: TrainConfig, device: str,
+    ) -> LaunchedTraining:
+        """Train on ``train``, stop early on ``validation``, with the configured launcher."""
+        if self.launcher not in LAUNCHERS:
+            raise dg.Failure(
+                f"delay_model: training launcher {self.launcher!r} is unknown; set TRAINING_LAUNCHER to one of {LAUNCHERS}",
+                allow_retries=False,
+            )
+        if self.launcher == "inprocess":
+            from ml.train import train_model
+
+            if self.processes > 1:
+                raise dg.Failure(
+                    f"delay_model: {self.processes} training processes cannot run in process; "
+                    "set TRAINING_LAUNCHER=torchrun (or leave it unset) for DDP, or TRAINING_PROCESSES=1",
+                    allow_retries=False,
+                )
+            return LaunchedTraining(train_model(train, validation, config, device=device), 1, self.launcher)
+        with self._exchange(context) as (root, storage_options):
+            unit_uri = f"{root}/unit"
+            _write_window(train, validation, f"{root}/window.parquet", storage_options)
+            extras = {
+                "window_uri": f"{root}/window.parquet", "unit_uri": unit_uri,
+                "storage_options": storage_options, "train_config": _flat_config(config),
+            }
+            if self.launcher == "torchrun":
+                invocation = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
+                    context=context, command=self.torchrun_command(device), extras=extras
+                )
+            else:
+                from dagster_k8s import PipesK8sClient
+
+                invocation = PipesK8sClient().run(context=context, extras=extras, **self.k8s_run_arguments(device))
+            return self._collect(invocation, unit_uri, storage_options)
+
+    def process_count(self) -> int:
+        """Processes per run: one per GPU on k8s when GPUs are asked for, else ``processes``."""
+        return self.gpus if self.launcher == "k8s" and self.gpus else max(1, self.processes)
+
+    def torchrun_command(self, device: str, python: str | None = None) -> list[str]:
+        """The torchrun command line of the Pipes child (``python``: the image's on k8s, this one here)."""
+        return [
+            python or sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={self.process_count()}", "-m", CHILD_MODULE,
+            "--device", device, "--threads", str(self.threads_per_process),
+        ]
+
+    def k8s_run_arguments(self, device: str) -> dict[str, Any]:
+        """Keyword arguments of `PipesK8sClient.run` besides context and extras: image, command, pod spec."""
+        if not self.image:
+            raise dg.Failure("delay_model: TRAINING_LAUNCHER=k8s needs TRAINING_IMAGE (the trainer image)", allow_retries=False)
+        arguments: dict[str, Any] = {
+            "image": self.image,
+            "command": self.torchrun_command("cuda" if self.gpus else device, python="python"),
+            "base_pod_spec": training_pod_spec(self.gpus, self.node_selector, self.tolerations),
+        }
+        if self.namespace:
+            arguments["namespace"] = self.namespace
+        return arguments
+
+    @contextlib.contextmanager
+    def _exchange(self, context: dg.AssetExecutionContext) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Where parent and child exchange the window and the unit, removed afterwards.
+
+        A temporary folder for torchrun here; for a pod, a run-scoped prefix of ``staging``.
+        """
+        if self.launcher == "torchrun":
+            with tempfile.TemporaryDirectory(prefix="delay-model-ddp-") as folder:
+                yield folder, {}
+            return
+        if self.staging is None:
+            raise dg.Failure("delay_model: TRAINING_LAUNCHER=k8s needs a staging area the pod can reach "
+                             "(TRAINING_STAGING_URL)", allow_retries=False)
+        import fsspec
+
+        root = self.staging.uri(f"delay_model/{context.run_id}")
+        options = self.staging.storage_options()
+        try:
+            yield root, options
+        finally:
+            fs, path = fsspec.core.url_to_fs(root, **options)
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+
+    def _collect(self, invocation, unit_uri: str, storage_options: dict[str, Any]) -> LaunchedTraining:
+        """The unit the child saved at ``unit_uri`` (verified against its reported SHA-256), history and figures."""
+        import fsspec
+
+        from ml.model import UNIT_FILES, ModelUnit
+        from ml.train import EpochStats, TrainResult
+
+        messages = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "unit_sha256" in m]
+        if not messages:
+            raise dg.Failure("delay_model: the distributed trainer ended without reporting a model unit; "
+                             "see the step's logs for the trainer's output", allow_retries=False)
+        report = messages[-1]
+        reported = dict(invocation.get_materialize_result().metadata)
+        with tempfile.TemporaryDirectory(prefix="delay-model-unit-") as local:
+            fs, root = fsspec.core.url_to_fs(unit_uri, **storage_options)
+            for name in UNIT_FILES:
+                fs.get_file(f"{root.rstrip('/')}/{name}", f"{local}/{name}")
+            unit = ModelUnit.load(local, expected_digest=report["unit_sha256"])
+        result = TrainResult(
+            unit=unit, history=[EpochStats(**stats) for stats in report["history"]],
+            best_epoch=report["best_epoch"], device=report["device"],
+        )
+        processes = int(reported["train_processes"].value) if "train_processes" in reported else self.process_count()
+        return LaunchedTraining(result, processes, self.launcher, reported)
+
+
+def _write_window(train: pd.DataFrame, validation: pd.DataFrame, uri: str, storage_options: dict[str, Any]) -> None:
+    import pandas as pd
+
+    pd.concat([train, validation]).to_parquet(uri, index=False, storage_options=storage_options or None)
+
+
+def _flat_config(config: TrainConfig) -> dict[str, Any]:
+    """The training config as JSON for the child (tuples become lists; the child turns them back)."""
+    return asdict(config)
