@@ -352,7 +352,8 @@ def _labels(variable: str, raw: str | None) -> dict[str, str]:
 def bento_export_url() -> str | None:
     """``BENTO_EXPORT_URL``: where verified Bentos are exported (``s3://bucket/prefix`` or a folder); unset: not exported.
 
-    The objects go through the lake's S3 settings (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``LAKE_SSE``).
+    The objects go through the lake's S3 settings (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``LAKE_SSE``,
+    ``LAKE_SSE_KMS_KEY_ID``).
     """
     return os.environ.get("BENTO_EXPORT_URL") or None
 
@@ -385,6 +386,11 @@ def training_image() -> str | None:
 def training_namespace() -> str | None:
     """``TRAINING_NAMESPACE``: where the trainer pod runs (default: ``K8S_JOB_NAMESPACE``, else the client's current one)."""
     return os.environ.get("TRAINING_NAMESPACE") or k8s_job_namespace()
+
+
+def training_service_account() -> str | None:
+    """``TRAINING_SERVICE_ACCOUNT``: the trainer pod's service account (a role that reaches the staging area); unset: the namespace's default."""
+    return os.environ.get("TRAINING_SERVICE_ACCOUNT") or None
 
 
 def training_staging_url() -> str:

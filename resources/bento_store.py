@@ -1,6 +1,7 @@
 """Serving: where Bentos are built and kept (BentoML's home) and how a built Bento is served."""
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -156,7 +157,7 @@ class BentoStore(dg.ConfigurableResource):
             yield ServedBento(url, token)
 
     def export_destination(self) -> LakeStorage:
-        """The release location as object storage: ``export_url`` on the lake's S3 endpoint, region and SSE.
+        """The release location as object storage: ``export_url`` with the lake's S3 endpoint, region and SSE (KMS key included).
 
         Uploads go through ``LakeStorage.write_bytes``, not through ``bentoml export s3://…``: BentoML
         hands the URL to fsspec without options, so s3fs sends no ``ServerSideEncryption`` (checked
@@ -168,8 +169,7 @@ class BentoStore(dg.ConfigurableResource):
             raise ValueError("no export location: set BENTO_EXPORT_URL (s3://bucket/prefix or a folder)")
         if "://" in self.export_url and not self.export_url.startswith("s3://"):
             raise ValueError(f"BENTO_EXPORT_URL={self.export_url!r}: only s3://bucket/prefix or a local folder is supported")
-        lake = settings.lake_settings()
-        return LakeStorage(url=self.export_url, endpoint_url=lake.endpoint_url, region_name=lake.region_name, sse=lake.sse)
+        return LakeStorage.from_settings(dataclasses.replace(settings.lake_settings(), url=self.export_url))
 
     def export(self, bento_tag: str) -> ExportedBento:
         """Export a built Bento (``bentoml export``) and upload the archive to ``export_url``.

@@ -62,12 +62,15 @@ def _guard(command: list[str]) -> int:
     Servers fork workers that start sessions of their own (BentoML's circus arbiter does): a
     process group or a death signal to the leader does not reach them, and a SIGKILLed leader
     orphans them with the port still bound. The guard is a child subreaper (orphans below it
-    reparent to it), receives SIGTERM when its parent dies, passes SIGTERM on, and SIGKILLs every
-    descendant left after ``GRACE_S`` or once the command has exited.
+    reparent to it), receives SIGTERM when its parent dies (it asks the kernel itself, so any
+    parent's death counts), passes SIGTERM on, and SIGKILLs every descendant left after ``GRACE_S``
+    or once the command has exited.
     """
+    stop: list[int] = []
     if _LIBC is not None:
         _LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    stop: list[int] = []
+        # Whoever started the guard may not have asked for this (dagster's PipesSubprocessClient does not).
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda received, _frame: stop.append(received))
     child = subprocess.Popen(command, preexec_fn=die_with_parent(signal.SIGTERM))

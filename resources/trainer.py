@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from ml.settings import PROJECT_ROOT
+from resources.compute import TorchCompute
+from resources.kubernetes import training_pod_spec
+from resources.processes import guarded
 from resources.storage import LakeStorage
 
 if TYPE_CHECKING:
@@ -28,39 +31,6 @@ if TYPE_CHECKING:
 
 LAUNCHERS = ("inprocess", "torchrun", "k8s")
 CHILD_MODULE = "pipelines.ddp_train"
-GPU_RESOURCE = "nvidia.com/gpu"
-SHM_VOLUME = "dshm"
-"""A memory-backed /dev/shm: a container's default 64 MB is too small for DDP's shared-memory transports."""
-
-
-def training_pod_spec(
-    gpus: int | None = None, node_selector: dict[str, str] | None = None, tolerations: list[dict] | None = None
-) -> dict[str, Any]:
-    """The trainer pod's spec for `PipesK8sClient` (``base_pod_spec``): GPU limits, node selector, tolerations.
-
-    The same needs as the training step's ``dagster-k8s/config`` (``TRAINING_GPUS``,
-    ``TRAINING_NODE_SELECTOR``, ``TRAINING_TOLERATIONS``), so the pod lands where the step would.
-    """
-    from ml import settings
-
-    gpus = settings.training_gpus() if gpus is None else gpus
-    node_selector = settings.training_node_selector() if node_selector is None else node_selector
-    tolerations = settings.training_tolerations() if tolerations is None else tolerations
-    container: dict[str, Any] = {
-        "name": "trainer",
-        "volume_mounts": [{"name": SHM_VOLUME, "mount_path": "/dev/shm"}],
-    }
-    if gpus:
-        container["resources"] = {"limits": {GPU_RESOURCE: str(gpus)}}
-    spec: dict[str, Any] = {
-        "containers": [container],
-        "volumes": [{"name": SHM_VOLUME, "empty_dir": {"medium": "Memory"}}],
-    }
-    if node_selector:
-        spec["node_selector"] = dict(node_selector)
-    if tolerations:
-        spec["tolerations"] = [dict(t) for t in tolerations]
-    return spec
 
 
 @dataclass
@@ -89,8 +59,13 @@ class DistributedTrainer(dg.ConfigurableResource):
     image: str | None = None
     namespace: str | None = None
     gpus: int = 0
+    memory: str | None = None
     node_selector: dict[str, str] = {}
-    tolerations: list[dict[str, str]] = []
+    tolerations: list[dict[str, Any]] = []
+    service_account: str | None = None
+    """The trainer pod's service account (its cloud role reaches the staging area); None: the namespace's default."""
+    env_secrets: list[str] = []
+    """Secrets whose keys become the trainer pod's environment (``K8S_ENV_SECRETS``, as for the run's pods)."""
     staging: LakeStorage | None = None
 
     @classmethod
@@ -100,10 +75,12 @@ class DistributedTrainer(dg.ConfigurableResource):
 
         lake = settings.lake_settings()
         staging = dataclasses.replace(lake, url=settings.training_staging_url())
+        compute = TorchCompute.from_settings()
         return cls(
             launcher=settings.training_launcher(), processes=settings.training_processes(),
-            image=settings.training_image(), namespace=settings.training_namespace(), gpus=settings.training_gpus(),
-            node_selector=settings.training_node_selector(), tolerations=settings.training_tolerations(),
+            image=settings.training_image(), namespace=settings.training_namespace(), gpus=compute.gpus,
+            memory=compute.memory, node_selector=compute.node_selector, tolerations=compute.tolerations,
+            service_account=settings.training_service_account(), env_secrets=settings.k8s_env_secrets(),
             staging=LakeStorage.from_settings(staging),
         )
 
@@ -136,7 +113,9 @@ class DistributedTrainer(dg.ConfigurableResource):
             }
             if self.launcher == "torchrun":
                 invocation = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
-                    context=context, command=self.torchrun_command(device), extras=extras
+                    # Under the guard: torchrun's workers run in sessions of their own, and a SIGKILLed
+                    # run worker would leave them training; the guard dies with it and takes them along.
+                    context=context, command=guarded(self.torchrun_command(device)), extras=extras
                 )
             else:
                 from dagster_k8s import PipesK8sClient
@@ -145,8 +124,13 @@ class DistributedTrainer(dg.ConfigurableResource):
             return self._collect(invocation, unit_uri, storage_options)
 
     def process_count(self) -> int:
-        """Processes per run: one per GPU on k8s when GPUs are asked for, else ``processes``."""
-        return self.gpus if self.launcher == "k8s" and self.gpus else max(1, self.processes)
+        """Processes per run under torchrun: one per GPU when the pod asks for GPUs, else ``processes``."""
+        return self.gpus if self.launcher != "inprocess" and self.gpus else max(1, self.processes)
+
+    def pod_needs(self) -> TorchCompute:
+        """The trainer pod's needs in the form the step's tag is built from (resources/kubernetes.py)."""
+        return TorchCompute(gpus=self.gpus, memory=self.memory, node_selector=self.node_selector,
+                            tolerations=self.tolerations)
 
     def torchrun_command(self, device: str, python: str | None = None) -> list[str]:
         """The torchrun command line of the Pipes child (``python``: the image's on k8s, this one here)."""
@@ -163,7 +147,7 @@ class DistributedTrainer(dg.ConfigurableResource):
         arguments: dict[str, Any] = {
             "image": self.image,
             "command": self.torchrun_command("cuda" if self.gpus else device, python="python"),
-            "base_pod_spec": training_pod_spec(self.gpus, self.node_selector, self.tolerations),
+            "base_pod_spec": training_pod_spec(self.pod_needs(), self.service_account, self.env_secrets),
         }
         if self.namespace:
             arguments["namespace"] = self.namespace

@@ -59,6 +59,16 @@ def test_the_export_location_defaults_to_the_environment(tmp_path, monkeypatch):
     assert (store.export_url, store.image_repository) == ("s3://bucket/bentos", REPOSITORY)
 
 
+def test_the_export_is_encrypted_as_the_lake_is_kms_key_included(tmp_path, monkeypatch):
+    """A bare ``aws:kms`` would take the account's ``aws/s3`` key (or be refused by the bucket policy)."""
+    monkeypatch.setenv("LAKE_SSE", "aws:kms")
+    monkeypatch.setenv("LAKE_SSE_KMS_KEY_ID", "arn:aws:kms:eu-west-1:111122223333:key/lake")
+    destination = _store(tmp_path, export_url="s3://bucket/bentos").export_destination()
+    assert destination.settings().sse_arguments() == {
+        "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "arn:aws:kms:eu-west-1:111122223333:key/lake",
+    }
+
+
 def test_without_an_export_location_the_release_says_why_and_names_the_image(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     _record_verified(instance, "flight_delay_service:k3x9")

@@ -4,7 +4,9 @@ and the trainer pod `PipesK8sClient` would start (built and validated, not run).
 import dagster as dg
 import pytest
 
-from resources.trainer import GPU_RESOURCE, DistributedTrainer, training_pod_spec
+from resources.compute import TorchCompute
+from resources.kubernetes import GPU_RESOURCE, training_pod_spec
+from resources.trainer import DistributedTrainer
 
 WINDOW_DAYS = 21
 FAST = {"epochs": 6, "patience": 2}
@@ -160,6 +162,9 @@ def test_k8s_trainer_pod_carries_the_gpu_needs(monkeypatch):
     monkeypatch.setenv("TRAINING_GPUS", "2")
     monkeypatch.setenv("TRAINING_NODE_SELECTOR", '{"pool": "gpu"}')
     monkeypatch.setenv("TRAINING_TOLERATIONS", f'[{{"key": "{GPU_RESOURCE}", "operator": "Exists", "effect": "NoSchedule"}}]')
+    monkeypatch.setenv("TRAINING_MEMORY", "24Gi")
+    monkeypatch.setenv("TRAINING_SERVICE_ACCOUNT", "flight-delays-trainer")
+    monkeypatch.setenv("K8S_ENV_SECRETS", "flight-delays-secrets")
     arguments = DistributedTrainer.from_settings().k8s_run_arguments("cpu")
 
     pod = build_pod_body("dagster-pipes-trainer", arguments["image"], arguments["command"],
@@ -167,13 +172,59 @@ def test_k8s_trainer_pod_carries_the_gpu_needs(monkeypatch):
     manifest = {"apiVersion": "v1", "kind": "Pod", **kubernetes.client.ApiClient().sanitize_for_serialization(pod)}
     kubernetes_validate.validate(manifest, "1.30", strict=True)
     container = manifest["spec"]["containers"][0]
-    assert container["resources"]["limits"] == {GPU_RESOURCE: "2"}
+    assert container["resources"] == {"limits": {GPU_RESOURCE: "2", "memory": "24Gi"}, "requests": {"memory": "24Gi"}}
+    assert container["envFrom"] == [{"secretRef": {"name": "flight-delays-secrets"}}], "the pod reaches S3 and MLflow"
+    assert manifest["spec"]["serviceAccountName"] == "flight-delays-trainer"
     assert manifest["spec"]["nodeSelector"] == {"pool": "gpu"}
     assert manifest["spec"]["tolerations"] == [toleration]
     assert container["image"] == "registry.example/flight-delay-trainer:1"
     assert "--nproc_per_node=2" in container["command"] and container["command"][-4:-2] == ["--device", "cuda"]
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
-    assert training_pod_spec(0, {}, [])["containers"][0].get("resources") is None
+    assert training_pod_spec(TorchCompute())["containers"][0].get("resources") is None
+
+
+def test_torchrun_runs_one_process_per_gpu_of_its_pod():
+    """Under the k8s executor with TRAINING_LAUNCHER=torchrun, the step pod's GPUs set the process count."""
+    assert DistributedTrainer(launcher="torchrun", gpus=2).process_count() == 2
+    assert DistributedTrainer(launcher="torchrun", processes=3).process_count() == 3
+    assert DistributedTrainer(launcher="inprocess", gpus=2).process_count() == 1
+
+
+@pytest.mark.slow
+def test_a_killed_run_worker_takes_its_ddp_workers_along(tmp_path):
+    """The torchrun command runs under the guard: SIGKILL the process that launched it (as the OOM killer
+    would a run worker) and no worker survives, even one in a session of its own (as torchrun starts them)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from resources.processes import guarded
+
+    pids = tmp_path / "worker.pid"
+    worker = f"setsid sh -c 'echo $$ > {pids}; exec sleep 120' & wait"
+    launcher = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen({guarded(['sh', '-c', worker])!r}); time.sleep(120)"
+    )])
+    deadline = time.monotonic() + 20
+    while not (pids.exists() and pids.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker_pid = int(pids.read_text())
+    os.kill(worker_pid, 0)  # alive
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(worker_pid, signal.SIGKILL)
+        pytest.fail(f"the worker {worker_pid} outlived its killed launcher")
 
 
 def test_k8s_without_an_image_says_what_to_set():
