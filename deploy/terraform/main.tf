@@ -84,6 +84,20 @@ resource "aws_s3_bucket_lifecycle_configuration" "lake" {
     }
   }
 
+  # The k8s trainer uploads a run's window and unit here and removes them; this catches what a killed run left.
+  rule {
+    id     = "expire-training-staging"
+    status = "Enabled"
+
+    filter {
+      prefix = "${var.lake_prefix}/staging/"
+    }
+
+    expiration {
+      days = var.staging_retention_days
+    }
+  }
+
   rule {
     id     = "expire-noncurrent-versions"
     status = "Enabled"
@@ -131,7 +145,9 @@ data "aws_iam_policy_document" "lake_bucket" {
     }
   }
 
-  # An explicit SSE header must ask for KMS (SSE-S3, AES256, is refused, not silently accepted) ...
+  # Each encryption Deny pairs StringNotEquals with `Null = false` on the same key: an explicit wrong
+  # header is refused, a missing one is not (the bucket default, the lake's key, applies; LAKE_SSE=none).
+  # `StringNotEqualsIfExists` would be true for a missing key and refuse every put without the header.
   statement {
     sid     = "DenyEncryptionOtherThanKms"
     effect  = "Deny"
@@ -145,13 +161,18 @@ data "aws_iam_policy_document" "lake_bucket" {
     resources = ["${aws_s3_bucket.lake.arn}/*"]
 
     condition {
-      test     = "StringNotEqualsIfExists"
+      test     = "StringNotEquals"
       variable = "s3:x-amz-server-side-encryption"
       values   = ["aws:kms"]
     }
+
+    condition {
+      test     = "Null"
+      variable = "s3:x-amz-server-side-encryption"
+      values   = ["false"]
+    }
   }
 
-  # ... and a named key must be the lake's key.
   statement {
     sid     = "DenyOtherKmsKeys"
     effect  = "Deny"
@@ -165,9 +186,41 @@ data "aws_iam_policy_document" "lake_bucket" {
     resources = ["${aws_s3_bucket.lake.arn}/*"]
 
     condition {
-      test     = "StringNotEqualsIfExists"
+      test     = "StringNotEquals"
       variable = "s3:x-amz-server-side-encryption-aws-kms-key-id"
       values   = [aws_kms_key.lake.arn]
+    }
+
+    condition {
+      test     = "Null"
+      variable = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+      values   = ["false"]
+    }
+  }
+
+  # A bare `aws:kms` header (no key id) selects the AWS-managed aws/s3 key, not the lake's: refused.
+  statement {
+    sid     = "DenyKmsWithoutTheLakeKey"
+    effect  = "Deny"
+    actions = ["s3:PutObject"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    resources = ["${aws_s3_bucket.lake.arn}/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "s3:x-amz-server-side-encryption"
+      values   = ["aws:kms"]
+    }
+
+    condition {
+      test     = "Null"
+      variable = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+      values   = ["true"]
     }
   }
 }

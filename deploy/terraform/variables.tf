@@ -20,9 +20,9 @@ variable "lake_prefix" {
 }
 
 variable "code_prefixes" {
-  description = "Prefixes under the lake that the pipeline code reads and writes (resources/storage.py users)."
+  description = "Prefixes under the lake that the pipeline code reads and writes: its storage users, the trainer's staging (TRAINING_STAGING_URL) and Dagster's compute logs (deploy/helm)."
   type        = list(string)
-  default     = ["landing", "quarantine", "warehouse", "predictions", "monitoring"]
+  default     = ["landing", "quarantine", "warehouse", "predictions", "monitoring", "staging", "compute-logs"]
 }
 
 variable "bento_release_prefix" {
@@ -41,6 +41,12 @@ variable "monitoring_retention_days" {
   description = "Days drift reports and other monitoring output are kept."
   type        = number
   default     = 365
+}
+
+variable "staging_retention_days" {
+  description = "Days a training run's staged window and unit are kept if the run did not remove them."
+  type        = number
+  default     = 7
 }
 
 variable "noncurrent_version_retention_days" {
