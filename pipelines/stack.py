@@ -79,7 +79,7 @@ class StackConfig:
     sensor_interval_s: int | None = None
     """Our sensors' tick (``SENSOR_INTERVAL_S``); None keeps their production defaults."""
     instance_overrides: Mapping[str, Any] = field(default_factory=dict)
-    """Top-level sections merged over deploy/dagster-production.yaml (a test's short run monitoring)."""
+    """Sections merged over deploy/dagster-production.yaml, key by key (a test's short run monitoring)."""
 
     @property
     def s3_endpoint(self) -> str:
@@ -267,7 +267,10 @@ class Stack:
         ensure_databases(self.config)
         home = self.config.dagster_home
         home.mkdir(parents=True, exist_ok=True)
-        instance = {**yaml.safe_load(INSTANCE_CONFIG.read_text()), **self.config.instance_overrides}
+        instance = yaml.safe_load(INSTANCE_CONFIG.read_text())
+        for section, value in self.config.instance_overrides.items():
+            base = instance.get(section)
+            instance[section] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
         (home / "dagster.yaml").write_text(yaml.safe_dump(instance, sort_keys=False))
 
     def _record(self, name: str, entry: dict) -> None:
