@@ -176,6 +176,13 @@ def _worker_pid(live: Live, run_id: str) -> int | None:
     return worker[0] if worker else None
 
 
+def _started_worker(live: Live, run_id: str) -> int | None:
+    """The run worker's pid once the run is STARTED (its worker logs its pid while the run is still STARTING)."""
+    if live.client.get_run_status(run_id) != dg.DagsterRunStatus.STARTED:
+        return None
+    return _worker_pid(live, run_id)
+
+
 def _all_encrypted(live: Live, prefix: str) -> list[str]:
     keys = live.objects(prefix)
     assert keys, f"nothing under s3://{live.stack.config.bucket}/{prefix}"
@@ -210,14 +217,15 @@ def test_a_code_server_killed_mid_run_is_failed_by_run_monitoring_and_retried(li
     from resources.processes import process_alive
 
     run_id = _launch(live, "features_job", tags=range_tags(FIRST, LAST))
-    worker = _wait(lambda: _worker_pid(live, run_id), "the features run's worker starts", live, 120)
+    worker = _wait(lambda: _started_worker(live, run_id), "the features run starts", live, 120)
     group = live.stack.state()["user-code"]["pid"]
     os.killpg(group, signal.SIGKILL)  # the code server's container dies, and its run workers with it
-    _wait(lambda: not process_alive(worker), "the run worker dies with its code server", live, 10)
-    status = live.client.get_run_status(run_id)
-    assert status == dg.DagsterRunStatus.STARTED, [e.message for e in live.instance.all_logs(run_id)][-8:]
-
-    live.stack.start("user-code")  # as a restart policy would
+    try:
+        _wait(lambda: not process_alive(worker), "the run worker dies with its code server", live, 10)
+        status = live.client.get_run_status(run_id)
+        assert status == dg.DagsterRunStatus.STARTED, [e.message for e in live.instance.all_logs(run_id)][-8:]
+    finally:
+        live.stack.start("user-code")  # as a restart policy would
     restarted = time.monotonic()
     bound = 6 * SENSOR_INTERVAL_S + 30
     assert _finished(live, run_id, timeout_s=bound) == dg.DagsterRunStatus.FAILURE
@@ -239,7 +247,7 @@ def test_training_survives_a_code_location_reload_and_moves_the_champion(live):
     champion_query = "SELECT version FROM registered_model_aliases WHERE name = 'flight_delay' AND alias = 'champion'"
     assert live.rows(live.mlflow_db, champion_query) == [], "no champion before the first training"
     run_id = _launch(live, "training_job")
-    _wait(lambda: _worker_pid(live, run_id), "the training run's worker starts", live, 120)
+    _wait(lambda: _started_worker(live, run_id), "the training run starts", live, 120)
     reload = live.client.reload_repository_location(LOCATION_NAME)
     assert reload.status == ReloadRepositoryLocationStatus.SUCCESS, reload.message
     assert _finished(live, run_id, timeout_s=600) == dg.DagsterRunStatus.SUCCESS
