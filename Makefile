@@ -10,7 +10,7 @@ export BENTOML_HOME ?= $(DATA_DIR)/bentoml
 export BENTOML_DO_NOT_TRACK ?= true
 SERVE_PORT ?= 3001
 
-.PHONY: install run dev serve demo test test-fast check-data validate lock clean
+.PHONY: install run dev serve demo test test-fast check-data validate lock clean stack-up stack-down stack-status
 
 install: $(STAMP)
 
@@ -62,6 +62,18 @@ check-data: $(STAMP)
 
 validate: $(STAMP)
 	tmp=$$(mktemp -d) && DAGSTER_HOME=$$tmp $(BIN)/dagster definitions validate -w workspace.yaml; rc=$$?; rm -rf $$tmp; exit $$rc
+
+## the production stack on this machine, no Docker (docs/production-stack.md): Postgres databases, S3 (moto),
+## mlflow server, code server, webserver on http://127.0.0.1:3000, daemon; state and logs in .stack/ (STACK_DIR)
+stack-up: $(STAMP)
+	$(BIN)/python -m pipelines.stack up
+
+## stop every process the stack started (nothing is left behind)
+stack-down:
+	$(BIN)/python -m pipelines.stack down
+
+stack-status:
+	$(BIN)/python -m pipelines.stack status
 
 ## regenerate the pinned set after changing pyproject's ranges
 lock: $(STAMP)

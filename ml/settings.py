@@ -396,3 +396,29 @@ def training_service_account() -> str | None:
 def training_staging_url() -> str:
     """``TRAINING_STAGING_URL``: where the k8s trainer pod reads its window and writes the unit (default: the lake's ``staging/``)."""
     return os.environ.get("TRAINING_STAGING_URL") or f"{lake_url().rstrip('/')}/staging"
+
+
+# stack: the production stack on one machine (pipelines/stack.py) and the tests that need Postgres
+def stack_dir() -> Path:
+    """``STACK_DIR``: where ``make stack-up`` keeps its state file, logs, Dagster home and Bento store (default ``.stack``)."""
+    return Path(os.environ.get("STACK_DIR") or PROJECT_ROOT / ".stack").resolve()
+
+
+def postgres_host() -> str:
+    """``DAGSTER_PG_HOST``: the Postgres server of the Dagster instance (and, on the one-machine stack, MLflow's)."""
+    return os.environ.get("DAGSTER_PG_HOST") or "127.0.0.1"
+
+
+def postgres_user() -> str:
+    """``DAGSTER_PG_USER``: the role the stack connects as (default ``postgres``)."""
+    return os.environ.get("DAGSTER_PG_USER") or "postgres"
+
+
+def postgres_password() -> str:
+    """``DAGSTER_PG_PASSWORD``: that role's password (a secret; empty under trust authentication)."""
+    return os.environ.get("DAGSTER_PG_PASSWORD") or ""
+
+
+def require_postgres() -> bool:
+    """``REQUIRE_POSTGRES=1`` (CI): a test that needs Postgres fails instead of skipping when it is missing."""
+    return os.environ.get("REQUIRE_POSTGRES", "").lower() in {"1", "true", "yes"}

@@ -162,6 +162,76 @@ def _stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # workers that outlived their leader
 
 
+
+def start_detached(command: list[str], log: Path, env: dict | None = None, cwd=None) -> subprocess.Popen:
+    """Start a long-lived service under the guard, in a session (process group) of its own, that outlives this process.
+
+    Unlike ``running_server`` nothing ties it to the caller: a supervisor that exits leaves it running,
+    and ``stop_process_group`` (or a SIGKILL of its group) ends it with everything it started.
+    """
+    with open(log, "a") as output:
+        return subprocess.Popen(guarded(command), stdout=output, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                start_new_session=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, exited but not yet reaped, counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        if _LIBC is not None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state not in {"Z", "X"}
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (from /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] not in {"Z", "X"}:
+                members.append(int(entry.name))
+    return members
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit status if it is this process's child (so it does not linger as a zombie)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop_process_group(pgid: int, grace_s: float = GRACE_S + 5) -> bool:
+    """SIGTERM process group ``pgid``, SIGKILL what is left after ``grace_s``; True once nothing of it is alive.
+
+    The group's leader is a guard (``start_detached``): on SIGTERM it stops its command and kills every
+    descendant left, also those that started sessions of their own.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        _reap(pgid)
+        if not group_members(pgid) and not process_alive(pgid):
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    for _ in range(100):
+        _reap(pgid)
+        if not group_members(pgid) and not process_alive(pgid):
+            return True
+        time.sleep(0.05)
+    return False
+
 if __name__ == "__main__":
     if sys.argv[1:3] != ["--guard", "--"] or len(sys.argv) < 4:
         sys.exit("usage: python resources/processes.py --guard -- COMMAND [ARG ...]")

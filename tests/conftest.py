@@ -139,3 +139,37 @@ def s3_endpoint(tmp_path_factory):
         env.setenv("AWS_DEFAULT_REGION", "us-east-1")
         with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
             yield endpoint
+
+
+def postgres_unavailable(host: str, port: int, user: str, password: str) -> str | None:
+    """Why Postgres cannot be used from here (what to install or start), or None when a connection works."""
+    try:
+        import psycopg2
+    except ImportError:
+        return "psycopg2 is not installed: pip install psycopg2-binary (the project's dev extras have it)"
+    try:
+        psycopg2.connect(host=host, port=port, user=user, password=password, dbname="postgres", connect_timeout=3).close()
+    except psycopg2.OperationalError as exc:
+        return (f"no PostgreSQL server accepts {user}@{host}:{port} ({str(exc).strip().splitlines()[0]}): install "
+                "PostgreSQL (e.g. apt-get install postgresql) and start it, or point DAGSTER_PG_HOST / "
+                "DAGSTER_PG_USER / DAGSTER_PG_PASSWORD at one")
+    return None
+
+
+def postgres_missing(reason: str, required: bool):
+    """Skip the test for ``reason``; fail it instead where Postgres is required (``REQUIRE_POSTGRES=1``, CI)."""
+    if required:
+        pytest.fail(f"REQUIRE_POSTGRES is set, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> dict:
+    """The machine's Postgres (host, port, user): skipped with what to install where it is missing, failed under REQUIRE_POSTGRES=1."""
+    from ml import settings
+
+    server = {"host": settings.postgres_host(), "port": 5432, "user": settings.postgres_user()}
+    reason = postgres_unavailable(**server, password=settings.postgres_password())
+    if reason:
+        postgres_missing(reason, settings.require_postgres())
+    return server

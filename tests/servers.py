@@ -82,3 +82,37 @@ def http_server_in_thread(handler):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def fresh_postgres_databases(server: dict, *stems: str):
+    """Yield new, uniquely named databases (one per stem) on ``server``; dropped afterwards, connections and all."""
+    import uuid
+
+    import psycopg2
+    from psycopg2 import sql
+
+    from ml import settings
+
+    suffix = uuid.uuid4().hex[:8]
+    names = [f"test_{stem}_{suffix}" for stem in stems]
+
+    def execute(statement) -> None:
+        connection = psycopg2.connect(**server, password=settings.postgres_password(), dbname="postgres")
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            connection.close()
+
+    for name in names:
+        execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield names
+    finally:
+        for name in names:
+            execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+__all__ += ["fresh_postgres_databases"]
