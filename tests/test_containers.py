@@ -235,7 +235,7 @@ def test_postgres_creates_the_dagster_and_mlflow_databases_the_services_use():
     assert f"CREATE DATABASE {instance['DAGSTER_PG_DB']} OWNER {instance['DAGSTER_PG_USER']};" in script
     mlflow = services()["mlflow"]["command"]
     backend = mlflow[mlflow.index("--backend-store-uri") + 1]
-    user, database = re.fullmatch(r"postgresql://(\w+)@postgres:5432/(\w+)", backend).groups()
+    user, database = re.fullmatch(r"postgresql\+psycopg2://(\w+)@postgres:5432/(\w+)", backend).groups()
     assert f"CREATE DATABASE {database} OWNER {user};" in script
     assert ":'dagster_password'" in script and ":'mlflow_password'" in script, "passwords as psql variables"
 
@@ -274,14 +274,16 @@ def test_only_the_gpu_profile_reserves_a_gpu():
 
 
 def test_the_workspace_points_at_the_code_server():
-    location = yaml.safe_load((COMPOSE_DIR / "workspace.yaml").read_text())["load_from"][0]["grpc_server"]
+    """Compose uses the one-box stack's workspace file; its variables lead to the user-code service."""
+    location = yaml.safe_load((ROOT / "deploy" / "stack" / "workspace.yaml").read_text())["load_from"][0]["grpc_server"]
     command = services()["user-code"]["command"]
-    assert location["port"] == int(command[command.index("-p") + 1])
-    host_variable = location["host"]["env"]
+    assert location["location_name"] == command[command.index("--location-name") + 1]
     for name in ("webserver", "daemon"):
-        assert resolved_default(services()[name]["environment"][host_variable]) == "user-code"
+        environment = services()[name]["environment"]
+        assert resolved_default(environment[location["host"]["env"]]) == "user-code"
+        assert int(environment[location["port"]["env"]]) == int(command[command.index("-p") + 1])
         assert "/opt/dagster/app/workspace.yaml" in services()[name]["command"]
-    assert "COPY deploy/compose/workspace.yaml /opt/dagster/app/workspace.yaml" in \
+    assert "COPY deploy/stack/workspace.yaml /opt/dagster/app/workspace.yaml" in \
         (DOCKER / "dagster.Dockerfile").read_text()
 
 
@@ -298,14 +300,3 @@ def test_prometheus_scrapes_the_bento_with_the_token_from_a_compose_secret():
     bento_port = int(services()["bento"]["ports"][0].split(":")[-1])
     assert targets == {"bento": [f"bento:{bento_port}"], "mlflow": ["mlflow:5000"]}
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services()["prometheus"]["volumes"]
-
-
-def test_the_workspace_matches_dagsters_schema(monkeypatch):
-    # Dagster has no public validator for workspace files short of loading the code location over
-    # gRPC (`dagster definitions validate` needs the code server running): the schema check is private.
-    from dagster._core.workspace.config_schema import process_workspace_config
-
-    monkeypatch.setenv("DAGSTER_CODE_SERVER_HOST", "user-code")
-    result = process_workspace_config(yaml.safe_load((COMPOSE_DIR / "workspace.yaml").read_text()))
-    assert result.success, result.errors
-    assert result.value["load_from"][0]["grpc_server"]["host"] == "user-code"

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+# The schema check without building the storage (which would connect to Postgres); not public API.
 from dagster._core.instance.config import dagster_instance_config
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

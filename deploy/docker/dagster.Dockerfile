@@ -25,7 +25,7 @@ RUN groupadd --system --gid 10001 dagster \
  && mkdir -p /opt/dagster/home /opt/dagster/app
 COPY --from=build /opt/venv /opt/venv
 COPY deploy/dagster-production.yaml /opt/dagster/home/dagster.yaml
-COPY deploy/compose/workspace.yaml /opt/dagster/app/workspace.yaml
+COPY deploy/stack/workspace.yaml /opt/dagster/app/workspace.yaml
 WORKDIR /opt/dagster/app
 USER 10001:10001
 EXPOSE 3000

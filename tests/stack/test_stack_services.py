@@ -115,6 +115,7 @@ def test_require_postgres_is_read_from_the_environment(monkeypatch, value, requi
 def test_the_instance_config_the_stack_writes_passes_dagsters_schema_with_overrides_merged(tmp_path, monkeypatch):
     """deploy/dagster-production.yaml as the stack writes it: Postgres on psycopg2, compute logs in S3 with SSE."""
     import yaml
+    # The schema check without building the storage (which would connect to Postgres); not public API.
     from dagster._core.instance.config import dagster_instance_config
 
     config = StackConfig(root=tmp_path, instance_overrides={"run_monitoring": {"poll_interval_seconds": 5}})
