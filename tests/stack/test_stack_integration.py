@@ -263,7 +263,7 @@ def test_training_survives_a_code_location_reload_and_moves_the_champion(live):
 
 
 def test_verified_bento_is_exported_to_s3(live):
-    """The kserve branch's export (``BentoStore.export`` to ``BENTO_EXPORT_URL``): fails here until it is merged."""
+    """``bento_release`` put the verified Bento's archive under ``BENTO_EXPORT_URL``, encrypted."""
     exported = [k for k in live.objects("bentos/") if k.endswith(".bento")]
     assert exported, f"no .bento under {live.stack.config.bento_export_url}"
     assert all(live.encryption(k) == "AES256" for k in exported)
