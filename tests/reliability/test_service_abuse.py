@@ -42,7 +42,7 @@ def model_tag(tmp_path_factory):
 def server(model_tag, tmp_path_factory):
     root = tmp_path_factory.mktemp("abuse")
     with served(serve_env(model_tag, root / "predictions"), root / "serve.log") as (url, _):
-        with httpx.Client(base_url=url, timeout=30) as http:
+        with httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(keepalive_expiry=1.0)) as http:
             yield http
 
 
@@ -116,7 +116,10 @@ def test_hostile_bodies_are_400_with_a_reason_and_the_server_keeps_serving(serve
 async def _burst(url: str, body: bytes, clients: int, seconds: float) -> list[httpx.Response]:
     answers: list[httpx.Response] = []
     deadline = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # A connection idle near the server's keep-alive timeout (uvicorn: 5 s) may be closed as a request goes
+    # out on it (a ReadError, no answer): on a loaded machine a client can sit that long between requests.
+    # Reuse only connections idle for under a second, as a well-behaved client does.
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=1.0)
 
     async def client(http: httpx.AsyncClient) -> None:
         while time.monotonic() < deadline:
