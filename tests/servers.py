@@ -116,3 +116,19 @@ def fresh_postgres_databases(server: dict, *stems: str):
 
 
 __all__ += ["fresh_postgres_databases"]
+
+
+def wait_until(predicate, what: str, timeout_s: float, diagnostics=None, interval_s: float = 0.2):
+    """``predicate()``'s first truthy value, polled every ``interval_s``; a test failure naming ``what``
+    (and, when given, ``diagnostics()``: the logs that say why) after ``timeout_s``."""
+    import time
+
+    import pytest
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    pytest.fail(f"{what}: not within {timeout_s:.0f} s" + (f"\n{diagnostics()}" if diagnostics else ""))

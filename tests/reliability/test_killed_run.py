@@ -14,6 +14,8 @@ import dagster as dg
 import psutil
 import pytest
 
+from tests.servers import wait_until
+
 pytestmark = pytest.mark.slow
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAYS = ("2013-01-01", "2013-01-10")
@@ -49,13 +51,7 @@ def _kill_tree(daemon: subprocess.Popen) -> None:
 
 
 def _wait_for(predicate, what: str, log: Path, timeout_s: float = 300):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"{what}: not within {timeout_s:.0f} s\n{log.read_text()[-3000:]}")
+    return wait_until(predicate, what, timeout_s, diagnostics=lambda: log.read_text()[-3000:])
 
 
 def _failed_drift_check(instance):

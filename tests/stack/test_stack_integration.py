@@ -21,6 +21,7 @@ import dagster as dg
 import pytest
 
 from pipelines.stack import LOCATION_NAME, REPOSITORY_NAME, Stack, StackConfig, graphql
+from tests.servers import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -120,14 +121,10 @@ def _launch(live: Live, job: str, tags: dict | None = None) -> str:
 
 
 def _wait(predicate, what: str, live: Live, timeout_s: float):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted(live.stack.log_dir.glob("*.log")))
-    pytest.fail(f"{what}: not within {timeout_s:.0f} s\n{logs}")
+    def logs() -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted(live.stack.log_dir.glob("*.log")))
+
+    return wait_until(predicate, what, timeout_s, diagnostics=logs, interval_s=0.5)
 
 
 def _finished(live: Live, run_id: str, timeout_s: float = 300) -> dg.DagsterRunStatus:
