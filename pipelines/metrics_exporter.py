@@ -117,11 +117,17 @@ def consecutive_failures(instance: dg.DagsterInstance, job: str = TRAINING_JOB, 
 
 
 def sensor_last_ticks(instance: dg.DagsterInstance) -> dict[str, float]:
-    """``{sensor name: timestamp of its newest tick}`` for every sensor the instance knows that has ticked."""
+    """``{sensor name: timestamp of its newest tick}`` for every sensor that is not stopped and has ticked.
+
+    A stopped sensor is left out: it is meant not to tick, and its last tick would only grow old.
+    """
     from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.scheduler.instigation import InstigatorStatus
 
     out: dict[str, float] = {}
     for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.status == InstigatorStatus.STOPPED:
+            continue
         ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
         if ticks:
             out[state.instigator_name] = max(out.get(state.instigator_name, 0.0), ticks[0].timestamp)
