@@ -34,6 +34,8 @@ REJECTED_REQUESTS = bentoml.metrics.Counter(
                   "payload_too_large (413), overloaded (503)",
     labelnames=["reason"],
 )
+for _reason in set(REJECTION_REASONS.values()):
+    REJECTED_REQUESTS.labels(reason=_reason)  # every reason exported from the start, at 0: rate() sees the first one
 BATCH_SIZE = bentoml.metrics.Histogram(
     name="flight_delay_batch_size_rows",
     documentation="Flights scored together in one model call (the micro-batcher merges concurrent requests)",
