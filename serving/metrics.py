@@ -60,6 +60,17 @@ class RequestMetrics:
         self.requests = requests or HTTP_REQUESTS
         self.duration = duration or HTTP_DURATION
         self.rejected = rejected or REJECTED_REQUESTS
+        self._children: dict[tuple[str, int], tuple] = {}
+        """(endpoint, status) → its metric children: ``labels()`` takes a lock and validates on every call."""
+
+    def _children_of(self, endpoint: str, status: int) -> tuple:
+        children = self._children.get((endpoint, status))
+        if children is None:
+            reason = REJECTION_REASONS.get(status)
+            children = (self.duration.labels(endpoint=endpoint), self.requests.labels(endpoint=endpoint, code=str(status)),
+                        self.rejected.labels(reason=reason) if reason is not None else None)
+            self._children[(endpoint, status)] = children
+        return children
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -76,9 +87,8 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_and_watch)
         finally:
-            endpoint = endpoint_of(scope["path"])
-            self.duration.labels(endpoint=endpoint).observe(time.perf_counter() - started)
-            self.requests.labels(endpoint=endpoint, code=str(status)).inc()
-            reason = REJECTION_REASONS.get(status)
-            if reason is not None:
-                self.rejected.labels(reason=reason).inc()
+            duration, requests, rejected = self._children_of(endpoint_of(scope["path"]), status)
+            duration.observe(time.perf_counter() - started)
+            requests.inc()
+            if rejected is not None:
+                rejected.inc()
