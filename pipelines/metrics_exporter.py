@@ -203,10 +203,12 @@ class PipelineCollector(Collector):
         keys = sorted(self.instance.get_asset_keys(), key=lambda k: k.to_user_string())
         events = self.instance.get_latest_materialization_events(keys)
         for key in keys:
+            event = events.get(key)
+            if event is None:
+                continue
             asset = key.to_user_string()
-            if (event := events.get(key)) is not None:
-                last.add_metric([asset], event.timestamp)
-            if events.get(key) is not None and event.asset_materialization.partition:
+            last.add_metric([asset], event.timestamp)
+            if event.asset_materialization and event.asset_materialization.partition:
                 days = [t for t in map(day_timestamp, self.instance.get_materialized_partitions(key)) if t is not None]
                 if days:
                     newest.add_metric([asset], max(days))
