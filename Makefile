@@ -10,7 +10,7 @@ export BENTOML_HOME ?= $(DATA_DIR)/bentoml
 export BENTOML_DO_NOT_TRACK ?= true
 SERVE_PORT ?= 3001
 
-.PHONY: install run dev serve demo test test-fast check-data validate lock clean stack-up stack-down stack-status
+.PHONY: install run dev serve demo test test-fast check-data validate lock clean stack-up stack-down stack-status dashboards metrics-exporter
 
 install: $(STAMP)
 
@@ -74,6 +74,14 @@ stack-down:
 
 stack-status:
 	$(BIN)/python -m pipelines.stack status
+
+## the pipeline's metrics for Prometheus on http://127.0.0.1:9464/metrics (METRICS_EXPORTER_HOST/PORT), read from the instance at DAGSTER_HOME
+metrics-exporter: $(STAMP)
+	$(BIN)/python -m pipelines.metrics_exporter
+
+## regenerate the Grafana dashboards (deploy/monitoring/dashboards/*.json) from deploy/monitoring/dashboards.py
+dashboards: $(STAMP)
+	$(BIN)/python deploy/monitoring/dashboards.py
 
 ## regenerate the pinned set after changing pyproject's ranges
 lock: $(STAMP)

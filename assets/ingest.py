@@ -112,8 +112,10 @@ def _expected_versions(context: dg.AssetExecutionContext, partitions: list[str],
 
 
 def _landing_metadata(key: str, version: str | None, result) -> dict[str, object]:
-    """What a partition was made from: the landing file and version read, and columns left out."""
-    metadata: dict[str, object] = {LANDING_KEY: key}
+    """What a partition was made from: the landing file and version read, its rows, whether they were
+    held back, and columns left out (rows and held back: the pipeline metrics exporter reads them)."""
+    metadata: dict[str, object] = {LANDING_KEY: key, "landing/rows": result.verdict.rows,
+                                   "landing/held_back": not result.verdict.passed}
     if version is not None:
         metadata[LANDING_VERSION] = version
     if result.extra_columns:

@@ -422,3 +422,19 @@ def postgres_password() -> str:
 def require_postgres() -> bool:
     """``REQUIRE_POSTGRES=1`` (CI): a test that needs Postgres fails instead of skipping when it is missing."""
     return os.environ.get("REQUIRE_POSTGRES", "").lower() in {"1", "true", "yes"}
+
+
+# pipeline metrics exporter (pipelines/metrics_exporter.py)
+def metrics_exporter_host() -> str:
+    """``METRICS_EXPORTER_HOST``: where the pipeline metrics exporter listens (default 127.0.0.1; 0.0.0.0 in a container)."""
+    return os.environ.get("METRICS_EXPORTER_HOST") or "127.0.0.1"
+
+
+def metrics_exporter_port() -> int:
+    """``METRICS_EXPORTER_PORT``: the exporter's port (default 9464)."""
+    return int(os.environ.get("METRICS_EXPORTER_PORT") or 9464)
+
+
+def require_prometheus() -> bool:
+    """``REQUIRE_PROMETHEUS=1`` (CI): a test that needs promtool or prometheus fails instead of skipping when it is missing."""
+    return os.environ.get("REQUIRE_PROMETHEUS", "").lower() in {"1", "true", "yes"}

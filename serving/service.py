@@ -22,6 +22,7 @@ import numpy as np
 from ml import settings
 from ml.model import ModelUnit, UnitIntegrityError
 from serving.batching import MicroBatcher, Overloaded
+from serving.metrics import BATCH_SIZE, RequestMetrics
 from serving.middleware import AuthConfigError, BearerTokenAuth, BodySizeLimit, LoadShedding, auth_token
 from serving.prediction_log import SCORE, PredictionLog
 from serving.schema import Flights, Prediction, PredictRequest
@@ -149,6 +150,7 @@ class FlightDelay:
         scores = self.unit.predict_records(rows)
         elapsed_ms = (time.perf_counter() - started) * 1000
         _observe_scores(scores)
+        BATCH_SIZE.observe(len(rows))
         served_at, version, size = dt.datetime.now(dt.timezone.utc), self.model_version, len(rows)
         predictions, log_rows = [], []
         for row, score in zip(rows, scores.tolist()):
@@ -178,7 +180,9 @@ def _observe_scores(scores: np.ndarray) -> None:
         SCORE_HISTOGRAM.observe(value)
 
 
-# Starlette runs the first added outermost: auth before anything reads the body, then shedding, then the size limit.
+# Starlette runs the first added outermost: metrics see every answer, then auth before anything reads the body,
+# then shedding, then the size limit.
+FlightDelay.add_asgi_middleware(RequestMetrics)
 FlightDelay.add_asgi_middleware(BearerTokenAuth)
 FlightDelay.add_asgi_middleware(LoadShedding, batcher=BATCHER, on_shed=lambda reason: SHED_REQUESTS.labels(reason=reason).inc())
 FlightDelay.add_asgi_middleware(BodySizeLimit, max_bytes=settings.service_max_body_bytes())

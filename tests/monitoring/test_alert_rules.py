@@ -1,0 +1,58 @@
+"""deploy/monitoring: the rules and the scrape config are valid, and each alert fires and resolves (`promtool test rules`)."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
+REQUIRED_ALERTS = {
+    "FlightDelayServiceDown", "FlightDelayHighErrorRatio", "FlightDelayP99LatencyHigh", "FlightDelayDriftOverGate",
+    "FlightDelayRealisedAucBelowGate", "FlightDelayNoNewData", "FlightDelayTrainingFailing",
+}
+
+
+def _promtool(promtool, *args, cwd=MONITORING) -> subprocess.CompletedProcess:
+    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def _alerts() -> set[str]:
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    return {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+
+
+def test_every_alert_fires_and_resolves_in_the_rule_unit_tests(promtool):
+    done = _promtool(promtool, "test", "rules", "alerts_test.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+    assert REQUIRED_ALERTS <= _alerts()
+    cases = yaml.safe_load((MONITORING / "alerts_test.yml").read_text())["tests"]
+    fired = {c["alertname"] for t in cases for c in t["alert_rule_test"] if c["exp_alerts"]}
+    resolved = {c["alertname"] for t in cases for c in t["alert_rule_test"] if not c["exp_alerts"]}
+    assert fired == _alerts() and resolved == _alerts(), "each alert is shown both firing and not firing"
+
+
+def test_rule_unit_tests_fail_on_a_broken_rule(promtool, tmp_path):
+    """The unit tests can fail: with the error ratio's threshold raised tenfold, they do."""
+    for name in ("alerts.yml", "alerts_test.yml"):
+        shutil.copy(MONITORING / name, tmp_path / name)
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(rules.read_text().replace("> 0.05", "> 0.5"))
+    done = _promtool(promtool, "test", "rules", "alerts_test.yml", cwd=tmp_path)
+    assert done.returncode != 0 and "FlightDelayHighErrorRatio" in done.stdout + done.stderr
+
+
+def test_scrape_config_is_valid_and_scrapes_both_targets(promtool, tmp_path):
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    assert {j["job_name"] for j in config["scrape_configs"]} == {"flight-delay-service", "flight-delay-pipeline"}
+    token_file = tmp_path / "token"
+    token_file.write_text("not-a-real-token")
+    text = (MONITORING / "prometheus.yml").read_text().replace("/run/secrets/service_api_token", str(token_file))
+    (tmp_path / "prometheus.yml").write_text(text)
+    shutil.copy(MONITORING / "alerts.yml", tmp_path / "alerts.yml")
+    done = _promtool(promtool, "check", "config", "prometheus.yml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"SUCCESS: \d+ rules found", done.stdout)
