@@ -94,9 +94,16 @@ def stop_server(process) -> None:
 
 
 @contextlib.contextmanager
-def served(env: dict[str, str], log: Path, timeout_s: float = 120):
-    """A real ``bentoml serve`` of the service; yields (base URL, process)."""
+def served(env: dict[str, str], log: Path, timeout_s: float = 120, tls=None):
+    """A real ``bentoml serve`` of the service; yields (base URL, process).
+
+    With ``tls`` (``tests.tls.TlsFiles``) it serves HTTPS only, turned on as in production by
+    ``SERVICE_TLS_CERTFILE``/``SERVICE_TLS_KEYFILE``; clients verify it with ``tls.client_context()``.
+    """
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with running_server(serve_command(port), f"{url}/readyz", log, timeout_s=timeout_s, env=env) as process:
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    if tls:
+        env = {**env, "SERVICE_TLS_CERTFILE": str(tls.cert), "SERVICE_TLS_KEYFILE": str(tls.key)}
+    with running_server(serve_command(port), f"{url}/readyz", log, timeout_s=timeout_s, env=env,
+                        ssl_context=tls.client_context() if tls else None) as process:
         yield url, process
