@@ -62,7 +62,8 @@ def store_model(unit_dir: Path, version: str, digest: str | None = "auto") -> st
 
 def serve_env(model_tag: str, log_url: Path | str, **overrides: str) -> dict[str, str]:
     env = {**os.environ, "SERVICE_API_TOKEN": TOKEN, "PREDICTION_LOG_URL": str(log_url), "FLIGHT_DELAY_MODEL_TAG": model_tag}
-    env.pop("SERVICE_AUTH_DISABLED", None)
+    for name in ("SERVICE_AUTH_DISABLED", "SERVICE_TLS_CERTFILE", "SERVICE_TLS_KEYFILE"):  # TLS: served(tls=...)
+        env.pop(name, None)
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
 
