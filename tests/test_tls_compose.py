@@ -32,10 +32,11 @@ def _load(name: str) -> dict:
     return yaml.load((COMPOSE_DIR / name).read_text(), Loader=_ComposeLoader)  # noqa: S506 (a SafeLoader)
 
 
-def merged() -> dict:
+def merged_document() -> dict:
     """compose.yaml with compose.tls.yaml layered on: mappings merged, ``command`` replaced, lists appended,
     ``!reset`` emptied (compose's merge rules for these keys)."""
-    base, layer = _load("compose.yaml")["services"], _load("compose.tls.yaml")["services"]
+    document = _load("compose.yaml")
+    base, layer = document["services"], _load("compose.tls.yaml")["services"]
     out = {name: dict(service) for name, service in base.items()}
     for name, service in layer.items():
         target = out.setdefault(name, {})
@@ -48,7 +49,28 @@ def merged() -> dict:
                 target[key] = [*target[key], *value]
             else:
                 target[key] = value
-    return out
+    return {**document, "services": out}
+
+
+def merged() -> dict:
+    return merged_document()["services"]
+
+
+def test_the_layered_file_matches_the_compose_specification(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "compose.merged.yaml"
+    path.write_text(yaml.safe_dump(merged_document(), sort_keys=False))
+    checker = Path(sys.executable).parent / "check-jsonschema"
+    result = subprocess.run([str(checker), "--builtin-schema", "vendor.compose-spec", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_certificates_folder_is_required_and_comes_from_outside_the_repository():
+    source = yaml.safe_load((COMPOSE_DIR / "compose.tls.yaml").read_text().replace("!reset", ""))["x-tls-files"]["source"]
+    assert source.startswith("${TLS_DIR:?"), source
 
 
 @pytest.fixture(scope="module")
