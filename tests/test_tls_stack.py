@@ -98,5 +98,19 @@ def test_the_webserver_behind_the_proxy_answers_graphql_over_https_only(tls, tmp
                         cwd=ROOT, ssl_context=config.client_context()):
         data = graphql(config.webserver_url, "{ version }", context=config.client_context())
         assert data["version"], data
+        _graphql_websocket_handshake(config.webserver_url.replace("https://", "wss://") + "/graphql",
+                                     config.client_context())
         plain_http_refused(config.webserver_url)
         untrusted_client_refused(f"{config.webserver_url}/server_info")
+
+
+def _graphql_websocket_handshake(url: str, context) -> None:
+    """The UI's subscription channel (a WebSocket, graphql-ws) opens through the proxy and answers."""
+    import json
+
+    from websockets.sync.client import connect
+
+    with connect(url, ssl=context, subprotocols=["graphql-ws"], open_timeout=30) as socket:
+        assert socket.subprotocol == "graphql-ws"
+        socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(socket.recv(timeout=30)) == {"type": "connection_ack"}
