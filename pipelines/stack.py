@@ -100,7 +100,7 @@ class StackConfig:
 
     @property
     def tls(self) -> bool:
-        return self.tls_certfile is not None
+        return bool(self.tls_certfile)
 
     @property
     def scheme(self) -> str:
@@ -204,7 +204,8 @@ def stack_services(config: StackConfig) -> list[Service]:
         Service("daemon", ("dagster-daemon", "run", "-w", WORKSPACE), None, dagster_env, None),
     ]
     if config.tls:
-        services[3:4] = tls_webserver(config, services[3])
+        at = next(i for i, service in enumerate(services) if service.name == "webserver")
+        services[at:at + 1] = tls_webserver(config, services[at])
     return services
 
 
