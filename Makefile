@@ -34,14 +34,18 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-## serve the newest verified Bento (its parity check passed) on http://127.0.0.1:$(SERVE_PORT); needs SERVICE_API_TOKEN
+## serve the newest verified Bento (its parity check passed) on http://127.0.0.1:$(SERVE_PORT); needs SERVICE_API_TOKEN;
+## HTTPS only with SERVICE_TLS_CERTFILE and SERVICE_TLS_KEYFILE (docs/tls.md)
 serve: $(STAMP)
 	@if [ -z "$$SERVICE_API_TOKEN" ] && [ "$$SERVICE_AUTH_DISABLED" != "true" ]; then \
 	  echo "make serve: set SERVICE_API_TOKEN (clients send 'Authorization: Bearer <token>'), e.g." >&2; \
 	  echo "  SERVICE_API_TOKEN=\$$(openssl rand -hex 32) make serve" >&2; \
 	  echo "or, on a trusted machine only, SERVICE_AUTH_DISABLED=true make serve" >&2; exit 2; fi
+	@if [ -n "$$SERVICE_TLS_KEYFILE" ] && [ -z "$$SERVICE_TLS_CERTFILE" ]; then \
+	  echo "make serve: SERVICE_TLS_KEYFILE is set but SERVICE_TLS_CERTFILE is not: set both for HTTPS (docs/tls.md)" >&2; exit 2; fi
 	tag=$$($(BIN)/python -m pipelines.verified_bento) && \
-	  $(BIN)/bentoml serve "$$tag" --host 127.0.0.1 -p $(SERVE_PORT)
+	  $(BIN)/bentoml serve "$$tag" --host 127.0.0.1 -p $(SERVE_PORT) \
+	    $${SERVICE_TLS_CERTFILE:+--ssl-certfile "$$SERVICE_TLS_CERTFILE"} $${SERVICE_TLS_KEYFILE:+--ssl-keyfile "$$SERVICE_TLS_KEYFILE"}
 
 ## replay 2013 day by day with the daemon running: drift, retraining, new champions and Bentos (data/demo)
 demo: $(STAMP)

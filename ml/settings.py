@@ -438,3 +438,50 @@ def metrics_exporter_port() -> int:
 def require_prometheus() -> bool:
     """``REQUIRE_PROMETHEUS=1`` (CI): a test that needs promtool or prometheus fails instead of skipping when it is missing."""
     return os.environ.get("REQUIRE_PROMETHEUS", "").lower() in {"1", "true", "yes"}
+
+
+# encryption in transit: TLS for the service and the production stack's servers (docs/tls.md)
+def _tls_file(name: str) -> str | None:
+    """A PEM file named by ``name``: its absolute path, None when unset, ValueError when it does not exist."""
+    value = os.environ.get(name) or None
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"{name}={value!r}: no such file; give a PEM file (docs/tls.md) or unset {name}")
+    return str(path)
+
+
+def service_tls_certfile() -> str | None:
+    """``SERVICE_TLS_CERTFILE``: the service's certificate chain (PEM); set, the service serves HTTPS only."""
+    return _tls_file("SERVICE_TLS_CERTFILE")
+
+
+def service_tls_keyfile() -> str | None:
+    """``SERVICE_TLS_KEYFILE``: the private key of that certificate (PEM; unset when the certificate file holds it)."""
+    return _tls_file("SERVICE_TLS_KEYFILE")
+
+
+def service_ssl_config() -> dict:
+    """BentoML's ``ssl`` service configuration from ``SERVICE_TLS_CERTFILE``/``KEYFILE``; disabled (plain HTTP) when unset."""
+    certfile, keyfile = service_tls_certfile(), service_tls_keyfile()
+    if certfile is None:
+        if keyfile is not None:
+            raise ValueError("SERVICE_TLS_KEYFILE is set but SERVICE_TLS_CERTFILE is not: set both to serve HTTPS")
+        return {"enabled": False}
+    return {"enabled": True, "certfile": certfile, **({"keyfile": keyfile} if keyfile else {})}
+
+
+def stack_tls_certfile() -> str | None:
+    """``STACK_TLS_CERTFILE``: the stack's server certificate (PEM); set, MLflow and the webserver serve HTTPS only."""
+    return _tls_file("STACK_TLS_CERTFILE")
+
+
+def stack_tls_keyfile() -> str | None:
+    """``STACK_TLS_KEYFILE``: its private key (PEM); required with ``STACK_TLS_CERTFILE``."""
+    return _tls_file("STACK_TLS_KEYFILE")
+
+
+def stack_tls_cafile() -> str | None:
+    """``STACK_TLS_CAFILE``: the CA bundle the stack's clients verify its servers against; unset: the system's CAs."""
+    return _tls_file("STACK_TLS_CAFILE")

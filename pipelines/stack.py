@@ -12,6 +12,10 @@ detached from this command; the state file (``<stack dir>/state.json``) records 
 so ``down`` stops every group it started, with whatever the services started (run workers, parity
 servers). Logs are ``<stack dir>/logs/<service>.log``. Secrets (the Postgres password, AWS keys) are
 inherited from the environment by name and never printed or written.
+
+With ``STACK_TLS_CERTFILE`` and ``STACK_TLS_KEYFILE`` set, MLflow serves HTTPS through its uvicorn's
+own TLS options, and the webserver (which has none) listens on loopback behind ``pipelines.tls_proxy``,
+which takes the webserver's port with TLS (docs/tls.md). Unset, every server speaks plain HTTP as before.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import socket
+import ssl
 import sys
 import time
 import urllib.request
@@ -80,6 +86,29 @@ class StackConfig:
     """Our sensors' tick (``SENSOR_INTERVAL_S``); None keeps their production defaults."""
     instance_overrides: Mapping[str, Any] = field(default_factory=dict)
     """Sections merged over deploy/dagster-production.yaml, key by key (a test's short run monitoring)."""
+    tls_certfile: str | None = field(default_factory=settings.stack_tls_certfile)
+    """The servers' certificate (PEM): set, MLflow and the webserver serve HTTPS only."""
+    tls_keyfile: str | None = field(default_factory=settings.stack_tls_keyfile)
+    tls_cafile: str | None = field(default_factory=settings.stack_tls_cafile)
+    """What the stack's clients (its probes, the code server's MLflow client) trust; None: the system's CAs."""
+    webserver_internal_port: int = 3080
+    """With TLS: the webserver's plain port, on 127.0.0.1 only, behind the TLS proxy on ``webserver_port``."""
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("set both STACK_TLS_CERTFILE and STACK_TLS_KEYFILE to serve TLS, or neither")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_certfile)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def client_context(self) -> ssl.SSLContext | None:
+        """The context the stack's own clients verify its servers with (None without TLS)."""
+        return ssl.create_default_context(cafile=self.tls_cafile) if self.tls else None
 
     @property
     def s3_endpoint(self) -> str:
@@ -87,11 +116,16 @@ class StackConfig:
 
     @property
     def mlflow_url(self) -> str:
-        return f"http://{self.host}:{self.mlflow_port}"
+        return f"{self.scheme}://{self.host}:{self.mlflow_port}"
 
     @property
     def webserver_url(self) -> str:
-        return f"http://{self.host}:{self.webserver_port}"
+        return f"{self.scheme}://{self.host}:{self.webserver_port}"
+
+    @property
+    def webserver_upstream_url(self) -> str:
+        """Where the webserver itself listens: behind the TLS proxy on loopback, else ``webserver_url``."""
+        return f"http://127.0.0.1:{self.webserver_internal_port}" if self.tls else self.webserver_url
 
     @property
     def dagster_home(self) -> Path:
@@ -135,6 +169,7 @@ def stack_services(config: StackConfig) -> list[Service]:
         "LAKE_URL": config.lake_url,
         "LAKE_SSE": SSE,
         "MLFLOW_TRACKING_URI": config.mlflow_url,
+        **({"MLFLOW_TRACKING_SERVER_CERT_PATH": config.tls_cafile} if config.tls and config.tls_cafile else {}),
         "PREDICTION_LOG_URL": f"{config.lake_url}/predictions",
         "BENTO_EXPORT_URL": config.bento_export_url,
         **({"SENSOR_INTERVAL_S": str(config.sensor_interval_s)} if config.sensor_interval_s else {}),
@@ -143,14 +178,16 @@ def stack_services(config: StackConfig) -> list[Service]:
         [f"{host}:{config.mlflow_port}", host, f"localhost:{config.mlflow_port}", "localhost",
          f"mlflow:{config.mlflow_port}", "mlflow"]
     )
-    return [
+    mlflow_tls = ("--uvicorn-opts", mlflow_tls_options(config.tls_certfile, config.tls_keyfile)) if config.tls else ()
+    services = [
         Service("s3", ("moto_server", "-H", host, "-p", str(config.s3_port)), config.s3_port, {},
                 f"{config.s3_endpoint}/moto-api/"),
         Service(
             "mlflow",
             ("mlflow", "server", "--backend-store-uri", config.postgres_url(config.mlflow_db),
              "--artifacts-destination", config.mlflow_artifacts_url, "--serve-artifacts",
-             "--host", host, "--port", str(config.mlflow_port), "--workers", "1", "--allowed-hosts", allowed_hosts),
+             "--host", host, "--port", str(config.mlflow_port), "--workers", "1", "--allowed-hosts", allowed_hosts,
+             *mlflow_tls),
             config.mlflow_port,
             {"MLFLOW_S3_ENDPOINT_URL": config.s3_endpoint,
              "MLFLOW_S3_UPLOAD_EXTRA_ARGS": json.dumps({"ServerSideEncryption": SSE})},
@@ -166,6 +203,28 @@ def stack_services(config: StackConfig) -> list[Service]:
                 config.webserver_port, dagster_env, f"{config.webserver_url}/server_info"),
         Service("daemon", ("dagster-daemon", "run", "-w", WORKSPACE), None, dagster_env, None),
     ]
+    if config.tls:
+        at = next(i for i, service in enumerate(services) if service.name == "webserver")
+        services[at:at + 1] = tls_webserver(config, services[at])
+    return services
+
+
+def mlflow_tls_options(certfile: str, keyfile: str) -> str:
+    """``mlflow server --uvicorn-opts`` that have its uvicorn serve HTTPS only, with this certificate and key."""
+    return shlex.join(["--ssl-certfile", certfile, "--ssl-keyfile", keyfile])
+
+
+def tls_webserver(config: StackConfig, webserver: Service) -> list[Service]:
+    """The webserver on its loopback-only plain port, and ``pipelines.tls_proxy`` serving TLS on its public address."""
+    internal = str(config.webserver_internal_port)
+    plain = Service(webserver.name, ("dagster-webserver", "-h", "127.0.0.1", "-p", internal, "-w", WORKSPACE),
+                    config.webserver_internal_port, webserver.env, f"{config.webserver_upstream_url}/server_info")
+    proxy = Service("webserver-tls",
+                    ("python", "-m", "pipelines.tls_proxy", "--listen", f"{config.host}:{config.webserver_port}",
+                     "--upstream", f"127.0.0.1:{internal}", "--certfile", config.tls_certfile,
+                     "--keyfile", config.tls_keyfile),
+                    config.webserver_port, {}, f"{config.webserver_url}/server_info")
+    return [plain, proxy]
 
 
 class StackError(RuntimeError):
@@ -310,7 +369,7 @@ class Stack:
                 if process.poll() is None:
                     return
                 continue
-            if _probe(service.ready_url):
+            if _probe(service.ready_url, self.config.client_context()):
                 return
             if time.monotonic() > deadline:
                 raise StackError(f"{service.name} not ready at {service.ready_url} within {READY_TIMEOUT_S:.0f} s:"
@@ -332,7 +391,7 @@ class Stack:
                      locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            entries = graphql(self.config.webserver_url, query)["workspaceOrError"].get("locationEntries", [])
+            entries = graphql(self.config.webserver_upstream_url, query)["workspaceOrError"].get("locationEntries", [])
             entry = next((e for e in entries if e["name"] == LOCATION_NAME), None)
             if entry and entry["loadStatus"] == "LOADED":
                 error = entry["locationOrLoadError"]
@@ -343,12 +402,15 @@ class Stack:
         raise StackError(f"code location {LOCATION_NAME} not loaded within {READY_TIMEOUT_S:.0f} s")
 
 
-def graphql(webserver_url: str, query: str, variables: Mapping[str, Any] | None = None) -> dict:
-    """POST a GraphQL query to the webserver (what the UI does); its ``data``, or StackError with the errors."""
+def graphql(webserver_url: str, query: str, variables: Mapping[str, Any] | None = None,
+            context: ssl.SSLContext | None = None) -> dict:
+    """POST a GraphQL query to the webserver (what the UI does); its ``data``, or StackError with the errors.
+
+    An https URL is verified with ``context`` (``StackConfig.client_context()``; default: the system's CAs)."""
     body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
     request = urllib.request.Request(f"{webserver_url}/graphql", data=body,
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
+    with urllib.request.urlopen(request, timeout=60, context=context) as response:
         answer = json.loads(response.read())
     if answer.get("errors"):
         raise StackError(f"GraphQL errors: {answer['errors']}")
@@ -381,7 +443,7 @@ def ensure_databases(config: StackConfig) -> list[str]:
     return created
 
 
-def _probe(url: str) -> bool:
+def _probe(url: str, context: ssl.SSLContext | None = None) -> bool:
     """Whether ``url`` answers: 2xx over HTTP; for grpc://, the port accepts and the server's health check passes."""
     if url.startswith("grpc://"):
         host, _, port = url[len("grpc://"):].partition(":")
@@ -398,7 +460,7 @@ def _probe(url: str) -> bool:
             return False
         return check.returncode == 0
     try:
-        with urllib.request.urlopen(url, timeout=2):
+        with urllib.request.urlopen(url, timeout=2, context=context):
             return True
     except OSError:
         return False
@@ -414,7 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("service", nargs="?", help="for restart: the service to restart")
     parser.add_argument("--sensor-interval", type=int, default=None, help="SENSOR_INTERVAL_S for the code server")
     args = parser.parse_args(argv)
-    config = StackConfig(sensor_interval_s=args.sensor_interval)
+    try:
+        config = StackConfig(sensor_interval_s=args.sensor_interval)
+    except ValueError as exc:  # a TLS file that is missing, or half of the pair
+        print(f"stack: {exc}", file=sys.stderr)
+        return 1
     stack = Stack(config)
     try:
         if args.command == "up":
@@ -442,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Service", "StackConfig", "Stack", "StackError", "stack_services", "ensure_databases", "graphql"]
+__all__ = ["Service", "StackConfig", "Stack", "StackError", "stack_services", "ensure_databases", "graphql",
+           "mlflow_tls_options"]
 
 if __name__ == "__main__":
     sys.exit(main())

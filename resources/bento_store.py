@@ -151,7 +151,8 @@ class BentoStore(dg.ConfigurableResource):
         url = f"http://127.0.0.1:{port}"
         env = self.env(SERVICE_API_TOKEN=token,
                        **({"PREDICTION_LOG_URL": prediction_log_url} if prediction_log_url else {}))
-        env.pop("SERVICE_AUTH_DISABLED", None)
+        for name in ("SERVICE_AUTH_DISABLED", "SERVICE_TLS_CERTFILE", "SERVICE_TLS_KEYFILE"):  # a loopback check, plain HTTP
+            env.pop(name, None)
         command = [self._bentoml(), "serve", bento_tag, "--host", "127.0.0.1", "-p", str(port)]
         with running_server(command, f"{url}/readyz", log, timeout_s=120, env=env):
             yield ServedBento(url, token)

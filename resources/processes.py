@@ -122,8 +122,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(command: list[str], ready_url: str, log: Path, timeout_s: float = 90, env: dict | None = None, cwd=None):
+def running_server(command: list[str], ready_url: str, log: Path, timeout_s: float = 90, env: dict | None = None, cwd=None,
+                   ssl_context=None):
     """Start ``command``, wait until ``ready_url`` answers 2xx, and stop the process (group) afterwards.
+
+    An https ``ready_url`` is verified with ``ssl_context`` (default: the system's CAs).
 
     The process runs under a guard (``_guard``) in a session of its own: it and every process it
     starts are stopped with it, and die with this process however it dies.
@@ -137,7 +140,7 @@ def running_server(command: list[str], ready_url: str, log: Path, timeout_s: flo
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                with urllib.request.urlopen(ready_url, timeout=2):
+                with urllib.request.urlopen(ready_url, timeout=2, context=ssl_context):
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:

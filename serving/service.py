@@ -88,6 +88,7 @@ def load_verified_unit(stored) -> ModelUnit:
     workers=settings.service_workers(),
     logging={"access": {"enabled": settings.service_access_log()}},
     metrics={"enabled": True},
+    ssl=settings.service_ssl_config(),  # HTTPS only when SERVICE_TLS_CERTFILE is set (docs/tls.md)
     # BentoML's OpenTelemetry middleware builds spans for every request even at its default sample
     # rate of 0 (~0.5-1 ms of event-loop CPU per request here, bench/serve_profile.py): /predict is
     # left out unless SERVICE_TRACING=true (then also set BentoML's tracing.sample_rate).

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from resources.processes import free_port, running_server
 
-__all__ = ["free_port", "running_server", "moto_server", "mlflow_server", "webhook_receiver", "http_server_in_thread"]
+__all__ = ["free_port", "running_server", "moto_server", "mlflow_server", "webhook_receiver", "http_server_in_thread",
+           "tls_proxy"]
 
 
 @contextlib.contextmanager
@@ -22,22 +23,28 @@ def moto_server(root: Path):
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, s3_destination: str | None = None, s3_endpoint: str | None = None, sse: str = "AES256"):
+def mlflow_server(root: Path, s3_destination: str | None = None, s3_endpoint: str | None = None, sse: str = "AES256",
+                  tls=None):
     """Yield the URL of an `mlflow server` with a SQLite store and proxied artifacts under ``root``.
 
     With ``s3_destination`` (``s3://bucket/prefix``) the server keeps artifacts there, on the S3 API at
     ``s3_endpoint``, asking for server-side encryption ``sse`` on every upload, as a production
-    server is configured (``MLFLOW_S3_UPLOAD_EXTRA_ARGS``).
+    server is configured (``MLFLOW_S3_UPLOAD_EXTRA_ARGS``). With ``tls`` (``tests.tls.TlsFiles``) it
+    serves HTTPS only, through its uvicorn's own TLS options, as the stack starts it.
     """
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     command = [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", s3_destination or str(root / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]
+    if tls:
+        from pipelines.stack import mlflow_tls_options
+
+        command += ["--uvicorn-opts", mlflow_tls_options(str(tls.cert), str(tls.key))]
     env = None
     if s3_destination:
         env = {
@@ -45,7 +52,21 @@ def mlflow_server(root: Path, s3_destination: str | None = None, s3_endpoint: st
             "MLFLOW_S3_ENDPOINT_URL": s3_endpoint or "",
             "MLFLOW_S3_UPLOAD_EXTRA_ARGS": json.dumps({"ServerSideEncryption": sse}),
         }
-    with running_server(command, f"{url}/health", root / "server.log", env=env):
+    with running_server(command, f"{url}/health", root / "server.log", env=env,
+                        ssl_context=tls.client_context() if tls else None):
+        yield url
+
+
+@contextlib.contextmanager
+def tls_proxy(upstream_port: int, tls, log: Path, ready_path: str = "/"):
+    """Yield the https:// URL of ``pipelines.tls_proxy`` (a real process) in front of 127.0.0.1:``upstream_port``,
+    serving ``tls`` (``tests.tls.TlsFiles``); ready once a request through it is answered 2xx at ``ready_path``."""
+    port = free_port()
+    command = [sys.executable, "-m", "pipelines.tls_proxy", "--listen", f"127.0.0.1:{port}",
+               "--upstream", f"127.0.0.1:{upstream_port}", "--certfile", str(tls.cert), "--keyfile", str(tls.key)]
+    url = f"https://127.0.0.1:{port}"
+    with running_server(command, f"{url}{ready_path}", log, timeout_s=60, ssl_context=tls.client_context(),
+                        cwd=Path(__file__).resolve().parents[1]):
         yield url
 
 

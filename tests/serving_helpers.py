@@ -62,7 +62,8 @@ def store_model(unit_dir: Path, version: str, digest: str | None = "auto") -> st
 
 def serve_env(model_tag: str, log_url: Path | str, **overrides: str) -> dict[str, str]:
     env = {**os.environ, "SERVICE_API_TOKEN": TOKEN, "PREDICTION_LOG_URL": str(log_url), "FLIGHT_DELAY_MODEL_TAG": model_tag}
-    env.pop("SERVICE_AUTH_DISABLED", None)
+    for name in ("SERVICE_AUTH_DISABLED", "SERVICE_TLS_CERTFILE", "SERVICE_TLS_KEYFILE"):  # TLS: served(tls=...)
+        env.pop(name, None)
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
 
@@ -94,9 +95,16 @@ def stop_server(process) -> None:
 
 
 @contextlib.contextmanager
-def served(env: dict[str, str], log: Path, timeout_s: float = 120):
-    """A real ``bentoml serve`` of the service; yields (base URL, process)."""
+def served(env: dict[str, str], log: Path, timeout_s: float = 120, tls=None):
+    """A real ``bentoml serve`` of the service; yields (base URL, process).
+
+    With ``tls`` (``tests.tls.TlsFiles``) it serves HTTPS only, turned on as in production by
+    ``SERVICE_TLS_CERTFILE``/``SERVICE_TLS_KEYFILE``; clients verify it with ``tls.client_context()``.
+    """
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with running_server(serve_command(port), f"{url}/readyz", log, timeout_s=timeout_s, env=env) as process:
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    if tls:
+        env = {**env, "SERVICE_TLS_CERTFILE": str(tls.cert), "SERVICE_TLS_KEYFILE": str(tls.key)}
+    with running_server(serve_command(port), f"{url}/readyz", log, timeout_s=timeout_s, env=env,
+                        ssl_context=tls.client_context() if tls else None) as process:
         yield url, process

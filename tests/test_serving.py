@@ -126,13 +126,24 @@ def test_asgi_app_validates_and_authenticates(client, sample):
 
 
 @pytest.mark.slow
-def test_served_process_over_http(model_tag, sample, tmp_path):
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_served_process_over_http(model_tag, sample, tmp_path, scheme):
+    """The same calls over plain HTTP and over HTTPS (SERVICE_TLS_CERTFILE/KEYFILE; a throwaway CA the client verifies)."""
     import httpx
+
+    from tests.tls import make_tls_files, plain_http_refused, untrusted_client_refused
 
     tag, unit = model_tag
     log_url = tmp_path / "served-predictions"
     records = records_from_features(sample)
-    with served(serve_env(tag, log_url), tmp_path / "serve.log") as (url, _), httpx.Client(base_url=url, timeout=30) as http:
+    tls = make_tls_files(tmp_path / "tls") if scheme == "https" else None
+    verify = tls.client_context() if tls else True
+    with (served(serve_env(tag, log_url), tmp_path / "serve.log", tls=tls) as (url, _),
+          httpx.Client(base_url=url, timeout=30, verify=verify) as http):
+        assert url.startswith(f"{scheme}://")
+        if tls:
+            plain_http_refused(url)
+            untrusted_client_refused(f"{url}/livez")
         assert http.get("/livez").status_code == 200
         assert http.post("/predict", json={"flights": records[:1]}).status_code == 401
 
