@@ -152,14 +152,14 @@ def test_features_that_fail_their_checks_are_not_written(lake):
     tags = range_tags("2013-01-01", "2013-01-02")
     assert dg.materialize([raw_flights, raw_weather, planes, airports], resources=resources, tags=tags).success
     key = "warehouse/raw_flights/2013-01-02.parquet"
-    unknown_planes = pd.read_parquet(io.BytesIO(lake.read_bytes(key))).assign(tailnum="N0000")
+    day = pd.read_parquet(io.BytesIO(lake.read_bytes(key)))
     buffer = io.BytesIO()
-    unknown_planes.to_parquet(buffer, index=False)
-    lake.write_bytes(key, buffer.getvalue())  # an upstream fault no raw check catches: no plane matches
+    pd.concat([day, day.head(3)], ignore_index=True).to_parquet(buffer, index=False)
+    lake.write_bytes(key, buffer.getvalue())  # an upstream fault past the raw checks: duplicated flights
 
     result = dg.materialize([flight_features], resources=resources, tags=tags, raise_on_error=False)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert not checks["feature_null_shares"].passed
-    assert "plane_age" in checks["feature_null_shares"].description
+    assert not checks["model_inputs_intact"].passed
+    assert "3 duplicate key(s)" in checks["model_inputs_intact"].description
     assert lake.list("warehouse/flight_features/") == []
     assert not result.get_asset_materialization_events()
