@@ -58,6 +58,10 @@ def test_chain_registers_and_promotes_a_champion(featured_lake, mlflow_registry)
     metadata = model_event.asset_materialization.metadata
     assert metadata["test_roc_auc"].value > 0.6
     assert metadata["data_fingerprint"].value == run.data.tags["data_fingerprint"]
+    importance = mlflow_registry.importance("1")
+    groups = {g["group"] for g in importance["groups"]}
+    assert {"weather", "carrier"} <= groups and "flight" not in groups
+    assert [r.data["group"] for r in metadata["feature_importance"].value.records] == [g["group"] for g in importance["groups"]]
     set_event = instance.get_latest_materialization_event(dg.AssetKey("training_set"))
     assert set_event.asset_materialization.metadata["data_fingerprint"].value == run.data.tags["data_fingerprint"]
 
@@ -77,6 +81,10 @@ def test_chain_registers_and_promotes_a_champion(featured_lake, mlflow_registry)
     v2 = client.get_model_version_by_alias(mlflow_registry.model_name, CHAMPION_ALIAS)
     assert str(v2.version) == "2" and v2.tags["previous_version"] == "1"
     assert v2.tags["evaluated_against_champion"] == "1"
+    table = instance.get_latest_materialization_event(dg.AssetKey("delay_model")).asset_materialization.metadata["feature_importance"]
+    first = {g["group"]: g["auc_drop"] for g in importance["groups"]}
+    assert {r.data["group"]: r.data["champion v1 drop"] for r in table.value.records} == pytest.approx(
+        {group: round(drop, 4) for group, drop in first.items()}), "the champion's importance beside the candidate's"
 
 
 def test_a_candidate_that_fails_its_checks_stays_registered_but_never_champion(featured_lake, mlflow_registry):
