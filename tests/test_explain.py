@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from serving.schema import records_from_features
-from tests.serving_helpers import AUTH, TOKEN, january_features, store_model, train_small_unit
+from tests.serving_helpers import TOKEN, january_features, store_model, train_small_unit
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +81,11 @@ def test_a_missing_value_is_attributed_to_its_feature(trained, records):
 
 
 @pytest.fixture
-def client(trained, tmp_path, monkeypatch):
-    """The service's ASGI app. It picks its model when first imported: ours, unless another module
-    imported the service first (then that module's model, which the assertions compare against)."""
+def service(trained, tmp_path, monkeypatch):
+    """The service class, called directly (its ASGI app can be built once per process: tests/test_serving.py
+    does, and the served-process test covers /explain over HTTP). It picks its model when first imported:
+    ours, unless another module imported the service first (then that module's model)."""
     import sys
-
-    from starlette.testclient import TestClient
 
     if "serving.service" not in sys.modules:
         monkeypatch.setenv("FLIGHT_DELAY_MODEL_TAG", store_model(trained[0], "11"))
@@ -94,33 +93,35 @@ def client(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("PREDICTION_LOG_URL", str(tmp_path / "predictions"))
     from serving.service import FlightDelay
 
-    with TestClient(FlightDelay.to_asgi()) as test_client:
-        yield test_client
+    instance = FlightDelay()
+    yield instance
+    instance.close_prediction_log()
 
 
-def test_explain_endpoint_answers_with_the_same_auth_and_bounds_as_predict(client, records):
-    from serving.explain import MAX_EXPLAIN_FLIGHTS
+def test_explain_endpoint_scores_like_predict_and_is_bounded(service, records):
+    from pydantic import ValidationError
+
+    from serving.explain import MAX_EXPLAIN_FLIGHTS, ExplainRequest
+    from serving.schema import Flight
     from serving.service import EXPLAIN_SLOTS
 
-    response = client.post("/explain", json={"flights": records[:3], "top_k": 3}, headers=AUTH)
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert len(body) == 3 and all(len(e["contributions"]) == 3 for e in body)
-    predicted = client.post("/predict", json={"flights": records[:3]}, headers=AUTH).json()
-    assert np.allclose([e["delay_probability"] for e in body], [p["delay_probability"] for p in predicted], atol=1e-6)
-    assert {e["model_version"] for e in body} == {p["model_version"] for p in predicted}
-    assert {"feature", "attribution"} == set(body[0]["contributions"][0])
+    flights = [Flight(**r) for r in records[:3]]
+    explained = service.explain(flights=flights, top_k=3)
+    predicted = service.score(flights)
+    assert np.allclose([e.delay_probability for e in explained], [p.delay_probability for p in predicted], atol=1e-6)
+    assert all(len(e.contributions) == 3 and e.model_version == predicted[0].model_version for e in explained)
 
-    assert client.post("/explain", json={"flights": records[:1]}).status_code == 401
-    too_many = client.post("/explain", json={"flights": [records[0]] * (MAX_EXPLAIN_FLIGHTS + 1)}, headers=AUTH)
-    assert too_many.status_code == 400 and "Traceback" not in too_many.text
-    assert client.post("/explain", json={"flights": [{**records[0], "dep_delay": 5}]}, headers=AUTH).status_code == 400
-    assert client.post("/explain", json={"flights": []}, headers=AUTH).status_code == 400
+    with pytest.raises(ValidationError, match="at most"):
+        ExplainRequest(flights=[records[0]] * (MAX_EXPLAIN_FLIGHTS + 1))
+    with pytest.raises(ValidationError):
+        ExplainRequest(flights=[{**records[0], "dep_delay": 5}])
+    with pytest.raises(ValidationError):
+        ExplainRequest(flights=[])
 
     assert EXPLAIN_SLOTS.try_acquire()  # the worker's explanation slot is taken
     try:
-        busy = client.post("/explain", json={"flights": records[:1]}, headers=AUTH)
+        busy = service.explain(flights=flights[:1], top_k=3)
     finally:
         EXPLAIN_SLOTS.release()
     assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
-    assert client.post("/explain", json={"flights": records[:1]}, headers=AUTH).status_code == 200
+    assert len(service.explain(flights=flights[:1], top_k=3)) == 1, "the slot is free again"
