@@ -120,3 +120,17 @@ def test_calibration_bench_counts_what_the_old_gate_held_back():
     assert result["held_new"] == []
     assert set(result["checks"][f"features: {FEATURE_NULLS_CHECK}"]["days"]) == set(result["held_old"])
     assert "| features: feature_null_shares | warning | 3 |" in bench.markdown(result, 1.0)
+
+
+def test_a_failed_warning_is_reported_but_fails_nothing():
+    """The command-line runs (make run, check_data) count only blocking failures."""
+    from pipelines.runner import CheckOutcome, RunReport
+
+    report = RunReport("r", "features_job", True, 1.0, checks=[
+        CheckOutcome("flight_features", FEATURE_NULLS_CHECK, False, "wind_gust 96.4% > 95%", "WARN"),
+        CheckOutcome("flight_features", MODEL_INPUTS_CHECK, True, "every column, key and label usable"),
+    ])
+    assert report.failed_checks == []
+    assert f"check flight_features:{FEATURE_NULLS_CHECK} WARNING - wind_gust" in "\n".join(report.lines())
+    report.checks.append(CheckOutcome("flight_features", MODEL_INPUTS_CHECK, False, "null keys", "ERROR"))
+    assert [c.check for c in report.failed_checks] == [MODEL_INPUTS_CHECK]
