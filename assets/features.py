@@ -13,6 +13,9 @@ from resources.storage import LakeStorage
 FEATURE_NULLS_CHECK = "feature_null_shares"
 LABEL_RATE_CHECK = "label_rate_in_bounds"
 ROW_COUNT_CHECK = "one_row_per_raw_flight"
+MODEL_INPUTS_CHECK = "model_inputs_intact"
+FEATURE_CHECK_BLOCKING = {MODEL_INPUTS_CHECK: True, LABEL_RATE_CHECK: True, ROW_COUNT_CHECK: True, FEATURE_NULLS_CHECK: False}
+"""Block only what the model cannot use; null shares it tolerates (missing flags) warn (docs/gates.md)."""
 
 
 class FeaturesConfig(dg.Config):
@@ -27,6 +30,7 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
     return dg.AssetCheckResult(
         check_name=name,
         passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.ERROR if FEATURE_CHECK_BLOCKING[name] else dg.AssetCheckSeverity.WARN,
         description=outcome.detail,
         metadata={k.replace("/", "_"): round(v, 5) for k, v in {**outcome.values, **(extra or {})}.items()},
     )
@@ -39,8 +43,11 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
     kinds={"pandas", "dask"},
     deps=[raw_flights, raw_weather, planes, airports],
     check_specs=[
-        dg.AssetCheckSpec(FEATURE_NULLS_CHECK, asset="flight_features", blocking=True,
-                          description="Null share of each feature within its limit (ml/feature_checks.py)."),
+        dg.AssetCheckSpec(MODEL_INPUTS_CHECK, asset="flight_features", blocking=True,
+                          description="Every feature column present, keys non-null and unique, labels 0/1/missing, no infinite number."),
+        dg.AssetCheckSpec(FEATURE_NULLS_CHECK, asset="flight_features", blocking=FEATURE_CHECK_BLOCKING[FEATURE_NULLS_CHECK],
+                          description="Warning: a feature's null share over its limit (ml/feature_checks.py); "
+                                      "the model takes missing values, the share per day is observed for its trend."),
         dg.AssetCheckSpec(LABEL_RATE_CHECK, asset="flight_features", blocking=True,
                           description="Share of flights arriving 15+ min late within plausible bounds."),
         dg.AssetCheckSpec(ROW_COUNT_CHECK, asset="flight_features", blocking=True,
@@ -59,7 +66,7 @@ def flight_features(
     Joins the flight with its origin's weather at the scheduled hour and its plane's registry entry
     (`ml/features.py`); never uses dep_time, dep_delay, arr_time, arr_delay or air_time as features.
     Cancelled flights stay with a NA label (counted in metadata; training leaves them out).
-    The checks run before anything is written: a range that fails them publishes nothing and
+    The blocking checks run before anything is written: a range that fails them publishes nothing and
     removes the older files of its days. Each file records the raw versions it was built from
     (`built_from`), so training can tell current features from stale ones. A day whose raw flights
     were held back has no features; a day whose weather was held back gets missing weather. Long ranges run on the Dask cluster, a day in process.
@@ -105,11 +112,16 @@ def flight_features(
         context.log.warning(f"flight_features {key}: raw_flights has no Parquet (held back or not ingested)")
 
     checks = [
+        _check(MODEL_INPUTS_CHECK, feature_checks.model_inputs_intact(frames)),
         _check(FEATURE_NULLS_CHECK, feature_checks.null_shares(frames, no_weather)),
         _check(LABEL_RATE_CHECK, feature_checks.label_rate(frames), {"cancelled": float(cancelled)}),
         _check(ROW_COUNT_CHECK, feature_checks.row_counts_match(frames, raw_rows)),
     ]
-    if all(c.passed for c in checks):
+    if all(c.passed for c in checks if FEATURE_CHECK_BLOCKING[c.check_name]):
+        for day, shares in feature_checks.null_shares_by_day(frames).items():  # the per-day trend the UI plots
+            context.log_event(dg.AssetObservation(
+                "flight_features", partition=day, metadata={f"null_share_{c}": round(v, 5) for c, v in shares.items()}
+            ))
         yield dg.Output(
             {k: frames.get(k) for k in keys},
             metadata={
@@ -127,6 +139,6 @@ def flight_features(
         removed = warehouse.remove("flight_features", keys)
         context.log.error(
             f"flight_features not written ({len(removed)} older file(s) of these days removed): "
-            + "; ".join(f"{c.check_name}: {c.description}" for c in checks if not c.passed)
+            + "; ".join(f"{c.check_name}: {c.description}" for c in checks if not c.passed and FEATURE_CHECK_BLOCKING[c.check_name])
         )
     yield from checks

@@ -230,6 +230,7 @@ def evaluate_and_register(
     champion_metrics = classification_metrics(y_test, champion_scores) if champion_scores is not None else None
     sample = test.sample(min(config.behaviour_sample, len(test)), random_state=config.seed)
     behaviour = behavioural_suite(trained.unit.predict_proba, sample)
+    importance = _importance(trained.unit, test, y_test, config.seed)
     verdict = judge(
         model_metrics["roc_auc"], baseline_metrics["roc_auc"],
         champion_metrics["roc_auc"] if champion_metrics else None, behaviour, champion_version=champion,
@@ -264,6 +265,8 @@ def evaluate_and_register(
         dagster_run_id=context.run_id,
         device=trained.device,
     )
+    registry.log_importance(candidate.run_id, *importance)
+    champion_importance = registry.importance(champion) if champion else None
 
     samples_per_s = max((h.samples_per_s for h in trained.history), default=0.0)
     metadata = {
@@ -286,6 +289,7 @@ def evaluate_and_register(
         "data_fingerprint": fingerprint,
         **{k: v for k, v in launched.reported.items() if k.startswith("train_")},
         "train_processes": launched.processes,
+        "feature_importance": _importance_table(importance[1], champion, champion_importance),
     }
     checks = [
         dg.AssetCheckResult(
@@ -307,6 +311,33 @@ def evaluate_and_register(
         ),
     ]
     return RegisteredCandidate(metadata=metadata, checks=checks)
+
+
+def _importance(unit, test, y_test, seed: int) -> tuple[float, list[dict], str]:
+    """Permutation importance by feature group on the test set: (test ROC AUC, rows, markdown table)."""
+    from ml.importance import as_records, feature_groups, markdown_table, permutation_importance
+
+    features = [*unit.preprocessor.categorical, *unit.preprocessor.numeric]
+    auc, groups = permutation_importance(unit.predict_proba, test, y_test, feature_groups(features), seed=seed)
+    return auc, as_records(groups), markdown_table(auc, groups)
+
+
+def _importance_table(groups: list[dict], champion: str | None, champion_importance: dict | None):
+    """The groups as a table the UI renders, beside the champion's drop for the same group where it has one."""
+    theirs = {g["group"]: g["auc_drop"] for g in (champion_importance or {}).get("groups", [])}
+    column = f"champion v{champion} drop" if champion else "champion drop"
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord({"group": g["group"], "roc_auc_drop": round(g["auc_drop"], 4), "std": round(g["auc_drop_std"], 4),
+                            column: round(theirs[g["group"]], 4) if g["group"] in theirs else None,
+                            "features": ", ".join(g["features"])})
+            for g in groups
+        ],
+        schema=dg.TableSchema(columns=[
+            dg.TableColumn("group", "string"), dg.TableColumn("roc_auc_drop", "float"), dg.TableColumn("std", "float"),
+            dg.TableColumn(column, "float"), dg.TableColumn("features", "string"),
+        ]),
+    )
 
 
 def _upstream_fingerprint(context) -> str:
@@ -344,7 +375,9 @@ def delay_model(
     Embeddings for carrier, origin and dest beside standardised numeric features with missing flags;
     early stopping on validation; preprocessing saved with the weights as one unit (`ml/model.py`).
     MLflow gets params, per-epoch metrics, test ROC AUC / PR AUC / log loss of the model and of the
-    HistGradientBoosting baseline, the data fingerprint, the code version and the Dagster run id.
+    HistGradientBoosting baseline, the data fingerprint, the code version and the Dagster run id, and the
+    permutation importance by feature group on the test set (`feature_importance` here, beside the champion's;
+    an artifact and `importance_<group>` metrics in MLflow; docs/explainability.md).
     A version that fails its checks stays registered, tagged with the reason, and never becomes champion.
     The window must be the `training_set` of this run (same run, same fingerprint), else it fails.
     Trained in process by default, or data-parallel (DDP under torchrun, here or in a GPU pod, through

@@ -24,6 +24,9 @@ Targets, measured in the same command:
   on the validated rows; ``predict_proba`` on a frame for a unit without it) once per request, no
   prediction log, no metrics.
 * ``bentoml``: the service as configured in ``serving/service.py`` (env from ``--bento-env``).
+* ``explain``: ``POST /explain`` on the same served ``bentoml`` process (integrated gradients,
+  ``ml/explain.py``), bodies of 1 and of 16 flights, at ``--explain-clients`` (default 1,2: each
+  worker computes ``EXPLAIN_CONCURRENCY`` explanations at once, 1 by default, and answers 503 beyond).
 * in process: that model call on batches of 1…256 rows (rows/s), the batched ceiling, beside
   ``predict_proba`` on a ready pandas frame.
 
@@ -152,9 +155,9 @@ def server(command: list[str], port: int, log: Path, env: dict[str, str], ready_
         yield process
 
 
-def post_json(port: int, body: dict) -> tuple[int, object]:
+def post_json(port: int, body: dict, path: str = "/predict") -> tuple[int, object]:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/predict", json.dumps(body).encode(),
+        f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(),
         {"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_TOKEN}"}
     )
     try:
@@ -180,6 +183,20 @@ def check_answers(port: int, records: list[dict], expected) -> str:
     batch = [a["delay_probability"] for a in answer]
     error = max(np.abs(np.array(got) - expected[:20]).max(), np.abs(np.array(batch) - expected[:20]).max())
     return f"ok (max |Δp| vs in-process {error:.1e})" if error < 1e-5 else f"FAILED: max |Δp| {error}"
+
+
+def check_explanations(port: int, records: list[dict], expected) -> str:
+    """``/explain`` must return the unit's probabilities, with attributions of the request's features."""
+    import numpy as np
+
+    status, answer = post_json(port, {"flights": records}, "/explain")
+    if status != 200:
+        return f"FAILED: {status} {answer}"
+    error = np.abs(np.array([a["delay_probability"] for a in answer]) - expected).max()
+    gap = max(a["completeness_gap"] for a in answer)
+    top = answer[0]["contributions"][0]
+    return (f"ok (max |Δp| vs in-process {error:.1e}; completeness gap ≤ {gap:.1e} log-odds; "
+            f"top feature of the first: {top['feature']} {top['attribution']:+.3f})") if error < 1e-5 else f"FAILED: max |Δp| {error}"
 
 
 # ------------------------------------------------------------------------------ servers (baselines)
@@ -451,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per level (default 10)")
     parser.add_argument("--warmup", type=float, default=1.0, help="discarded seconds before each level (default 1)")
     parser.add_argument("--clients", default=",".join(map(str, LEVELS)), help="concurrency levels (default 1,16,64)")
-    parser.add_argument("--only", default="ceiling,fastapi,bentoml", help="targets to run (default all three)")
+    parser.add_argument("--only", default="ceiling,fastapi,bentoml,explain", help="targets to run (default all four)")
+    parser.add_argument("--explain-clients", default="1,2", help="concurrency levels of /explain (default 1,2)")
     parser.add_argument("--fastapi-mode", choices=("async", "sync"), default="async",
                         help="FastAPI endpoint as `async def` (model on the loop, default) or plain `def` (thread pool)")
     parser.add_argument("--bento-env", action="append", default=[], metavar="K=V",
@@ -502,9 +520,9 @@ def main(argv: list[str] | None = None) -> int:
 
         rows: list[tuple[str, int, dict]] = []
 
-        def measure(name: str, port: int, clients: list[int], process) -> None:
+        def measure(name: str, port: int, clients: list[int], process, path: str = "/predict", bodies=bodies_file) -> None:
             for n in clients:
-                result = run_load(port, bodies_file, n, args.warmup, args.duration, server_pid=process.pid)
+                result = run_load(port, bodies, n, args.warmup, args.duration, path=path, server_pid=process.pid)
                 rows.append((name, n, result))
                 print(f"  {name:<8} {n:>3} clients: {result['ok_per_s']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
                       f"p99 {result['p99_ms']:7.2f} ms  errors {result['errors']} {result['statuses'] if result['errors'] else ''}"
@@ -531,6 +549,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} = {service} ({' '.join(args.bento_env) or 'default env'}) answers: "
                       f"{check_answers(port, records, expected)}")
                 measure(name, port, levels, process)
+                if index == 0 and "explain" in targets:
+                    explain_levels = [int(c) for c in args.explain_clients.split(",")]
+                    for size in (1, 16):
+                        explain_bodies = workdir / f"explain-{size}.jsonl"
+                        explain_bodies.write_text("".join(
+                            json.dumps({"flights": records[i : i + size]}, separators=(",", ":")) + "\n"
+                            for i in range(0, len(records) - size + 1, size)
+                        ))
+                        print(f"explain, {size} flight(s) a request, answers: {check_explanations(port, records[:size], expected[:size])}")
+                        measure(f"explain{size}", port, explain_levels, process, "/explain", explain_bodies)
 
         call_label, batch_rates = in_process_rates(unit_dir, records)
 

@@ -109,9 +109,16 @@ class DelayNet(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, categories: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
-        embedded = [emb(categories[:, i]) for i, emb in enumerate(self.embeddings)]
+        return self.head(self.embed(categories), numbers)
+
+    def embed(self, categories: torch.Tensor) -> torch.Tensor:
+        """The categories' embeddings side by side, ``[n, sum of embedding dims]`` (attributions start here)."""
+        return torch.cat([emb(categories[:, i]) for i, emb in enumerate(self.embeddings)], dim=1)
+
+    def head(self, embedded: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+        """The logit from embedded categories and preprocessed numbers."""
         free = numbers.index_select(1, self.free_columns)
-        logit = self.mlp(torch.cat([*embedded, free], dim=1)).squeeze(1)
+        logit = self.mlp(torch.cat([embedded, free], dim=1)).squeeze(1)
         if len(self.monotone_columns):
             monotone = numbers.index_select(1, self.monotone_columns)
             logit = logit + self.monotone(monotone)

@@ -485,3 +485,28 @@ def stack_tls_keyfile() -> str | None:
 def stack_tls_cafile() -> str | None:
     """``STACK_TLS_CAFILE``: the CA bundle the stack's clients verify its servers against; unset: the system's CAs."""
     return _tls_file("STACK_TLS_CAFILE")
+
+
+# explainability: POST /explain (ml/explain.py, serving/explain.py)
+def explain_max_flights() -> int:
+    """``EXPLAIN_MAX_FLIGHTS``: flights one ``/explain`` request may carry (default 64; more is a 400)."""
+    return int(os.environ.get("EXPLAIN_MAX_FLIGHTS", "64"))
+
+
+def explain_top_k() -> int:
+    """``EXPLAIN_TOP_K``: contributing features returned per flight unless the request asks otherwise (default 5)."""
+    return int(os.environ.get("EXPLAIN_TOP_K", "5"))
+
+
+def explain_steps() -> int:
+    """``EXPLAIN_IG_STEPS``: integration steps of integrated gradients (default 32; the completeness gap shrinks with more)."""
+    return int(os.environ.get("EXPLAIN_IG_STEPS", "32"))
+
+
+def explain_concurrency() -> int:
+    """``EXPLAIN_CONCURRENCY``: ``/explain`` requests one worker computes at once; more are a 503 (default 1).
+
+    Integrated gradients costs tens of forward/backward passes per flight: the bound keeps
+    explanations from starving ``/predict`` of the worker's CPU.
+    """
+    return max(1, int(os.environ.get("EXPLAIN_CONCURRENCY", "1")))

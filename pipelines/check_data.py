@@ -29,12 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.replay:
         replay(lake_storage_from_env(), args.start, args.end)
     instance = instance_from_env()
-    checks, failed, runs_ok = 0, 0, True
+    checks, failed, warned, runs_ok = 0, 0, 0, True
     for job in args.job or ["ingest_job", "features_job"]:
         report = run_job_over_range(job, args.start.isoformat(), args.end.isoformat(), instance)
         print("\n".join(report.lines()))
         checks += len(report.checks)
         failed += len(report.failed_checks)
+        warned += sum(not c.passed and c.severity == "WARN" for c in report.checks)
         runs_ok = runs_ok and report.success
     if not checks:
         print("check_data: no asset check ran: nothing was verified", file=sys.stderr)
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if failed or not runs_ok:
         print(f"check_data: {failed} check(s) failed", file=sys.stderr)
         return 1
-    print(f"check_data: all {checks} check(s) passed")
+    print(f"check_data: all {checks} check(s) passed" + (f" ({warned} of them with a warning)" if warned else ""))
     return 0
 
 

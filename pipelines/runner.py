@@ -17,6 +17,8 @@ class CheckOutcome:
     check: str
     passed: bool
     description: str
+    severity: str = "ERROR"
+    """``WARN``: a failure that holds nothing back (a warning check, e.g. feature null shares)."""
 
 
 @dataclass
@@ -31,7 +33,7 @@ class RunReport:
 
     @property
     def failed_checks(self) -> list[CheckOutcome]:
-        return [c for c in self.checks if not c.passed]
+        return [c for c in self.checks if not c.passed and c.severity != "WARN"]
 
     def lines(self) -> list[str]:
         out = [
@@ -40,7 +42,8 @@ class RunReport:
         for asset, count in sorted(self.materialized.items()):
             out.append(f"  materialized {asset}: {count} partition(s)")
         for c in self.checks:
-            out.append(f"  check {c.asset}:{c.check} {'PASSED' if c.passed else 'FAILED'} - {c.description}")
+            verdict = "PASSED" if c.passed else "WARNING" if c.severity == "WARN" else "FAILED"
+            out.append(f"  check {c.asset}:{c.check} {verdict} - {c.description}")
         out.extend(f"  error: {e}" for e in self.errors)
         return out
 
@@ -85,6 +88,7 @@ def run_job_over_range(
                 check=evaluation.check_name,
                 passed=evaluation.passed,
                 description=evaluation.description or "",
+                severity=evaluation.severity.value,
             )
         )
     for event in result.all_events:

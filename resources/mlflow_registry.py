@@ -37,6 +37,8 @@ NONE = "none"
 NOT_AVAILABLE = "n/a"
 PASSED, REJECTED = "passed", "rejected"
 EPOCH_METRICS = ("train_loss", "val_loss", "val_roc_auc", "samples_per_s")
+IMPORTANCE_ARTIFACT = "explainability/permutation_importance.json"
+"""A version's permutation importance by feature group (``ml.importance``), logged with its training run."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,33 @@ class MlflowRegistry(dg.ConfigurableResource):
         for key, value in version_tags.items():
             client.set_model_version_tag(self.model_name, version, key, value)
         return self.candidate(version)
+
+    def log_importance(self, run_id: str, test_roc_auc: float, groups: Sequence[Mapping[str, Any]], table: str) -> None:
+        """A candidate's permutation importance with its training run: the JSON artifact, the markdown table
+        beside it, and one ``importance_<group>`` metric per group (versions compare side by side in MLflow)."""
+        import re
+
+        from mlflow.entities import Metric
+
+        client = self.client()
+        client.log_dict(run_id, {"test_roc_auc": test_roc_auc, "groups": list(groups)}, IMPORTANCE_ARTIFACT)
+        client.log_text(run_id, table, IMPORTANCE_ARTIFACT.replace(".json", ".md"))
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[
+            Metric(f"importance_{re.sub(r'[^A-Za-z0-9_.-]', '_', g['group'])}", float(g["auc_drop"]), now, 0) for g in groups
+        ])
+
+    def importance(self, version: str) -> dict | None:
+        """The permutation importance logged with a version's run (``log_importance``), None where it has none."""
+        import mlflow
+
+        run_id = self.client().get_model_version(self.model_name, version).run_id
+        try:
+            return mlflow.artifacts.load_dict(f"runs:/{run_id}/{IMPORTANCE_ARTIFACT}")
+        except Exception as exc:  # an older version, logged before importance existed
+            if _is_not_found(exc) or isinstance(exc, FileNotFoundError) or "No such file" in str(exc):
+                return None
+            raise
 
     def registered_digest(self, version: str) -> str:
         """The SHA-256 recorded for a version's unit at registration; UnitIntegrityError when it has none."""

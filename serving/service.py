@@ -1,4 +1,4 @@
-"""The delay model as a BentoML 1.4 service: ``POST /predict`` with micro-batching and load shedding.
+"""The delay model as a BentoML 1.4 service: ``POST /predict`` with micro-batching and load shedding, ``POST /explain``.
 
 The champion arrives as one BentoML model (``flight_delay:<tag>``) holding the saved unit
 (weights + preprocessing, ``ml.model.ModelUnit``) and its SHA-256 (metadata ``unit_sha256``),
@@ -22,6 +22,7 @@ import numpy as np
 from ml import settings
 from ml.model import ModelUnit, UnitIntegrityError
 from serving.batching import MicroBatcher, Overloaded
+from serving.explain import ExplainRequest, ExplainSlots, FlightExplanation, to_response
 from serving.metrics import BATCH_SIZE, RequestMetrics
 from serving.middleware import AuthConfigError, BearerTokenAuth, BodySizeLimit, LoadShedding, auth_token
 from serving.prediction_log import SCORE, PredictionLog
@@ -51,7 +52,7 @@ MODEL_INFO = bentoml.metrics.Gauge(
 )
 SHED_REQUESTS = bentoml.metrics.Counter(
     name="flight_delay_shed_requests",
-    documentation="Requests answered 503 because they could not be served in time (queue: refused at once; late: waited too long)",
+    documentation="Requests answered 503 because they could not be served in time (queue: refused at once; late: waited too long; explain: /explain busy)",
     labelnames=["reason"],
 )
 LOG_DROPPED_ROWS = bentoml.metrics.Counter(
@@ -61,6 +62,7 @@ LOG_DROPPED_ROWS = bentoml.metrics.Counter(
 
 BATCHER = MicroBatcher(max_batch_rows=MAX_BATCH_ROWS, max_wait_s=MAX_WAIT_S)
 """One per worker process: the middleware sheds by its queue, the service scores through it."""
+EXPLAIN_SLOTS = ExplainSlots(settings.explain_concurrency())
 
 
 def load_verified_unit(stored) -> ModelUnit:
@@ -92,7 +94,7 @@ def load_verified_unit(stored) -> ModelUnit:
     # BentoML's OpenTelemetry middleware builds spans for every request even at its default sample
     # rate of 0 (~0.5-1 ms of event-loop CPU per request here, bench/serve_profile.py): /predict is
     # left out unless SERVICE_TRACING=true (then also set BentoML's tracing.sample_rate).
-    tracing={} if settings.service_tracing() else {"excluded_urls": ["/predict"]},
+    tracing={} if settings.service_tracing() else {"excluded_urls": ["/predict", "/explain"]},
 )
 class FlightDelay:
     model = bentoml.models.BentoModel(MODEL_TAG)
@@ -143,6 +145,27 @@ class FlightDelay:
             SHED_REQUESTS.labels(reason=error.reason).inc()
             return JSONResponse({"error": f"overloaded: {error}; retry shortly"}, status_code=503,
                                 headers={"Retry-After": "1"})
+
+    @bentoml.api(route="/explain", input_spec=ExplainRequest)
+    def explain(self, flights: list, top_k: int) -> list[FlightExplanation]:
+        """Each flight's probability and its top contributing features (``ml.explain``: integrated gradients).
+
+        Not logged as predictions. At most ``EXPLAIN_CONCURRENCY`` explanations run at once per worker
+        (in BentoML's thread pool, beside the batcher); a request beyond that gets a 503 at once.
+        """
+        from starlette.responses import JSONResponse
+
+        from ml.explain import explain_records
+
+        if not EXPLAIN_SLOTS.try_acquire():
+            SHED_REQUESTS.labels(reason="explain").inc()
+            return JSONResponse({"error": "overloaded: explanations are being computed; retry shortly"},
+                                status_code=503, headers={"Retry-After": "1"})
+        try:
+            rows = [f.__dict__ for f in flights]
+            return to_response(explain_records(self.unit, rows, top_k, settings.explain_steps()), self.model_version)
+        finally:
+            EXPLAIN_SLOTS.release()
 
     def score(self, flights: list) -> list[Prediction]:
         """Score and log one batch of validated flights (runs in the batcher's thread)."""

@@ -108,3 +108,24 @@ def served(env: dict[str, str], log: Path, timeout_s: float = 120, tls=None):
     with running_server(serve_command(port), f"{url}/readyz", log, timeout_s=timeout_s, env=env,
                         ssl_context=tls.client_context() if tls else None) as process:
         yield url, process
+
+
+def check_explain_over_http(http, records: list[dict], unit) -> None:
+    """``POST /explain`` on a served process: the unit's probabilities, signed attributions of its own
+    features (never the flight number), the token required, the batch bound enforced."""
+    import numpy as np
+
+    from serving.explain import MAX_EXPLAIN_FLIGHTS
+
+    assert http.post("/explain", json={"flights": records[:1]}).status_code == 401
+    response = http.post("/explain", json={"flights": records[:5], "top_k": 3}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert np.allclose([e["delay_probability"] for e in body], unit.predict_records(records[:5]), atol=1e-6)
+    features = {*unit.preprocessor.categorical, *unit.preprocessor.numeric}
+    for explanation in body:
+        assert len(explanation["contributions"]) == 3
+        assert {c["feature"] for c in explanation["contributions"]} <= features and "flight" not in features
+        assert any(c["attribution"] != 0 for c in explanation["contributions"])
+    too_many = http.post("/explain", json={"flights": records[:1] * (MAX_EXPLAIN_FLIGHTS + 1)}, headers=AUTH)
+    assert too_many.status_code == 400, too_many.text

@@ -21,7 +21,7 @@ def _run(data_dir, *args):
 def test_exit_code_follows_the_checks(tmp_path):
     good = _run(tmp_path, "--replay")
     assert good.returncode == 0, good.stdout + good.stderr
-    assert "all 7 check(s) passed" in good.stdout
+    assert "all 8 check(s) passed" in good.stdout
 
     landing = tmp_path / "lake" / "landing" / "weather" / "date=2013-01-02.csv"
     landing.write_text(landing.read_text().replace("EWR,", "XXX,", 3))

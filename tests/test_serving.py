@@ -12,7 +12,9 @@ import pytest
 
 from serving.prediction_log import read_prediction_log
 from serving.schema import MAX_FLIGHTS_PER_REQUEST, records_from_features
-from tests.serving_helpers import AUTH, TOKEN, january_features, serve_env, served, store_model, train_small_unit
+from tests.serving_helpers import (
+    AUTH, TOKEN, check_explain_over_http, january_features, serve_env, served, store_model, train_small_unit,
+)
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +161,7 @@ def test_served_process_over_http(model_tag, sample, tmp_path, scheme):
 
         again = http.post("/predict", json={"flights": records[:3]}, headers=AUTH)
         assert again.status_code == 200, "the service stays up after bad requests"
+        check_explain_over_http(http, records, unit)
         assert http.get("/metrics").status_code == 401, "/metrics needs the token unless SERVICE_METRICS_PUBLIC=true"
         metrics = http.get("/metrics", headers=AUTH).text
         assert "flight_delay_score_bucket" in metrics

@@ -58,6 +58,10 @@ def test_chain_registers_and_promotes_a_champion(featured_lake, mlflow_registry)
     metadata = model_event.asset_materialization.metadata
     assert metadata["test_roc_auc"].value > 0.6
     assert metadata["data_fingerprint"].value == run.data.tags["data_fingerprint"]
+    importance = mlflow_registry.importance("1")
+    groups = {g["group"] for g in importance["groups"]}
+    assert {"weather", "carrier"} <= groups and "flight" not in groups
+    assert [r.data["group"] for r in metadata["feature_importance"].value.records] == [g["group"] for g in importance["groups"]]
     set_event = instance.get_latest_materialization_event(dg.AssetKey("training_set"))
     assert set_event.asset_materialization.metadata["data_fingerprint"].value == run.data.tags["data_fingerprint"]
 
@@ -77,6 +81,10 @@ def test_chain_registers_and_promotes_a_champion(featured_lake, mlflow_registry)
     v2 = client.get_model_version_by_alias(mlflow_registry.model_name, CHAMPION_ALIAS)
     assert str(v2.version) == "2" and v2.tags["previous_version"] == "1"
     assert v2.tags["evaluated_against_champion"] == "1"
+    table = instance.get_latest_materialization_event(dg.AssetKey("delay_model")).asset_materialization.metadata["feature_importance"]
+    first = {g["group"]: g["auc_drop"] for g in importance["groups"]}
+    assert {r.data["group"]: r.data["champion v1 drop"] for r in table.value.records} == pytest.approx(
+        {group: round(drop, 4) for group, drop in first.items()}), "the champion's importance beside the candidate's"
 
 
 def test_a_candidate_that_fails_its_checks_stays_registered_but_never_champion(featured_lake, mlflow_registry):
@@ -152,14 +160,14 @@ def test_features_that_fail_their_checks_are_not_written(lake):
     tags = range_tags("2013-01-01", "2013-01-02")
     assert dg.materialize([raw_flights, raw_weather, planes, airports], resources=resources, tags=tags).success
     key = "warehouse/raw_flights/2013-01-02.parquet"
-    unknown_planes = pd.read_parquet(io.BytesIO(lake.read_bytes(key))).assign(tailnum="N0000")
+    day = pd.read_parquet(io.BytesIO(lake.read_bytes(key)))
     buffer = io.BytesIO()
-    unknown_planes.to_parquet(buffer, index=False)
-    lake.write_bytes(key, buffer.getvalue())  # an upstream fault no raw check catches: no plane matches
+    pd.concat([day, day.head(3)], ignore_index=True).to_parquet(buffer, index=False)
+    lake.write_bytes(key, buffer.getvalue())  # an upstream fault past the raw checks: duplicated flights
 
     result = dg.materialize([flight_features], resources=resources, tags=tags, raise_on_error=False)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert not checks["feature_null_shares"].passed
-    assert "plane_age" in checks["feature_null_shares"].description
+    assert not checks["model_inputs_intact"].passed
+    assert "3 duplicate key(s)" in checks["model_inputs_intact"].description
     assert lake.list("warehouse/flight_features/") == []
     assert not result.get_asset_materialization_events()
