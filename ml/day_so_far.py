@@ -66,10 +66,15 @@ def actual_minutes(flights: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _groups(*columns: pd.Series) -> np.ndarray:
-    """A group number per row; -1 where any key is missing."""
-    frame = pd.concat([c.astype("string").reset_index(drop=True) for c in columns], axis=1)
-    return frame.groupby(list(frame.columns), dropna=True, sort=False).ngroup().to_numpy()
+def _groups(*columns: pd.Series | np.ndarray) -> np.ndarray:
+    """A group number per row of the combined keys; -1 where any key is missing."""
+    group = np.zeros(len(columns[0]), dtype="int64")
+    missing = np.zeros(len(group), dtype=bool)
+    for column in columns:
+        codes, uniques = pd.factorize(column)
+        missing |= codes < 0
+        group = group * (len(uniques) + 1) + codes
+    return np.where(missing, -1, pd.factorize(group)[0])
 
 
 def quantile_sorted(values: np.ndarray, q: float) -> float:
@@ -160,7 +165,8 @@ def day_so_far_features(flights: pd.DataFrame, block_minutes: pd.Series | np.nda
     ``flights`` are typed raw flights (any set of days); ``block_minutes`` their scheduled gate-to-gate
     minutes (``ml.features.scheduled_block_minutes``), used for the aircraft's expected return.
     """
-    date = pd.to_datetime({"year": flights["year"], "month": flights["month"], "day": flights["day"]})
+    date = (flights["year"].astype("int64") * 10_000 + flights["month"].astype("int64") * 100
+            + flights["day"].astype("int64")).to_numpy()
     scheduled = scheduled_minutes(flights)
     actual = actual_minutes(flights)
     delay = flights["dep_delay"].astype("float64").to_numpy()
@@ -232,17 +238,22 @@ def weather_trend_features(flights: pd.DataFrame, weather: pd.DataFrame | None) 
     last = last_known_report_hour(flights)
     observed = weather[["origin", "time_hour", *TREND_WEATHER, "precip"]].drop_duplicates(["origin", "time_hour"])
     observed = observed.assign(time_hour=observed["time_hour"].astype("datetime64[ns, UTC]"))
+    asked = pd.DataFrame({"origin": flights["origin"].to_numpy(), "time_hour": last})
+    keys = asked.drop_duplicates(ignore_index=True)
 
     def report(hours_back: int) -> pd.DataFrame:
-        wanted = pd.DataFrame({"origin": flights["origin"].to_numpy(), "time_hour": last - pd.Timedelta(hours=hours_back)})
+        wanted = keys.assign(time_hour=keys["time_hour"] - pd.Timedelta(hours=hours_back))
         return wanted.merge(observed, on=["origin", "time_hour"], how="left", validate="many_to_one")
 
-    now, before = report(0), report(TREND_HOURS)
+    reports = {h: report(h) for h in range(TREND_HOURS + 1)}
+    trend = keys.copy()
     for column in TREND_WEATHER:
-        out[f"{column}_change_3h"] = (now[column] - before[column]).astype("float64").to_numpy()
-    precip = sum(report(h)["precip"].astype("float64").to_numpy() for h in range(TREND_HOURS))
-    out["precip_3h"] = precip
-    return out[list(WEATHER_TREND_FEATURES)]
+        trend[f"{column}_change_3h"] = (reports[0][column] - reports[TREND_HOURS][column]).astype("float64")
+    trend["precip_3h"] = sum(reports[h]["precip"].astype("float64") for h in range(TREND_HOURS))
+    joined = asked.merge(trend, on=["origin", "time_hour"], how="left", validate="many_to_one")
+    for column in WEATHER_TREND_FEATURES:
+        out[column] = joined[column].to_numpy()
+    return out
 
 
 def last_known_report_hour(flights: pd.DataFrame) -> pd.Series:

@@ -136,11 +136,8 @@ def build_features(
             out[column] = np.nan
 
     trend = weather_trend_features(flights, weather)
-    for column in WEATHER_TREND_FEATURES:
-        out[column] = trend[column].to_numpy()
     so_far = day_so_far_features(flights, out["scheduled_block_minutes"].to_numpy())
-    for column in so_far.columns:
-        out[column] = so_far[column].to_numpy()
+    out = pd.concat([out, trend.set_axis(out.index), so_far.set_axis(out.index)], axis=1)
 
     delay = flights["arr_delay"]
     out[LABEL] = (delay >= LATE_MINUTES).astype("Int8").where(delay.notna(), pd.NA)
