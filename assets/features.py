@@ -46,7 +46,7 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
         dg.AssetCheckSpec(ROW_COUNT_CHECK, asset="flight_features", blocking=True,
                           description="One feature row per raw scheduled flight (cancelled keep a NA label)."),
     ],
-    code_version=code_version("ml.features", "ml.feature_days"),
+    code_version=code_version("ml.features", "ml.day_so_far", "ml.feature_days"),
     output_required=False,
     automation_condition=on_new_upstream_partition(),
     retry_policy=IO_RETRY,
@@ -54,10 +54,11 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
 def flight_features(
     context: dg.AssetExecutionContext, config: FeaturesConfig, storage: LakeStorage, dask: DaskCluster
 ):
-    """Each scheduled flight with what is known at its scheduled departure, and whether it arrived 15+ min late.
+    """Each scheduled flight with what is known 15 minutes before its scheduled departure, and whether it arrived 15+ min late.
 
-    Joins the flight with its origin's weather at the scheduled hour and its plane's registry entry
-    (`ml/features.py`); never uses dep_time, dep_delay, arr_time, arr_delay or air_time as features.
+    Joins the flight with its origin's weather reports, its plane's registry entry and the day so far
+    at its origin and for its aircraft (`ml/features.py`, `ml/day_so_far.py`); never uses the flight's
+    own dep_time, dep_delay, arr_time, arr_delay or air_time, nor other flights' before they left.
     Cancelled flights stay with a NA label (counted in metadata; training leaves them out).
     The checks run before anything is written: a range that fails them publishes nothing and
     removes the older files of its days. Each file records the raw versions it was built from

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+VERSION = "1"
+"""Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
+
 CUTOFF_MARGIN_MINUTES = 15
 RECENT_MINUTES = 120
 """The window for "recent" departures: long enough to hold a bank of departures, short enough to follow a storm."""
