@@ -35,9 +35,19 @@ def year_features():
 
     tables = {name: parse_frame(read_table(name), contract, name).frame
               for name, contract in (("flights", FLIGHTS), ("weather", WEATHER), ("planes", PLANES), ("airports", AIRPORTS))}
+    from ml.history import history_states
+
     started = time.perf_counter()
-    features = build_features(tables["flights"], tables["weather"], tables["planes"], tables["airports"])
+    flights = tables["flights"]
+    day = (flights["year"].astype(str) + "-" + flights["month"].astype(str).str.zfill(2) + "-"
+           + flights["day"].astype(str).str.zfill(2))
+    by_day = {d: rows for d, rows in flights.groupby(day, sort=True)}
+    states = history_states(sorted(by_day), by_day)
+    history_s = time.perf_counter() - started
+    started = time.perf_counter()
+    features = build_features(flights, tables["weather"], tables["planes"], tables["airports"], states)
     seconds = time.perf_counter() - started
+    print(f"late_history folded over {len(states)} days in {history_s:.1f} s")
     return features, seconds, tables
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from ml.day_so_far import AIRCRAFT_FEATURES, ORIGIN_FEATURES, WEATHER_TREND_FEATURES
 from ml.features import FEATURE_COLUMNS, LABEL, WEATHER_FEATURES
+from ml.history import HISTORY_FEATURES
 
 #: Null share allowed per feature; the rest may be at most DEFAULT_MAX_NULL_SHARE.
 MAX_NULL_SHARE = {
@@ -21,6 +22,7 @@ MAX_NULL_SHARE = {
     **dict.fromkeys(AIRCRAFT_FEATURES[1:], 1.0),
     **dict.fromkeys((c for c in ORIGIN_FEATURES if c.endswith(("mean_delay", "p90_delay"))), 0.5),
     **dict.fromkeys(WEATHER_TREND_FEATURES, 0.5),
+    **dict.fromkeys(HISTORY_FEATURES, 1.0),  # the first days of the record have no earlier days
 }
 DEFAULT_MAX_NULL_SHARE = 0.10
 LABEL_RATE_BOUNDS = (0.02, 0.70)

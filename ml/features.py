@@ -19,6 +19,7 @@ from ml.day_so_far import (
     last_known_report_hour,
     weather_trend_features,
 )
+from ml.history import HISTORY_FEATURES, history_features
 
 VERSION = "4"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
@@ -50,11 +51,13 @@ NUMERIC_FEATURES = (
     *ORIGIN_FEATURES,
     *AIRCRAFT_FEATURES,
     *WEATHER_TREND_FEATURES,
+    *HISTORY_FEATURES,
 )
 FEATURE_GROUPS = {
     "origin so far": ORIGIN_FEATURES,
     "aircraft": AIRCRAFT_FEATURES,
     "weather trend": WEATHER_TREND_FEATURES,
+    "history": HISTORY_FEATURES,
 }
 """Features added on top of the base set (schedule, plane, last weather report), by what they describe."""
 FEATURE_COLUMNS = (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES)
@@ -86,7 +89,11 @@ def scheduled_block_minutes(flights: pd.DataFrame, airports: pd.DataFrame) -> pd
 
 
 def build_features(
-    flights: pd.DataFrame, weather: pd.DataFrame | None, planes: pd.DataFrame, airports: pd.DataFrame
+    flights: pd.DataFrame,
+    weather: pd.DataFrame | None,
+    planes: pd.DataFrame,
+    airports: pd.DataFrame,
+    history: dict[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """One row per scheduled flight: keys, pre-departure features, and the label.
 
@@ -96,6 +103,8 @@ def build_features(
     taken at ~H:51: a flight at H:06–H:59 gets H−1's, one at H:00–H:05 H−2's), with its 3-hour trend;
     a day whose weather was held back gives NaN weather, which the model treats as missing. The label is
     ``<NA>`` for cancelled flights (no arrival), so they can be counted and left out of training.
+    ``history`` maps each day to its ``late_history`` state (``ml/history.py``: counts of the days
+    before it); a day without one gets missing history features.
     """
     out = pd.DataFrame(index=flights.index)
     stamp = pd.to_datetime(
@@ -137,7 +146,8 @@ def build_features(
 
     trend = weather_trend_features(flights, weather)
     so_far = day_so_far_features(flights, out["scheduled_block_minutes"].to_numpy())
-    out = pd.concat([out, trend.set_axis(out.index), so_far.set_axis(out.index)], axis=1)
+    past = history_features(out[["date", "origin", "dest", "carrier"]], history or {})
+    out = pd.concat([out, trend.set_axis(out.index), so_far.set_axis(out.index), past], axis=1)
 
     delay = flights["arr_delay"]
     out[LABEL] = (delay >= LATE_MINUTES).astype("Int8").where(delay.notna(), pd.NA)

@@ -81,6 +81,9 @@ class Flight(BaseModel):
     plane_prev_overdue_minutes: DayMinutes | None = None
     plane_sched_gap_minutes: DayMinutes | None = None
     plane_propagated_delay: Annotated[float, Field(ge=-2_880, le=2_880)] | None = None
+    route_late_rate_28d: float | None = Field(None, ge=0, le=1, description="Late share of the route over the 28 days before.")
+    route_flights_28d: Count | None = None
+    carrier_late_rate_28d: float | None = Field(None, ge=0, le=1)
 
 
 class Prediction(BaseModel):

@@ -127,3 +127,34 @@ def test_a_feed_that_runs_ahead_changes_nothing(jan10):
         live.departed(i, int(flights.dep_delay[i]))
     for i in flights.index[::97]:
         assert pd.Series(live.features(i)).equals(offline.loc[i, list(DAY_SO_FAR_FEATURES)].astype("float64"))
+
+
+def test_late_history_is_folded_day_by_day_from_previous_days_only():
+    """The state of a day holds the 28 days before it, never the day itself; folding equals counting afresh."""
+    from ml.history import HISTORY_DAYS, advance, day_counts, history_features, history_states
+
+    raw = read_table("flights")
+    raw = raw[(raw.month == "2") | ((raw.month == "1") & (raw.day.astype(int) >= 20))].reset_index(drop=True)
+    flights = parse_frame(raw, FLIGHTS, "flights").frame
+    day = flights["year"].astype(str) + "-" + flights["month"].astype(str).str.zfill(2) + "-" + flights["day"].astype(str).str.zfill(2)
+    by_day = {d: rows for d, rows in flights.groupby(day, sort=True)}
+    days = sorted(by_day)
+    states = history_states(days, by_day)
+    target = "2013-02-25"
+    window = [d for d in days if "2013-01-28" <= d < target]
+    assert len(window) == HISTORY_DAYS and sorted(states[target]["day"].unique()) == window
+    afresh = pd.concat([day_counts(by_day[d], d) for d in window], ignore_index=True)
+    pd.testing.assert_frame_equal(states[target].reset_index(drop=True), afresh)
+    # a later day or the day itself changes nothing; one state and the previous flights advance it
+    scrambled = {**by_day, target: by_day[target].assign(arr_delay=999.0)}
+    pd.testing.assert_frame_equal(history_states(days, scrambled)[target], states[target])
+    nxt = "2013-02-26"
+    pd.testing.assert_frame_equal(advance(states[target], target, by_day[target]).reset_index(drop=True),
+                                  states[nxt].reset_index(drop=True))
+    rows = pd.DataFrame({"date": [target, target, "2013-01-20"], "origin": ["JFK", "JFK", "JFK"],
+                         "dest": ["LAX", "ZZZ", "LAX"], "carrier": ["AA", "AA", "AA"]})
+    out = history_features(rows, states)
+    jfk_lax = afresh[(afresh.kind == "route") & (afresh.key == "JFK-LAX")]
+    assert out.loc[0, "route_flights_28d"] == jfk_lax.flights.sum() > 100
+    assert 0 < out.loc[1, "route_late_rate_28d"] < 1 and out.loc[1, "route_flights_28d"] == 0  # unknown route: the prior
+    assert out.loc[2].isna().all()  # the first day has no earlier days
