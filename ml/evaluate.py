@@ -70,6 +70,8 @@ class Baseline:
         return x
 
     def fit(self, frame: pd.DataFrame) -> Baseline:
+        # a column missing in every training row carries nothing, and the binning refuses it
+        self.features = tuple(c for c in self.features if c in CATEGORICAL_FEATURES or frame[c].notna().any())
         self.categories = {
             c: sorted(frame[c].dropna().astype(str).unique()) for c in CATEGORICAL_FEATURES if c in self.features
         }
