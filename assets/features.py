@@ -3,9 +3,9 @@
 import dagster as dg
 
 from assets.ingest import airports, planes, raw_flights, raw_weather
-from assets.partitions import daily_partitions, on_new_upstream_partition
+from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
-from ml.feature_days import RAW_UPSTREAMS
+from ml.feature_days import HISTORY_TABLE, RAW_UPSTREAMS
 from assets.versions import code_version
 from resources.compute import DaskCluster
 from resources.storage import LakeStorage
@@ -26,6 +26,74 @@ class FeaturesConfig(dg.Config):
     """Days per Dask task: enough rows to amortise pandas' per-call overhead."""
 
 
+def _features_condition() -> dg.AutomationCondition:
+    """``on_new_upstream_partition`` that does not wait for ``late_history``: a day whose state never comes
+    (the first day replayed) gets missing history features, and is rebuilt when its state appears."""
+    return (
+        (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(HISTORY_TABLE))
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("eager, any partition, late_history may be missing")
+
+
+PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
+
+
+def _history_condition() -> dg.AutomationCondition:
+    """Rebuild a day's state when yesterday's flights or state change; only once yesterday's flights exist.
+
+    Yesterday's state may be missing (the first day replayed, a gap): the day then starts afresh from
+    yesterday's flights, and is rebuilt when yesterday's state appears.
+    """
+    return (
+        (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(HISTORY_TABLE))
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("any partition, once yesterday's flights exist")
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="features",
+    kinds={"pandas"},
+    deps=[dg.AssetDep(raw_flights, partition_mapping=PREVIOUS_DAY), dg.AssetDep(HISTORY_TABLE, partition_mapping=PREVIOUS_DAY)],
+    code_version=code_version("ml.history"),
+    automation_condition=_history_condition(),
+    retry_policy=IO_RETRY,
+)
+def late_history(context: dg.AssetExecutionContext, storage: LakeStorage):
+    """Per route and carrier, flights and late arrivals of each of the 28 days before the day: the late rates its features read.
+
+    Incremental: a day's state is the previous day's state, less its oldest day, plus the previous
+    day's raw flights (`ml/history.py`); a range folds day by day from the state before its first
+    day. A missing previous state (the first day replayed) starts the window afresh.
+    """
+    import datetime as dt
+
+    from ml.history import history_states
+    from resources.parquet_io import Warehouse
+
+    keys = context.partition_keys
+    warehouse = Warehouse(storage)
+    previous = (dt.date.fromisoformat(keys[0]) - dt.timedelta(days=1)).isoformat()
+    before_first = warehouse.frame(HISTORY_TABLE, previous)
+    flights = {d: warehouse.frame("raw_flights", d) for d in [previous, *keys[:-1]]}
+    states = history_states(keys, flights, before_first)
+    if before_first is None:
+        context.log.warning(f"late_history: no state for {previous}; {keys[0]} starts its 28-day window afresh")
+    return dg.Output(
+        states,
+        metadata={
+            "dagster/row_count": int(sum(len(s) for s in states.values())),
+            "days_in_window_of_last": int(states[keys[-1]]["day"].nunique()),
+            "started_afresh": before_first is None,
+        },
+    )
+
+
 def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=name,
@@ -41,7 +109,7 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="features",
     kinds={"pandas", "dask"},
-    deps=[raw_flights, raw_weather, planes, airports],
+    deps=[raw_flights, raw_weather, planes, airports, late_history],
     check_specs=[
         dg.AssetCheckSpec(MODEL_INPUTS_CHECK, asset="flight_features", blocking=True,
                           description="Every feature column present, keys non-null and unique, labels 0/1/missing, no infinite number."),
@@ -53,18 +121,19 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
         dg.AssetCheckSpec(ROW_COUNT_CHECK, asset="flight_features", blocking=True,
                           description="One feature row per raw scheduled flight (cancelled keep a NA label)."),
     ],
-    code_version=code_version("ml.features", "ml.feature_days"),
+    code_version=code_version("ml.features", "ml.day_so_far", "ml.feature_days"),
     output_required=False,
-    automation_condition=on_new_upstream_partition(),
+    automation_condition=_features_condition(),
     retry_policy=IO_RETRY,
 )
 def flight_features(
     context: dg.AssetExecutionContext, config: FeaturesConfig, storage: LakeStorage, dask: DaskCluster
 ):
-    """Each scheduled flight with what is known at its scheduled departure, and whether it arrived 15+ min late.
+    """Each scheduled flight with what is known 15 minutes before its scheduled departure, and whether it arrived 15+ min late.
 
-    Joins the flight with its origin's weather at the scheduled hour and its plane's registry entry
-    (`ml/features.py`); never uses dep_time, dep_delay, arr_time, arr_delay or air_time as features.
+    Joins the flight with its origin's weather reports, its plane's registry entry and the day so far
+    at its origin and for its aircraft (`ml/features.py`, `ml/day_so_far.py`); never uses the flight's
+    own dep_time, dep_delay, arr_time, arr_delay or air_time, nor other flights' before they left.
     Cancelled flights stay with a NA label (counted in metadata; training leaves them out).
     The blocking checks run before anything is written: a range that fails them publishes nothing and
     removes the older files of its days. Each file records the raw versions it was built from

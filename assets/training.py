@@ -279,6 +279,8 @@ def evaluate_and_register(
         "test_roc_auc": round(model_metrics["roc_auc"], 4),
         "test_pr_auc": round(model_metrics["pr_auc"], 4),
         "test_log_loss": round(model_metrics["log_loss"], 4),
+        "test_ece": round(model_metrics["ece"], 4),
+        "temperature": round(trained.unit.temperature, 4),
         "baseline_test_roc_auc": round(baseline_metrics["roc_auc"], 4),
         "champion_test_roc_auc": round(champion_metrics["roc_auc"], 4) if champion_metrics else "n/a",
         "best_epoch": trained.best_epoch,

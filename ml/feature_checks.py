@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ml.day_so_far import AIRCRAFT_FEATURES, ORIGIN_FEATURES, WEATHER_TREND_FEATURES
 from ml.features import FEATURE_COLUMNS, KEY_COLUMNS, LABEL, NUMERIC_FEATURES, OUTPUT_COLUMNS, WEATHER_FEATURES
+from ml.history import HISTORY_FEATURES
 
 #: Null share above which a feature is warned about; the rest above DEFAULT_MAX_NULL_SHARE.
 MAX_NULL_SHARE = {
@@ -23,6 +25,12 @@ MAX_NULL_SHARE = {
     "plane_seats": 0.30,
     "plane_engines": 0.30,
     "pressure": 0.30,
+    # the day so far: absent by design for a plane's first departure of the day, or before the
+    # first departure of the origin / carrier; the 3-hour weather trend needs two reports
+    **dict.fromkeys(AIRCRAFT_FEATURES[1:], 1.0),
+    **dict.fromkeys((c for c in ORIGIN_FEATURES if c.endswith(("mean_delay", "p90_delay"))), 0.5),
+    **dict.fromkeys(WEATHER_TREND_FEATURES, 0.5),
+    **dict.fromkeys(HISTORY_FEATURES, 1.0),  # the first days of the record have no earlier days
 }
 DEFAULT_MAX_NULL_SHARE = 0.10
 LABEL_RATE_BOUNDS = (0.02, 0.90)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-VERSION = "1"
+VERSION = "2"
 """Bump when the output of features over a range changes (tests/test_module_versions.py)."""
 
 if TYPE_CHECKING:  # pandas loads in the step, not when the code location imports the asset modules
     import pandas as pd
 
 RAW_UPSTREAMS = ("raw_flights", "raw_weather")
+HISTORY_TABLE = "late_history"
+"""Each day's late rates of the days before it (``ml/history.py``); a day without one gets missing history features."""
 """The daily tables features are built from; their stored versions are recorded with each day."""
 
 FrameReader = Callable[[str, "str | None"], "pd.DataFrame | None"]
@@ -60,7 +62,8 @@ def features_for_days(
     all_flights = pd.concat([flights[d] for d in present], ignore_index=True)
     observed = [w for d, w in weather.items() if w is not None and d in present]
     all_weather = pd.concat(observed, ignore_index=True) if observed else None
-    features = build_features(all_flights, all_weather, planes, airports)
+    history = {d: read(HISTORY_TABLE, d) for d in present}
+    features = build_features(all_flights, all_weather, planes, airports, {d: h for d, h in history.items() if h is not None})
     for day, rows in features.groupby("date", sort=False):
         built_from = {upstream: versions.get(upstream, {}).get(day) for upstream in RAW_UPSTREAMS}
         out[day] = DayFeatures(rows.reset_index(drop=True), weather[day] is not None, len(flights[day]), built_from)

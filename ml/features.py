@@ -1,8 +1,9 @@
-"""Flight features known at scheduled departure, and the label: arrives 15+ minutes late.
+"""Flight features known at the flight's cutoff (scheduled departure − 15 min), and the label: arrives 15+ minutes late.
 
 Pure pandas: one day (or any set of days) of typed raw flights, that day's weather and the plane
-registry in; one row per scheduled flight out. Nothing that is only known once the aircraft has
-left the gate may enter a feature.
+registry in; one row per scheduled flight out. Nothing that is only known after the cutoff may enter
+a feature: the flight's own departure and arrival never, other flights' departures only once they
+have left (``ml/day_so_far.py``), weather reports only once taken.
 """
 
 from __future__ import annotations
@@ -10,11 +11,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-VERSION = "3"
+from ml.day_so_far import (
+    AIRCRAFT_FEATURES,
+    ORIGIN_FEATURES,
+    WEATHER_TREND_FEATURES,
+    day_so_far_features,
+    last_known_report_hour,
+    weather_trend_features,
+)
+from ml.history import HISTORY_FEATURES, history_features
+
+VERSION = "4"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 LATE_MINUTES = 15
-WEATHER_REPORT_LAG = pd.Timedelta(hours=1)
 LABEL = "arrived_late"
 
 #: Known only after departure: never a feature, nor anything computed from one.
@@ -38,7 +48,18 @@ NUMERIC_FEATURES = (
     "plane_seats",
     "plane_engines",
     *WEATHER_FEATURES,
+    *ORIGIN_FEATURES,
+    *AIRCRAFT_FEATURES,
+    *WEATHER_TREND_FEATURES,
+    *HISTORY_FEATURES,
 )
+FEATURE_GROUPS = {
+    "origin so far": ORIGIN_FEATURES,
+    "aircraft": AIRCRAFT_FEATURES,
+    "weather trend": WEATHER_TREND_FEATURES,
+    "history": HISTORY_FEATURES,
+}
+"""Features added on top of the base set (schedule, plane, last weather report), by what they describe."""
 FEATURE_COLUMNS = (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES)
 OUTPUT_COLUMNS = (*KEY_COLUMNS, *[c for c in FEATURE_COLUMNS if c not in KEY_COLUMNS], LABEL)
 
@@ -68,16 +89,22 @@ def scheduled_block_minutes(flights: pd.DataFrame, airports: pd.DataFrame) -> pd
 
 
 def build_features(
-    flights: pd.DataFrame, weather: pd.DataFrame | None, planes: pd.DataFrame, airports: pd.DataFrame
+    flights: pd.DataFrame,
+    weather: pd.DataFrame | None,
+    planes: pd.DataFrame,
+    airports: pd.DataFrame,
+    history: dict[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """One row per scheduled flight: keys, pre-departure features, and the label.
 
     ``airports`` gives destination time zones (for the scheduled block time).
 
-    Weather is the origin's last hourly report before the scheduled departure (the one for the
-    previous hour: the report for the departure hour is taken at ~H:51, after an H:mm departure);
+    Weather is the origin's last hourly report taken before the cutoff (the report for hour H is
+    taken at ~H:51: a flight at H:06–H:59 gets H−1's, one at H:00–H:05 H−2's), with its 3-hour trend;
     a day whose weather was held back gives NaN weather, which the model treats as missing. The label is
     ``<NA>`` for cancelled flights (no arrival), so they can be counted and left out of training.
+    ``history`` maps each day to its ``late_history`` state (``ml/history.py``: counts of the days
+    before it); a day without one gets missing history features.
     """
     out = pd.DataFrame(index=flights.index)
     stamp = pd.to_datetime(
@@ -107,9 +134,8 @@ def build_features(
 
     if weather is not None and len(weather):
         observed = weather[["origin", "time_hour", *WEATHER_FEATURES]].drop_duplicates(["origin", "time_hour"])
-        # The row for hour H is the report taken near H:51, with that hour's precipitation: for a
-        # flight scheduled at H:mm it is in the future. The last report known before departure is H-1's.
-        known = flights[["origin"]].assign(time_hour=flights["time_hour"] - WEATHER_REPORT_LAG)
+        # The row for hour H is the report taken near H:51, with that hour's precipitation.
+        known = pd.DataFrame({"origin": flights["origin"].to_numpy(), "time_hour": last_known_report_hour(flights)})
         at_departure = known.merge(observed, on=["origin", "time_hour"], how="left", validate="many_to_one")
         at_departure.index = flights.index
         for column in WEATHER_FEATURES:
@@ -117,6 +143,11 @@ def build_features(
     else:
         for column in WEATHER_FEATURES:
             out[column] = np.nan
+
+    trend = weather_trend_features(flights, weather)
+    so_far = day_so_far_features(flights, out["scheduled_block_minutes"].to_numpy())
+    past = history_features(out[["date", "origin", "dest", "carrier"]], history or {})
+    out = pd.concat([out, trend.set_axis(out.index), so_far.set_axis(out.index), past], axis=1)
 
     delay = flights["arr_delay"]
     out[LABEL] = (delay >= LATE_MINUTES).astype("Int8").where(delay.notna(), pd.NA)

@@ -14,7 +14,7 @@ from torch import nn
 
 from ml.preprocess import Preprocessor
 
-VERSION = "1"
+VERSION = "2"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 WEIGHTS_FILE = "weights.pt"
@@ -133,6 +133,9 @@ class ModelUnit:
     config: ModelConfig
     network: DelayNet
     info: dict = field(default_factory=dict)
+    temperature: float = 1.0
+    """Logits are divided by it before the sigmoid: fitted on the early-stopping split (``fit_temperature``)
+    so probabilities are calibrated; saved in the unit, so every scorer of the unit applies it."""
 
     @classmethod
     def create(cls, preprocessor: Preprocessor, config: ModelConfig) -> ModelUnit:
@@ -157,7 +160,7 @@ class ModelUnit:
                 torch.from_numpy(cats[start : start + batch_size]),
                 torch.from_numpy(numbers[start : start + batch_size]),
             )
-            out.append(torch.sigmoid(logits).numpy())
+            out.append(torch.sigmoid(logits / self.temperature).numpy())
         return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
 
     def save(self, directory: str | Path) -> Path:
@@ -169,6 +172,7 @@ class ModelUnit:
             "preprocessor": self.preprocessor.to_dict(),
             "config": asdict(self.config),
             "info": self.info,
+            "calibration": {"temperature": self.temperature},
         }
         (directory / UNIT_FILE).write_text(json.dumps(description, indent=2, default=str))
         return directory
@@ -199,4 +203,22 @@ class ModelUnit:
         unit.network.load_state_dict(state)
         unit.network.eval()
         unit.info = description.get("info", {})
+        unit.temperature = float(description.get("calibration", {}).get("temperature", 1.0))
         return unit
+
+
+def fit_temperature(logits: torch.Tensor, y: torch.Tensor, steps: int = 100) -> float:
+    """The temperature T minimising the log loss of ``sigmoid(logits / T)`` (Guo et al., 2017): one
+    parameter, so ranking (ROC AUC) is unchanged and only over- or under-confidence is corrected."""
+    logits, y = logits.detach().float().cpu(), y.detach().float().cpu()
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(logits / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.exp().item())

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
-VERSION = "1"
+VERSION = "2"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 UNKNOWN_INDEX = 0  # unseen carriers/airports share this bucket
+LOG_SKEW = 2.0
+"""Numbers whose training skewness exceeds this are put on a signed log scale before standardising:
+delays and minutes overdue have tails of hours that would otherwise pin most flights near zero."""
+
+
+def signed_log(values: np.ndarray) -> np.ndarray:
+    """``sign(x) · log1p(|x|)``: monotone, so a monotone constraint on the column still holds."""
+    return np.sign(values) * np.log1p(np.abs(values))
 
 
 @dataclass
@@ -24,15 +32,19 @@ class Preprocessor:
     stds: list[float]
     lows: list[float]
     highs: list[float]
+    log_scaled: list[str] = field(default_factory=list)
+    """Numbers put on a signed log scale before clipping and standardising (``LOG_SKEW``)."""
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, categorical: tuple[str, ...], numeric: tuple[str, ...]) -> Preprocessor:
         vocab = {c: sorted(frame[c].dropna().astype(str).unique().tolist()) for c in categorical}
         values = frame[list(numeric)].astype("float64")
+        log_scaled = [c for c in numeric if abs(float(values[c].skew())) > LOG_SKEW]
+        values[log_scaled] = signed_log(values[log_scaled].to_numpy())
         means = values.mean().fillna(0.0)
         stds = values.std().fillna(1.0).replace(0.0, 1.0)
         lows, highs = values.min().fillna(0.0), values.max().fillna(0.0)
-        return cls(vocab, list(numeric), means.tolist(), stds.tolist(), lows.tolist(), highs.tolist())
+        return cls(vocab, list(numeric), means.tolist(), stds.tolist(), lows.tolist(), highs.tolist(), log_scaled)
 
     @property
     def cardinalities(self) -> list[int]:
@@ -73,6 +85,10 @@ class Preprocessor:
     def scale(self, raw: np.ndarray) -> np.ndarray:
         """Clip to the training range, standardise, zero the missing and append their flags."""
         missing = np.isnan(raw)
+        if self.log_scaled:
+            raw = raw.copy()
+            columns = [self.numeric.index(c) for c in self.log_scaled]
+            raw[:, columns] = signed_log(raw[:, columns])
         clipped = np.clip(raw, np.asarray(self.lows), np.asarray(self.highs))
         scaled = (clipped - np.asarray(self.means)) / np.asarray(self.stds)
         scaled[missing] = 0.0

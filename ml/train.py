@@ -15,10 +15,10 @@ from torch import nn
 
 from ml.evaluate import classification_metrics, labels
 from ml.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-from ml.model import ModelConfig, ModelUnit
+from ml.model import ModelConfig, ModelUnit, fit_temperature
 from ml.preprocess import Preprocessor
 
-VERSION = "1"
+VERSION = "2"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 
@@ -33,6 +33,10 @@ class TrainConfig:
     amp: bool = False
     """Mixed precision: float16 autocast with a GradScaler on CUDA, bfloat16 autocast on CPU."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    numeric_features: tuple[str, ...] = NUMERIC_FEATURES
+    """The numeric features the model takes (a subset for ablations); categorical ones are always in."""
+    calibrate: bool = True
+    """Fit a temperature on validation after training (``ml.model.fit_temperature``)."""
 
 
 @dataclass
@@ -125,7 +129,7 @@ def train_model(
     parallel = parallel or SingleProcess()
     set_seeds(config.seed)
     torch_device = torch.device(device)
-    pre = Preprocessor.fit(train, CATEGORICAL_FEATURES, NUMERIC_FEATURES)
+    pre = Preprocessor.fit(train, CATEGORICAL_FEATURES, tuple(config.numeric_features))
     unit = ModelUnit.create(pre, config.model)
     network = unit.network.to(torch_device)
     x_cat, x_num, y = _tensors(pre, train, torch_device)
@@ -181,4 +185,8 @@ def train_model(
     if best_state is not None:
         network.load_state_dict(best_state)
     network.eval()
+    if config.calibrate and len(v_y):
+        with torch.no_grad():
+            v_logits = network(v_cat.cpu(), v_num.cpu())
+        unit.temperature = fit_temperature(v_logits, v_y)
     return TrainResult(unit=unit, history=history, best_epoch=best_epoch, device=str(torch_device))

@@ -10,7 +10,7 @@ from pipelines.definitions import defs
 
 RAW_ASSETS = {"raw_flights", "raw_weather", "planes", "airports"}
 EXPECTED_ASSETS = RAW_ASSETS | {
-    "flight_features", "training_set", "delay_model", "champion_model", "bento", "bento_release",
+    "late_history", "flight_features", "training_set", "delay_model", "champion_model", "bento", "bento_release",
     "batch_predictions", "drift_report", "model_performance",
 }
 EXPECTED_CHECKS = {(a, "landing_contract") for a in RAW_ASSETS} | {
@@ -48,7 +48,8 @@ def test_snapshot_of_the_graph(graph):
 
 
 EXPECTED_READS = {
-    "flight_features": {"raw_flights", "raw_weather", "planes", "airports"},
+    "flight_features": {"raw_flights", "raw_weather", "planes", "airports", "late_history"},
+    "late_history": {"raw_flights", "late_history"},
     "training_set": {"flight_features", "raw_flights", "raw_weather"},
     "bento": {"champion_model", "training_set"},
     "batch_predictions": {"flight_features", "champion_model"},
@@ -73,7 +74,7 @@ def test_every_asset_has_group_kinds_and_description(graph):
 
 
 def test_daily_assets_run_ranges_in_one_step(graph):
-    for name in ("raw_flights", "raw_weather", "flight_features", "batch_predictions", "drift_report", "model_performance"):
+    for name in ("raw_flights", "raw_weather", "late_history", "flight_features", "batch_predictions", "drift_report", "model_performance"):
         node = graph.get(dg.AssetKey(name))
         assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
         assert node.partitions_def.get_num_partitions() == 365

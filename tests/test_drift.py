@@ -5,13 +5,17 @@ import pandas as pd
 import pytest
 
 from ml.contracts import AIRPORTS, FLIGHTS, PLANES, WEATHER
+from ml.day_so_far import DAY_SO_FAR_FEATURES, WEATHER_TREND_FEATURES
 from ml.drift import drift_report, reference_sample, scipy_drift
 from ml.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL, WEATHER_FEATURES, build_features
+from ml.history import HISTORY_FEATURES
 from ml.parsing import parse_frame
 from ml.reference_data import read_table
 
 #: Constant within a day, so a handful of days never matches a month of them.
-DAY_LEVEL_COLUMNS = {"day_of_week", "origin_day_departures", "carrier_day_departures", "origin_hour_departures"}
+DAY_LEVEL_COLUMNS = {"day_of_week", "origin_day_departures", "carrier_day_departures", "origin_hour_departures",
+                     *DAY_SO_FAR_FEATURES, *WEATHER_TREND_FEATURES, *HISTORY_FEATURES}
+"""The day so far (a storm's delays), the weather trend and the rolling history are states of the day too."""
 
 
 def _month(month: str) -> pd.DataFrame:
@@ -20,7 +24,13 @@ def _month(month: str) -> pd.DataFrame:
         rows = raw[raw.month == month] if "month" in raw else raw
         return parse_frame(rows.reset_index(drop=True), contract, table).frame
 
-    return build_features(typed("flights", FLIGHTS), typed("weather", WEATHER), typed("planes", PLANES), typed("airports", AIRPORTS))
+    from ml.history import history_states
+
+    flights = typed("flights", FLIGHTS)
+    by_day = dict(iter(flights.groupby(flights["year"].astype(str) + "-" + flights["month"].astype(str).str.zfill(2)
+                                       + "-" + flights["day"].astype(str).str.zfill(2), sort=True)))
+    return build_features(flights, typed("weather", WEATHER), typed("planes", PLANES), typed("airports", AIRPORTS),
+                          history_states(sorted(by_day), by_day))
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,13 @@ import pandas as pd
 import pytest
 
 from ml.contracts import AIRPORTS, FLIGHTS, PLANES, WEATHER
+from ml.day_so_far import (
+    CUTOFF_MARGIN_MINUTES,
+    DAY_SO_FAR_FEATURES,
+    REPORT_DELAY_MINUTES,
+    actual_minutes,
+    scheduled_minutes,
+)
 from ml.feature_checks import label_rate
 from ml.features import (
     FEATURE_COLUMNS,
@@ -49,20 +56,62 @@ def test_a_known_flight_gets_the_last_weather_report_before_departure(jan1):
     assert ua1545[LABEL] == 0  # arrived 11 minutes late: under 15
 
 
-def test_no_feature_is_known_only_after_departure(jan1):
+def _scrambled_after_cutoff(flights, weather, target, rng):
+    """Every fact known only after flight ``target``'s cutoff replaced by another value: its own departure
+    and arrival, other flights' departures from its cutoff on (moved later or cancelled), every arrival,
+    and the weather reports taken after the cutoff."""
+    cutoff = scheduled_minutes(flights)[target] - CUTOFF_MARGIN_MINUTES
+    actual = actual_minutes(flights)
+    after = ~(actual < cutoff)
+    after[target] = True
+    out = flights.copy()
+    n = int(after.sum())
+    later = (cutoff - scheduled_minutes(flights)[after]) + rng.integers(0, 300, n)
+    out.loc[after, "dep_delay"] = np.where(rng.random(n) < 0.2, np.nan, np.maximum(later, -20)).astype("float64")
+    out.loc[after, "dep_time"] = pd.array(rng.integers(1, 2400, n), dtype="Int16")
+    for column in ("arr_time", "arr_delay", "air_time"):
+        values = out[column].to_numpy(copy=True)
+        rng.shuffle(values)
+        out[column] = values
+    taken = (weather["time_hour"].astype("int64") // 60_000_000_000 + REPORT_DELAY_MINUTES).to_numpy()
+    scrambled_weather = weather.copy()
+    for column in WEATHER_FEATURES:
+        values = scrambled_weather[column].to_numpy(copy=True)
+        values[taken > cutoff] = rng.permutation(values)[taken > cutoff]
+        scrambled_weather[column] = values
+    return out, scrambled_weather
+
+
+def test_no_feature_moves_with_anything_known_only_after_the_cutoff(jan1):
+    """For flights across the day: scramble what is known only after its cutoff, add the next day: its features stay."""
     flights, weather, planes, airports = jan1
     assert not set(FEATURE_COLUMNS) & set(POST_DEPARTURE_COLUMNS)
+    jan2_flights, jan2_weather = _day("flights", FLIGHTS, "1", "2"), _day("weather", WEATHER, "1", "2")
     before = build_features(flights, weather, planes, airports)
     rng = np.random.default_rng(0)
-    scrambled = flights.copy()
-    for column in POST_DEPARTURE_COLUMNS:
-        values = scrambled[column].to_numpy(copy=True)
-        rng.shuffle(values)
-        scrambled[column] = values
-    after = build_features(scrambled, weather, planes, airports)
-    # nothing but the label may move when post-departure facts change
-    pd.testing.assert_frame_equal(before[list(FEATURE_COLUMNS)], after[list(FEATURE_COLUMNS)])
-    assert not before[LABEL].equals(after[LABEL])
+    targets = before.sort_values("time_hour").index[np.linspace(40, len(before) - 1, 16).astype(int)]
+    for target in targets:
+        scrambled, scrambled_weather = _scrambled_after_cutoff(flights, weather, target, rng)
+        later_days = jan2_flights.assign(dep_delay=rng.permutation(jan2_flights["dep_delay"].to_numpy()))
+        after = build_features(
+            pd.concat([scrambled, later_days], ignore_index=True),
+            pd.concat([scrambled_weather, jan2_weather], ignore_index=True), planes, airports,
+        )
+        pd.testing.assert_series_equal(
+            before.loc[target, list(FEATURE_COLUMNS)], after.loc[target, list(FEATURE_COLUMNS)], obj=f"flight {target}"
+        )
+
+
+def test_the_leakage_scramble_reaches_the_features_it_guards(jan1):
+    """The same scramble applied from an hour earlier than the cutoff does move features: the test above can fail."""
+    flights, weather, planes, airports = jan1
+    before = build_features(flights, weather, planes, airports)
+    target = before.index[(before.origin_recent_departures > 10) & (before.plane_legs_before > 0)][0]
+    shifted = flights.assign(minute=flights["minute"] - 60 * (flights.index == target))
+    scrambled, _ = _scrambled_after_cutoff(shifted, weather, target, np.random.default_rng(1))
+    after = build_features(scrambled.assign(minute=flights["minute"]), weather, planes, airports)
+    moved = [c for c in DAY_SO_FAR_FEATURES if not before.loc[target, c] == after.loc[target, c]]
+    assert {"origin_recent_departures", "origin_overdue"} <= set(moved)
 
 
 def test_label_and_cancelled_flights(jan1):

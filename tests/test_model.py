@@ -146,3 +146,36 @@ class _Payload:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def test_expected_calibration_error_on_known_bins():
+    from ml.evaluate import expected_calibration_error
+
+    # bin [0.2, 0.267): 4 flights at 0.25, 1 late → gap 0; bin [0.733, 0.8): 2 flights at 0.75, none late → gap 1.5
+    y = np.array([1, 0, 0, 0, 0, 0])
+    p = np.array([0.25, 0.25, 0.25, 0.25, 0.75, 0.75])
+    assert expected_calibration_error(y, p) == pytest.approx(1.5 / 6)
+    rng = np.random.default_rng(0)
+    p = rng.random(200_000)
+    assert expected_calibration_error((rng.random(200_000) < p).astype(int), p) < 0.01
+
+
+def test_temperature_is_fitted_saved_and_applied_by_every_scorer(trained, tmp_path):
+    """An overconfident net (logits ×3) gets T ≈ 3 back; the saved unit scores with it, frame and records alike."""
+    from ml.model import fit_temperature
+
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 1.5, 50_000)
+    y = (rng.random(50_000) < 1 / (1 + np.exp(-true_logits))).astype(np.float32)
+    assert fit_temperature(torch.tensor(3 * true_logits), torch.tensor(y)) == pytest.approx(3.0, rel=0.05)
+
+    result, parts = trained
+    assert result.unit.temperature > 0 and result.unit.temperature != 1.0
+    frame = parts[TEST].head(200).reset_index(drop=True)
+    loaded = ModelUnit.load(result.unit.save(tmp_path / "unit"))
+    assert loaded.temperature == result.unit.temperature
+    np.testing.assert_array_equal(loaded.predict_proba(frame), result.unit.predict_proba(frame))
+    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in frame.to_dict("records")]
+    assert np.array_equal(loaded.predict_records(records), loaded.predict_proba(frame))
+    loaded.temperature = 1.0
+    assert not np.array_equal(loaded.predict_proba(frame), result.unit.predict_proba(frame))
