@@ -1,4 +1,4 @@
-"""Feature drift between served traffic and the training data: Evidently's report, and scipy's figures.
+"""Feature drift between served traffic and the training data: Evidently's tests, run with scipy, and a report page.
 
 Evidently picks one test per column from the reference size and the number of distinct values
 (``_get_default_stattest`` in ``evidently.legacy.calculations.stattests.registry``): with more than
@@ -19,10 +19,11 @@ from html import escape
 import numpy as np
 import pandas as pd
 
+from ml.drift_html import distribution, render
 from ml.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL
 from ml.gates import DRIFT_COLUMN_THRESHOLD, DRIFT_COLUMNS
 
-VERSION = "1"
+VERSION = "2"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 _SMALL_REFERENCE = 1000
@@ -30,7 +31,7 @@ _SMALL_REFERENCE = 1000
 
 @dataclass
 class DriftResult:
-    """Per-column drift of current against reference, and Evidently's HTML report.
+    """Per-column drift of current against reference, and an HTML report (empty from ``scipy_drift``).
 
     ``drift_share`` is over ``evaluated_columns`` only: a report that evaluated nothing (empty
     current frame) has a share of 0.0, so a gate should also look at ``evaluated_columns``.
@@ -175,14 +176,15 @@ def _skipped_html(skipped: dict[str, str], rows_current: int) -> str:
     )
 
 
-def drift_report(
+def evidently_drift(
     current: pd.DataFrame,
     reference: pd.DataFrame,
     columns: Sequence[str] = FEATURE_COLUMNS,
     threshold: float | None = None,
 ) -> DriftResult:
-    """Evidently's DataDriftPreset over ``columns``, with per-column scores pulled out of the snapshot.
+    """Evidently's DataDriftPreset over ``columns``, with per-column scores pulled out of the snapshot, and its HTML.
 
+    The reference implementation ``scipy_drift`` is checked against; ~40× its cost (bench/drift_bench.py).
     ``threshold`` applies to every column's test; None keeps Evidently's default per test (0.1 for
     the distances, 0.05 for the p-values). Columns that cannot be compared (absent, empty, all null)
     are listed in ``skipped_columns`` rather than crashing the report; columns of ``current`` not
@@ -269,6 +271,28 @@ def _scipy_test(ref: pd.Series, cur: pd.Series, numeric: bool, threshold: float 
     return "z", p, p < alpha
 
 
+def _scipy_columns(current, reference, columns, threshold, with_html: bool) -> DriftResult:
+    cur, ref, categorical, numeric, skipped = _prepare(current, reference, columns)
+    if with_html and not len(cur.columns):
+        return _result(current, reference, [], {}, {}, [], skipped, _skipped_html(skipped, len(current)))
+    scores, tests, drifted, thresholds, distributions = {}, {}, [], {}, {}
+    for name in cur.columns:
+        ref_values, cur_values = ref[name].dropna(), cur[name].dropna()
+        test, score, is_drift = _scipy_test(ref_values, cur_values, name in numeric, threshold)
+        scores[name], tests[name] = score, test
+        if is_drift:
+            drifted.append(name)
+        if with_html:
+            p_value = test in {"ks", "chisquare", "z"}
+            thresholds[name] = threshold if threshold is not None else (0.05 if p_value else 0.1)
+            distributions[name] = distribution(ref_values, cur_values, name in numeric)
+    html = ""
+    if with_html:
+        html = render(scores=scores, tests=tests, drifted=drifted, thresholds=thresholds, skipped=skipped,
+                      distributions=distributions, rows_current=len(current), rows_reference=len(reference))
+    return _result(current, reference, list(cur.columns), scores, tests, drifted, skipped, html)
+
+
 def scipy_drift(
     current: pd.DataFrame,
     reference: pd.DataFrame,
@@ -277,17 +301,26 @@ def scipy_drift(
 ) -> DriftResult:
     """The tests Evidently would pick for each column, run with scipy alone; ``html`` is empty.
 
-    Same columns, skips, test choice, binning and thresholds as ``drift_report``, so the two should
-    agree column by column; the difference in cost is what Evidently's report adds.
+    Same columns, skips, test choice, binning and thresholds as ``evidently_drift``, so the two
+    agree column by column (tests/test_drift.py checks it).
     """
-    cur, ref, categorical, numeric, skipped = _prepare(current, reference, columns)
-    scores, tests, drifted = {}, {}, []
-    for name in cur.columns:
-        test, score, is_drift = _scipy_test(ref[name].dropna(), cur[name].dropna(), name in numeric, threshold)
-        scores[name], tests[name] = score, test
-        if is_drift:
-            drifted.append(name)
-    return _result(current, reference, list(cur.columns), scores, tests, drifted, skipped, "")
+    return _scipy_columns(current, reference, columns, threshold, with_html=False)
+
+
+def drift_report(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    columns: Sequence[str] = FEATURE_COLUMNS,
+    threshold: float | None = None,
+) -> DriftResult:
+    """``scipy_drift``'s figures and a self-contained HTML page of them (``ml/drift_html.py``).
+
+    ``threshold`` applies to every column's test; None keeps Evidently's default per test (0.1 for
+    the distances, 0.05 for the p-values). Columns that cannot be compared (absent, empty, all null)
+    are listed in ``skipped_columns``; columns of ``current`` not in ``columns`` (request ids,
+    scores) are ignored. Carrier, origin and dest are categorical, every other numeric-typed column numeric.
+    """
+    return _scipy_columns(current, reference, columns, threshold, with_html=True)
 
 
 GATE_COLUMNS = DRIFT_COLUMNS

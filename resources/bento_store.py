@@ -144,12 +144,15 @@ class BentoStore(dg.ConfigurableResource):
     def serve(self, bento_tag: str, log: Path, prediction_log_url: str | None = None) -> Iterator[ServedBento]:
         """Serve a built Bento on 127.0.0.1 (a real ``bentoml serve`` process) behind a fresh random token.
 
-        The server dies with this process; clients send ``ServedBento.headers``.
+        The server dies with this process; clients send ``ServedBento.headers``. One worker process
+        (``SERVICE_WORKERS=1``): a check or a demo has no load to spread, and each extra worker costs
+        seconds of CPU to start (torch, BentoML, the model), which ``make run`` pays on 2 cores.
         """
         port = free_port()
         token = secrets.token_urlsafe(32)
         url = f"http://127.0.0.1:{port}"
-        env = self.env(SERVICE_API_TOKEN=token,
+        # One worker: the parity check and the demo need no second process importing torch and the model.
+        env = self.env(SERVICE_API_TOKEN=token, SERVICE_WORKERS="1",
                        **({"PREDICTION_LOG_URL": prediction_log_url} if prediction_log_url else {}))
         for name in ("SERVICE_AUTH_DISABLED", "SERVICE_TLS_CERTFILE", "SERVICE_TLS_KEYFILE"):  # a loopback check, plain HTTP
             env.pop(name, None)

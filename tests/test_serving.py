@@ -116,6 +116,9 @@ def test_asgi_app_validates_and_authenticates(client, sample):
     ok = client.post("/predict", json={"flights": [record]}, headers=AUTH)
     assert ok.status_code == 200, ok.text
     assert set(ok.json()[0]) == {"request_id", "delay_probability", "model_version"}
+    assert ok.headers["content-type"] == "application/json"
+    answer = client.get("/docs.json", headers=AUTH).json()["paths"]["/predict"]["post"]["responses"]["200"]["content"]
+    assert answer["application/json"]["schema"]["type"] == "array", "the spec still documents list[Prediction]"
 
     assert client.post("/predict", json={"flights": [record]}).status_code == 401
     assert client.post("/predict", json={"flights": [record]}, headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -125,6 +128,16 @@ def test_asgi_app_validates_and_authenticates(client, sample):
         assert "Traceback" not in response.text and response.json(), name
     assert client.get("/readyz").status_code == 200
     assert client.get("/livez").status_code == 200  # probes need no token (/metrics: the served test)
+
+
+def test_answers_are_encoded_as_bentoml_would_write_them():
+    from serving.responses import predictions_json
+    from serving.schema import Prediction
+
+    predictions = [Prediction(request_id=f"id{i}", delay_probability=p, model_version="7")
+                   for i, p in enumerate([0.1, 1 / 3, 0.0, 1.0, 2.5e-7])]
+    assert json.loads(predictions_json(predictions)) == [p.model_dump(mode="json") for p in predictions]
+    assert predictions_json([]) == b"[]"
 
 
 @pytest.mark.slow
