@@ -1,4 +1,5 @@
-"""The loop's sensors on a real (ephemeral) instance: fire once per failed check, respect cooldown and running training."""
+"""The loop's sensors on a real (ephemeral) instance: fire once per failed check, respect cooldown and running training,
+retrain on drift only once new labelled days arrived, back off after rejections with one warning."""
 
 import json
 import uuid
@@ -25,6 +26,8 @@ def _drift_report_with(passed: bool):
 
 
 def _evaluate(sensor, instance, cursor=None, **resources):
+    if sensor is retrain_on_drift_sensor:
+        resources.setdefault("alerts", AlertWebhook())
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources or None)
     return sensor.evaluate_tick(context)
 
