@@ -289,6 +289,8 @@ def evaluate_and_register(
         "train_samples_per_s": round(samples_per_s),
         "device": trained.device,
         "data_fingerprint": fingerprint,
+        "verdict": verdict.outcome,
+        "verdict_reasons": "; ".join(verdict.reasons) or "none",
         **{k: v for k, v in launched.reported.items() if k.startswith("train_")},
         "train_processes": launched.processes,
         "feature_importance": _importance_table(importance[1], champion, champion_importance),
@@ -299,13 +301,15 @@ def evaluate_and_register(
             description=f"model {model_metrics['roc_auc']:.4f} vs baseline {baseline_metrics['roc_auc']:.4f} (tolerance {config.baseline_tolerance})",
             metadata={"model_roc_auc": model_metrics["roc_auc"], "baseline_roc_auc": baseline_metrics["roc_auc"]},
         ),
+        # WARN: a sound candidate that is not better is an outcome (champion_model keeps the champion), not a fault.
         dg.AssetCheckResult(
-            check_name=CHAMPION_CHECK, passed=verdict.beats_champion,
+            check_name=CHAMPION_CHECK, passed=verdict.beats_champion, severity=dg.AssetCheckSeverity.WARN,
             description=(
                 f"model {model_metrics['roc_auc']:.4f} vs champion v{champion} {champion_metrics['roc_auc']:.4f}"
+                f"{'' if verdict.beats_champion else ': not promoted, the champion stays'}"
                 if champion_metrics else "no champion yet"
             ),
-            metadata={"champion_version": champion or "none"},
+            metadata={"champion_version": champion or "none", "verdict": verdict.outcome},
         ),
         dg.AssetCheckResult(
             check_name=BEHAVIOUR_CHECK, passed=verdict.behaves,
@@ -356,8 +360,10 @@ def _upstream_fingerprint(context) -> str:
     check_specs=[
         dg.AssetCheckSpec(BASELINE_CHECK, asset="delay_model", blocking=True,
                           description="Test ROC AUC within the tolerance of the HistGradientBoosting baseline, or better."),
+        # Blocking at ERROR only: its verdict is WARN (not promoted is an outcome; champion_model acts on it).
         dg.AssetCheckSpec(CHAMPION_CHECK, asset="delay_model", blocking=True,
-                          description="Test ROC AUC not below the current champion's on the same test set."),
+                          description="Test ROC AUC not below the current champion's on the same test set; "
+                                      "failing (WARN) means not promoted, and the run still succeeds."),
         dg.AssetCheckSpec(BEHAVIOUR_CHECK, asset="delay_model", blocking=True,
                           description="Invariance to flight number, heavy rain does not lower delay, obvious cases."),
     ],
@@ -392,29 +398,60 @@ def delay_model(
         yield check
 
 
-@dg.asset(group_name="training", kinds={"mlflow"}, deps=[delay_model], pool="champion_promotion", code_version=code_version("ml.promotion", "ml.gates"), retry_policy=IO_RETRY)
+OUTCOME_TAG = "training/outcome"
+"""Run tag champion_model sets on a training run: PROMOTED or NOT_PROMOTED (the retraining sensor's history)."""
+WINDOW_LAST_DAY_TAG = "training/window_last_day"
+PROMOTED, NOT_PROMOTED = "promoted", "not_promoted"
+
+
+@dg.asset(group_name="training", kinds={"mlflow"}, deps=[delay_model], pool="champion_promotion",
+          code_version=code_version("ml.promotion", "ml.gates"), retry_policy=IO_RETRY, output_required=False)
 def champion_model(context: dg.AssetExecutionContext, registry: MlflowRegistry):
     """The registered version behind the `champion` alias: what serving loads.
 
     Promotes the `delay_model` version of this run (or the newest one, when run alone) once its
-    blocking checks passed, by compare-and-swap:
+    checks passed, by compare-and-swap:
     only if the champion is still the one the candidate was compared with, so two trainings cannot
     both win. The version records previous_version, promoted_by and the reason as tags.
+
+    A sound candidate that is not better than the champion (verdict ``keep_champion``) is a completed
+    evaluation: nothing is materialized (so no Bento is built downstream), an observation records
+    "not promoted" and why, and the run succeeds. Any other rejected candidate fails the run.
+    The outcome is tagged on the run (``training/outcome``) for the retraining sensor.
     """
+    from ml.promotion import KEEP_CHAMPION
+
     metadata = materialization_metadata(context, "delay_model")
     if metadata is None:
         raise dg.Failure("champion_model: delay_model has never been materialized", allow_retries=False)
     candidate = registry.candidate(str(metadata["model_version"].value))
+    window = materialization_metadata(context, "training_set") or {}
+    window_tag = {WINDOW_LAST_DAY_TAG: str(window["last_day"].value)} if "last_day" in window else {}
     if not candidate.passed:
-        raise dg.Failure(f"champion_model: v{candidate.version} did not pass its checks: {candidate.reason or None}",
-                         allow_retries=False)
+        verdict = metadata["verdict"].value if "verdict" in metadata else None
+        if verdict != KEEP_CHAMPION:
+            raise dg.Failure(f"champion_model: v{candidate.version} did not pass its checks: {candidate.reason or None}",
+                             allow_retries=False)
+        champion = registry.champion_version()
+        context.log.info(f"champion_model: v{candidate.version} not promoted ({candidate.reason}); "
+                         f"champion v{champion} stays")
+        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata={
+            "promoted": False,
+            "candidate_version": candidate.version,
+            "champion_version": champion or "none",
+            "reason": candidate.reason,
+            "mlflow_run": registry.run_link(candidate.run_id),
+        }))
+        context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: NOT_PROMOTED, **window_tag})
+        return
     expected = candidate.evaluated_against
     reason = (
         f"test ROC AUC {_auc(candidate.test_roc_auc)} vs baseline {_auc(candidate.baseline_roc_auc)}"
         f" and champion v{expected or 'none'} {_auc(candidate.champion_roc_auc)}"
     )
     previous = registry.promote(candidate, expected, promoted_by=f"dagster run {context.run_id}", reason=reason)
-    return dg.MaterializeResult(
+    context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: PROMOTED, **window_tag})
+    yield dg.MaterializeResult(
         metadata={
             "champion_version": candidate.version,
             "mlflow_run": registry.run_link(candidate.run_id),

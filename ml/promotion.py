@@ -8,8 +8,12 @@ from typing import Protocol
 
 from ml.gates import BASELINE_TOLERANCE, CHAMPION_TOLERANCE
 
-VERSION = "1"
+VERSION = "2"
 """Bump when the promotion decision changes (tests/test_module_versions.py)."""
+
+PROMOTE, KEEP_CHAMPION, REJECT = "promote", "keep_champion", "reject"
+"""A verdict's outcome: promote the candidate; keep the champion (a sound candidate, just not better:
+a completed evaluation, not a fault); reject (below the baseline or misbehaving: something is wrong)."""
 
 
 class Behaviour(Protocol):
@@ -30,6 +34,12 @@ class Verdict:
     @property
     def passed(self) -> bool:
         return self.beats_baseline and self.beats_champion and self.behaves
+
+    @property
+    def outcome(self) -> str:
+        if self.passed:
+            return PROMOTE
+        return KEEP_CHAMPION if self.beats_baseline and self.behaves else REJECT
 
 
 def judge(

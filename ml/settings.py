@@ -510,3 +510,24 @@ def explain_concurrency() -> int:
     explanations from starving ``/predict`` of the worker's CPU.
     """
     return max(1, int(os.environ.get("EXPLAIN_CONCURRENCY", "1")))
+
+
+# retraining policy (ml/retraining_policy.py, docs/retraining-policy.md)
+def retrain_drift_min_new_days() -> int:
+    """``RETRAIN_DRIFT_MIN_NEW_DAYS``: labelled days since the last training window before drift alone retrains (default 7)."""
+    return int(os.environ.get("RETRAIN_DRIFT_MIN_NEW_DAYS") or 7)
+
+
+def retrain_performance_min_new_days() -> int:
+    """``RETRAIN_PERFORMANCE_MIN_NEW_DAYS``: labelled days since the last window before a failed performance check retrains (default 1)."""
+    return int(os.environ.get("RETRAIN_PERFORMANCE_MIN_NEW_DAYS") or 1)
+
+
+def retrain_backoff_max_days() -> int:
+    """``RETRAIN_BACKOFF_MAX_DAYS``: the most new labelled days the rejection backoff ever waits for (default 56)."""
+    return int(os.environ.get("RETRAIN_BACKOFF_MAX_DAYS") or 56)
+
+
+def retrain_warn_after_rejections() -> int:
+    """``RETRAIN_WARN_AFTER_REJECTIONS``: consecutive candidates not promoted before the one backoff warning (default 2)."""
+    return int(os.environ.get("RETRAIN_WARN_AFTER_REJECTIONS") or 2)

@@ -7,7 +7,9 @@
    the day's monitoring run is submitted (the daily schedule's part, in replayed time) →
    a failed drift or performance check → retrain_on_drift_sensor → training_job → new champion
    and Bento → the service is redeployed on it.
-4. A timeline: day, drift share, realised AUC, runs the daemon launched, champion and Bento.
+4. A timeline: day, drift share, realised AUC, runs the daemon launched, champion and Bento; then the
+   loop's counts (docs/retraining-policy.md): retrainings attempted, promotions, failed runs, alerts sent.
+   Unless ``ALERT_WEBHOOK_URL`` is set, the demo receives the alerts itself (a local webhook) to count them.
 
 Everything stays under ``--data-dir`` (default ``data/demo``): its lake, MLflow, BentoML home and
 Dagster instance. ``--fresh`` starts over.
@@ -82,6 +84,84 @@ def served_bento(bento_tag: str, log: Path):
 
     with resources_from_env()["bentos"].serve(bento_tag, log) as served:
         yield served
+
+
+@contextlib.contextmanager
+def alert_sink():
+    """A local webhook for ``ALERT_WEBHOOK_URL`` (set before ``dagster dev`` starts); yield the payloads it received.
+
+    Nothing when the variable is set already: the alerts go where the operator said, uncounted (None).
+    """
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    if os.environ.get("ALERT_WEBHOOK_URL"):
+        yield None
+        return
+    received: list[dict] = []
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with contextlib.suppress(ValueError):
+                received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    os.environ["ALERT_WEBHOOK_URL"] = f"http://127.0.0.1:{server.server_address[1]}/demo-alerts"
+    try:
+        yield received
+    finally:
+        os.environ.pop("ALERT_WEBHOOK_URL", None)
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class LoopCounts:
+    """What the retraining loop did over the replayed days (runs created after ``since``)."""
+
+    retrains_attempted: int
+    promotions: int
+    not_promoted: int
+    failed_runs: int
+    alerts: dict[str, int] | None
+    """Alerts received by severity (``error``: a failed run; ``warning``: the retraining backoff); None: not counted."""
+
+    def render(self) -> str:
+        alerts = ("not counted (ALERT_WEBHOOK_URL is yours)" if self.alerts is None else
+                  f"{sum(self.alerts.values())} ({', '.join(f'{k} {v}' for k, v in sorted(self.alerts.items())) or 'none'})")
+        return (f"retrains attempted {self.retrains_attempted}, promotions {self.promotions}, "
+                f"not promoted {self.not_promoted}, failed runs {self.failed_runs}, alerts sent {alerts}")
+
+
+def loop_counts(instance, since: float, alerts: list[dict] | None) -> LoopCounts:
+    """Count from the instance: training runs, promotions (champion_model materializations), failures."""
+    import dagster as dg
+
+    records = [r for r in instance.get_run_records() if r.create_timestamp.timestamp() >= since]
+    training = [r for r in records if r.dagster_run.job_name == "training_job"]
+    promotions = sum(
+        1 for r in training
+        for e in instance.get_records_for_run(r.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        if e.asset_key == dg.AssetKey("champion_model")
+    )
+    not_promoted = sum(1 for r in training if r.dagster_run.tags.get("training/outcome") == "not_promoted")
+    failed = sum(1 for r in records if r.dagster_run.status == dg.DagsterRunStatus.FAILURE)
+    by_severity: dict[str, int] | None = None
+    if alerts is not None:
+        by_severity = {}
+        for alert in alerts:
+            severity = str(alert.get("severity", "error"))
+            by_severity[severity] = by_severity.get(severity, 0) + 1
+    return LoopCounts(len(training), promotions, not_promoted, failed, by_severity)
 
 
 def wait_for(predicate, timeout_s: float, what: str, every_s: float = 1.0):
@@ -261,12 +341,16 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(exist_ok=True)
     print(f"replaying {len(days)} day(s) from {days[0]} with the daemon running (logs in {logs})")
     instance = instance_from_env()
-    with dagster_dev(logs / "dagster-dev.log") as client:
+    since = time.time()
+    with alert_sink() as alerts, dagster_dev(logs / "dagster-dev.log") as client:
         timeline = replay_days(days, client, instance, lake_storage_from_env(), mlflow_registry_from_env(), logs,
                                settle_s=12)
+        time.sleep(12)  # one more sensor tick: a backoff warning or failure alert of the last day is sent
+        counts = loop_counts(instance, since, alerts)
     print("\ntimeline")
     for line in timeline:
         print(line.render())
+    print(f"\nthe loop over {len(days)} day(s): {counts.render()}")
     return 0
 
 

@@ -6,6 +6,9 @@ from ml.redaction import redact
 from resources.alerts import AlertWebhook
 from sensors.runs import RETRY_NUMBER_TAG, WILL_RETRY_TAG
 
+FAILURE_SEVERITY = "error"
+"""A run that failed for good; the retraining backoff's one warning is ``warning`` (sensors/retraining.py)."""
+
 
 @dg.run_failure_sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -16,7 +19,8 @@ def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhook)
 
     With run retries on, a failed run the daemon will re-execute is tagged ``dagster/will_retry=true``:
     it is not alerted; its last retry is (and says which retry it was). The message is redacted: an
-    error's text can carry a URL with credentials.
+    error's text can carry a URL with credentials. A candidate the champion gate did not promote
+    is not a failure (the training run succeeds), so it never reaches this sensor.
     """
     run = context.dagster_run
     if run.tags.get(WILL_RETRY_TAG) == "true":
@@ -30,6 +34,6 @@ def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhook)
         f"{context.failure_event.message or 'see the run log'}"
     )
     context.log.error(message)
-    problem = alerts.post({"text": message, "run_id": run.run_id, "job": run.job_name})
+    problem = alerts.post({"text": message, "severity": FAILURE_SEVERITY, "run_id": run.run_id, "job": run.job_name})
     if problem:
         context.log.error(problem)

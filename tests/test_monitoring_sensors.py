@@ -1,4 +1,5 @@
-"""The loop's sensors on a real (ephemeral) instance: fire once per failed check, respect cooldown and running training."""
+"""The loop's sensors on a real (ephemeral) instance: fire once per failed check, respect cooldown and running training,
+retrain on drift only once new labelled days arrived, back off after rejections with one warning."""
 
 import json
 import uuid
@@ -25,6 +26,8 @@ def _drift_report_with(passed: bool):
 
 
 def _evaluate(sensor, instance, cursor=None, **resources):
+    if sensor is retrain_on_drift_sensor:
+        resources.setdefault("alerts", AlertWebhook())
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources or None)
     return sensor.evaluate_tick(context)
 
@@ -168,3 +171,116 @@ def test_run_failure_alert_posts_to_the_webhook(instance, monkeypatch):
         run_failure_alert(context, alerts=AlertWebhook(url=url))
     (alert,) = [json.loads(body) for body in received]
     assert alert["run_id"] == result.run_id and "failed" in alert["text"]
+
+
+def _features_of(instance, *days):
+    """Stand-in flight_features partitions: the sensor counts labelled days by materialized partitions."""
+    from assets.partitions import daily_partitions
+
+    @dg.asset(name="flight_features", partitions_def=daily_partitions)
+    def stand_in():
+        return dg.MaterializeResult()
+
+    for day in days:
+        assert dg.materialize([stand_in], instance=instance, partition_key=day).success
+
+
+def _trained(instance, window_last_day: str, outcome: str):
+    """A finished training run with its outcome tag, after a training_set window ending ``window_last_day``."""
+    from assets.training import OUTCOME_TAG
+
+    @dg.asset(name="training_set")
+    def stand_in():
+        return dg.MaterializeResult(metadata={"last_day": window_last_day})
+
+    dg.materialize([stand_in], instance=instance)
+    return _add_training_run(instance, dg.DagsterRunStatus.SUCCESS, tags={OUTCOME_TAG: outcome})
+
+
+def _performance_report_with(passed: bool):
+    @dg.asset(name="model_performance", check_specs=[dg.AssetCheckSpec("performance_check", asset="model_performance")])
+    def stand_in():
+        yield dg.MaterializeResult()
+        yield dg.AssetCheckResult(check_name="performance_check", passed=passed, description="AUC 0.55 vs 0.70")
+
+    return stand_in
+
+
+def test_repeated_drift_without_new_labelled_days_does_not_retrain(instance, monkeypatch):
+    from assets.training import PROMOTED
+
+    monkeypatch.setenv("RETRAIN_COOLDOWN_S", "0")
+    monkeypatch.setenv("RETRAIN_DRIFT_MIN_NEW_DAYS", "3")
+    _features_of(instance, "2013-03-30", "2013-03-31")
+    _trained(instance, "2013-03-31", PROMOTED)
+    cursor = _evaluate(retrain_on_drift_sensor, instance).cursor
+
+    skipped = []
+    for new_day in ("2013-06-20", "2013-06-21", None, None):  # two new days, then drift again and again without data
+        if new_day:
+            _features_of(instance, new_day)
+        dg.materialize([_drift_report_with(False)], instance=instance, raise_on_error=False)
+        result = _evaluate(retrain_on_drift_sensor, instance, cursor)
+        assert not result.run_requests
+        skipped.append(result.skip_message)
+        cursor = result.cursor
+    assert all("drift seen, retraining cannot help yet" in m for m in skipped)
+    assert ["1 of 3" in skipped[0], "2 of 3" in skipped[1], "2 of 3" in skipped[2], "2 of 3" in skipped[3]] == [True] * 4
+    assert len(instance.get_run_records(dg.RunsFilter(job_name="training_job"))) == 1
+
+    _features_of(instance, "2013-06-22")
+    dg.materialize([_drift_report_with(False)], instance=instance, raise_on_error=False)
+    (request,) = _evaluate(retrain_on_drift_sensor, instance, cursor).run_requests
+    assert request.tags["retrain/trigger"] == "drift_report:drift_check"
+    assert (request.tags["retrain/new_labelled_days"], request.tags["retrain/required_new_days"]) == ("3", "3")
+    assert "3 labelled day(s) since the last window ended 2013-03-31" in request.tags["retrain/policy"]
+
+
+def test_a_failed_performance_check_retrains_on_one_new_labelled_day(instance, monkeypatch):
+    from assets.training import PROMOTED
+
+    monkeypatch.setenv("RETRAIN_COOLDOWN_S", "0")
+    _trained(instance, "2013-03-31", PROMOTED)
+    cursor = _evaluate(retrain_on_drift_sensor, instance).cursor
+    _features_of(instance, "2013-06-20")
+    dg.materialize([_drift_report_with(False)], instance=instance, raise_on_error=False)
+    dg.materialize([_performance_report_with(False)], instance=instance, raise_on_error=False)
+    (request,) = _evaluate(retrain_on_drift_sensor, instance, cursor).run_requests
+    assert request.tags["retrain/trigger"] == "model_performance:performance_check", "realised performance first"
+    assert request.tags["retrain/failed_evaluations"] == "2"
+
+
+def test_rejections_back_off_and_raise_one_warning_per_streak(instance, monkeypatch):
+    from assets.training import NOT_PROMOTED, PROMOTED
+
+    monkeypatch.setenv("RETRAIN_COOLDOWN_S", "0")
+    monkeypatch.setenv("RETRAIN_DRIFT_MIN_NEW_DAYS", "2")
+    _trained(instance, "2013-06-01", PROMOTED)
+    _trained(instance, "2013-06-05", NOT_PROMOTED)
+    cursor = None
+    with webhook_receiver() as (url, received):
+        alerts = AlertWebhook(url=url)
+        cursor = _evaluate(retrain_on_drift_sensor, instance, cursor, alerts=alerts).cursor
+        assert received == [], "one rejection is the gate working"
+
+        _trained(instance, "2013-06-07", NOT_PROMOTED)
+        for _ in range(3):
+            cursor = _evaluate(retrain_on_drift_sensor, instance, cursor, alerts=alerts).cursor
+        _trained(instance, "2013-06-09", NOT_PROMOTED)  # the streak goes on: still the one warning
+        _features_of(instance, *(f"2013-06-{d:02d}" for d in range(10, 20)))
+        dg.materialize([_drift_report_with(False)], instance=instance, raise_on_error=False)
+        held = _evaluate(retrain_on_drift_sensor, instance, cursor, alerts=alerts)
+        cursor = held.cursor
+        (warning,) = [json.loads(body) for body in received]
+        assert not held.run_requests and "10 of 16 labelled day(s)" in held.skip_message  # 2 × 2³
+        assert "backed off after 3 candidate(s) not promoted" in held.skip_message
+
+        _trained(instance, "2013-06-19", PROMOTED)
+        _trained(instance, "2013-06-25", NOT_PROMOTED)
+        _trained(instance, "2013-06-27", NOT_PROMOTED)
+        _evaluate(retrain_on_drift_sensor, instance, cursor, alerts=alerts)
+        second = [json.loads(body) for body in received][1:]
+
+    assert warning["severity"] == "warning" and warning["kind"] == "retraining_backoff" and warning["rejections"] == 2
+    assert "the last 2 candidate(s) were not promoted" in warning["text"]
+    assert len(second) == 1 and second[0]["severity"] == "warning", "a new streak after a promotion warns again"

@@ -1,7 +1,7 @@
 """The promotion decision (ml/promotion.py): metrics and behavioural results in, a verdict with reasons out."""
 
 from ml.evaluate import BehaviouralResult
-from ml.promotion import judge
+from ml.promotion import KEEP_CHAMPION, PROMOTE, REJECT, judge
 
 OK = BehaviouralResult("invariance", True, "max change 0.0")
 BAD = BehaviouralResult("directional", False, "rain lowered delay for 12% of flights")
@@ -28,3 +28,10 @@ def test_tolerances_are_the_gates_and_can_be_overridden():
     assert judge(0.71, 0.70, 0.7101, [OK], champion_tolerance=0.001).passed
     assert not judge(0.70, 0.75, None, [], baseline_tolerance=0.01).beats_baseline
     assert judge(0.70, 0.75, None, [], baseline_tolerance=0.1).passed
+
+
+def test_outcome_tells_a_sound_candidate_that_is_not_better_from_a_faulty_one():
+    assert judge(0.72, 0.70, 0.71, [OK]).outcome == PROMOTE
+    assert judge(0.70, 0.70, 0.71, [OK], champion_version="3").outcome == KEEP_CHAMPION
+    assert judge(0.60, 0.70, 0.71, [OK]).outcome == REJECT, "below the baseline is a fault, champion or not"
+    assert judge(0.72, 0.70, 0.71, [BAD]).outcome == REJECT
