@@ -13,6 +13,8 @@ import resources
 import sensors
 from pipelines import jobs, schedules
 from pipelines.executors import executor_from_settings
+from pipelines.structured_logging import json_console_logger
+from resources.audit import AuditTrail
 
 
 def build_definitions() -> dg.Definitions:
@@ -23,6 +25,7 @@ def build_definitions() -> dg.Definitions:
         dg.load_definitions_from_modules([jobs, schedules]),
         resources.build_defs(),
         dg.Definitions(executor=executor_from_settings()),
+        dg.Definitions(resources={"audit_trail": AuditTrail.from_settings()}, loggers={"console": json_console_logger}),
     )
 
 
