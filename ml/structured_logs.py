@@ -54,7 +54,8 @@ class StructuredFormatter(JsonFormatter):
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         meta = getattr(record, _DAGSTER_META, None)
         super().add_fields(log_data, record, message_dict)
-        for internal in (_DAGSTER_META, _DAGSTER_EVENT, "dagster_event_batch_metadata", "color_message"):
+        for internal in (_DAGSTER_META, _DAGSTER_EVENT, "dagster_event_batch_metadata", "color_message",
+                         "levelname_bracketed", "trace_msg"):  # Dagster's and BentoML's formatting aids
             log_data.pop(internal, None)
         if isinstance(meta, Mapping):
             log_data.update(_dagster_fields(meta))
@@ -62,7 +63,9 @@ class StructuredFormatter(JsonFormatter):
                 log_data["message"] = meta["orig_message"]
         request_id = REQUEST_ID.get()
         if request_id is not None:
-            log_data.setdefault("request_id", request_id)
+            log_data["request_id"] = request_id  # BentoML's own field is its trace's id, None untraced
+        elif log_data.get("request_id") is None:
+            log_data.pop("request_id", None)
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         for key in ("message", "exc_info", "stack_info"):
