@@ -77,7 +77,8 @@ def describe(r: dict, version: str) -> tuple[str, str]:
             return label, f"champion v{version} → v{r.get('to_version')}: {r.get('reason')}"
         label = {audit.MODEL_PROMOTED: "promoted", audit.MODEL_ROLLED_BACK: "restored by rollback",
                  audit.CHAMPION_MOVED: "made champion outside Dagster"}[kind]
-        return label, f"over v{r.get('from_version') or 'none'}: {r.get('reason')}"
+        over = f"over v{r['from_version']}" if r.get("from_version") else "first champion"
+        return label, f"{over}: {r.get('reason')}"
     if kind == audit.BENTO_DEPLOYED:
         return "deployed", f"Bento {r.get('bento_tag')} (BentoML model {r.get('bentoml_model')})"
     if kind == audit.BENTO_EXPORTED:
