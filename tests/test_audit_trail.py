@@ -25,9 +25,9 @@ FAST_TRAINING = {"ops": {"delay_model": {"config": {"epochs": 4, "patience": 2}}
 
 
 def _tick(instance, registry, cursor=None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                      resources={"audit_trail": AuditTrail.from_settings(), "registry": registry})
-    result = audit_trail_sensor.evaluate_tick(context)
+    with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                 resources={"audit_trail": AuditTrail.from_settings(), "registry": registry}) as context:
+        result = audit_trail_sensor.evaluate_tick(context)
     assert "audit records written" in (result.skip_message or ""), result.skip_message
     return result.cursor
 
