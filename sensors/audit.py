@@ -134,8 +134,11 @@ def instigator_changes(instance: dg.DagsterInstance, cursor: AuditCursor) -> lis
     """Records for sensors and schedules whose stored state changed since the last tick.
 
     The first tick only learns the states. A state that appears as ``DECLARED_IN_CODE`` is Dagster
-    taking note of a default, not a person's change, and is not recorded.
+    taking note of a default, not a person's change, and is not recorded. An instance without
+    schedule storage (an ephemeral one) has no states to watch.
     """
+    if instance.schedule_storage is None:
+        return []
     now = {f"{s.instigator_type.value.lower()}:{s.name}": s.status.value for s in instance.all_instigator_state()}
     known, cursor.instigators = cursor.instigators, now
     if known is None:

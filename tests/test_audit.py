@@ -122,3 +122,56 @@ def test_trail_resource_writes_through_the_lake_storage(tmp_path):
     assert (tmp_path / "trail" / key).is_file()
     assert not list((tmp_path / "trail").rglob(".*"))  # no temporaries left beside it
     assert trail.expire() == []
+
+
+def _registered(registry, count: int) -> list[str]:
+    client = registry.client()
+    client.create_registered_model(registry.model_name)
+    return [str(client.create_model_version(registry.model_name, source=f"file:///m/{i}").version) for i in range(count)]
+
+
+def test_sensor_tells_promotions_from_rollbacks_and_moves_by_hand(mlflow_registry, tmp_path):
+    """Stand-ins with the real asset key (the sensor reads materializations by key) and a real registry."""
+    import dagster as dg
+
+    from sensors.audit import audit_trail_sensor
+
+    v1, v2, v3 = _registered(mlflow_registry, 3)
+    trail = AuditTrail(storage=LakeStorage(url=str(tmp_path / "trail")))
+
+    def tick(instance, cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                     resources={"audit_trail": trail, "registry": mlflow_registry}) as context:
+            return audit_trail_sensor.evaluate_tick(context).cursor
+
+    def set_champion(version, by, why):
+        client = mlflow_registry.client()
+        client.set_registered_model_alias(mlflow_registry.model_name, "champion", version)
+        client.set_model_version_tag(mlflow_registry.model_name, version, "promoted_by", by)
+        client.set_model_version_tag(mlflow_registry.model_name, version, "promotion_reason", why)
+
+    @dg.asset(name="champion_model")
+    def promoted_v1():
+        return dg.MaterializeResult(metadata={"champion_version": v1, "previous_version": "none", "reason": "beats baseline"})
+
+    with dg.instance_for_test() as instance:
+        cursor = tick(instance, None)
+        set_champion(v1, "dagster run 1234", "beats baseline")
+        cursor = tick(instance, cursor)  # the run's materialization is not in the event log yet: wait for it
+        assert trail.records() == []
+        run = dg.materialize([promoted_v1], instance=instance)
+        cursor = tick(instance, cursor)
+        set_champion(v2, "bob", "hotfix model")
+        cursor = tick(instance, cursor)
+        set_champion(v1, "rollback by carol", "v2 misbehaves")
+        cursor = tick(instance, cursor)
+        assert tick(instance, cursor) == cursor
+    records = trail.records()
+    summary = [(r["event"], r["from_version"], r["to_version"], r["actor"], r["reason"]) for r in records]
+    assert summary == [
+        (audit.MODEL_PROMOTED, None, v1, f"dagster run {run.run_id}", "beats baseline"),
+        (audit.CHAMPION_MOVED, v1, v2, "bob", "hotfix model"),
+        (audit.MODEL_ROLLED_BACK, v2, v1, "rollback by carol", "v2 misbehaves"),
+    ]
+    assert records[0]["id"].startswith("dagster-event-")  # stable: a re-read event is kept once
+    assert v3 not in {r["to_version"] for r in records}
