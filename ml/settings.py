@@ -531,3 +531,38 @@ def retrain_backoff_max_days() -> int:
 def retrain_warn_after_rejections() -> int:
     """``RETRAIN_WARN_AFTER_REJECTIONS``: consecutive candidates not promoted before the one backoff warning (default 2)."""
     return int(os.environ.get("RETRAIN_WARN_AFTER_REJECTIONS") or 2)
+
+
+# audit log, structured logs and error reporting
+def audit_url() -> str:
+    """``AUDIT_URL``: where the append-only audit log lives (``s3://bucket/prefix`` or a folder); ``audit/`` in the lake by default.
+
+    On S3 it is reached with the lake's settings (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``LAKE_SSE``, ``LAKE_SSE_KMS_KEY_ID``).
+    """
+    return os.environ.get("AUDIT_URL") or f"{lake_url().rstrip('/')}/audit"
+
+
+def audit_retention_days() -> int:
+    """``AUDIT_RETENTION_DAYS``: audit files older than this many days are deleted whole (default 400)."""
+    days = int(os.environ.get("AUDIT_RETENTION_DAYS") or 400)
+    if days < 1:
+        raise ValueError(f"AUDIT_RETENTION_DAYS={days}: keep the audit log at least one day")
+    return days
+
+
+def log_format() -> str:
+    """``LOG_FORMAT``: ``json`` (one event per line, the default) or ``text`` for people at a terminal."""
+    value = (os.environ.get("LOG_FORMAT") or "json").lower()
+    if value not in {"json", "text"}:
+        raise ValueError(f"LOG_FORMAT={value!r}: use json or text")
+    return value
+
+
+def sentry_dsn() -> str | None:
+    """``SENTRY_DSN``: report errors to Sentry (a secret: it carries the project key); unset, nothing is sent."""
+    return os.environ.get("SENTRY_DSN") or None
+
+
+def sentry_environment() -> str | None:
+    """``SENTRY_ENVIRONMENT``: the environment errors are filed under (``production``, ``staging``)."""
+    return os.environ.get("SENTRY_ENVIRONMENT") or None

@@ -11,8 +11,10 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 import assets
 import resources
 import sensors
+from ml import structured_logs
 from pipelines import jobs, schedules
 from pipelines.executors import executor_from_settings
+from resources.audit import AuditTrail
 
 
 def build_definitions() -> dg.Definitions:
@@ -23,7 +25,9 @@ def build_definitions() -> dg.Definitions:
         dg.load_definitions_from_modules([jobs, schedules]),
         resources.build_defs(),
         dg.Definitions(executor=executor_from_settings()),
+        dg.Definitions(resources={"audit_trail": AuditTrail.from_settings()}),
     )
 
 
+structured_logs.init_sentry("pipeline")  # only with SENTRY_DSN: code servers and run workers report errors
 defs = build_definitions()

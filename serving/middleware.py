@@ -1,4 +1,4 @@
-"""ASGI middleware for the service: bearer-token auth, load shedding and a request body size limit.
+"""ASGI middleware for the service: request ids, bearer-token auth, load shedding and a request body size limit.
 
 Plain ASGI (no framework) so they wrap BentoML's app as-is and cost one dict lookup per request.
 ``serving.service`` adds them outermost first: auth (an unauthenticated caller gets a 401 before any
@@ -7,14 +7,21 @@ of its body is read), then load shedding (a 503 before the body is read), then t
 
 from __future__ import annotations
 
+import contextvars
 import hmac
 import json
 import logging
 import os
+import re
+import time
+import uuid
 
+from ml.audit import token_id
+from ml.structured_logs import REQUEST_ID
 from serving.batching import ARRIVAL
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("bentoml.flight_delay.access")
 
 PROBE_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
 """Probes answer without a token: they carry nothing and the platform must reach them."""
@@ -74,6 +81,61 @@ async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, b
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="anonymous")
+"""The caller's token id (``ml.audit.token_id``: a short hash, never the token), set by ``RequestContext``."""
+_REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+
+
+class RequestContext:
+    """Give every request an id and name its caller: ``X-Request-ID`` if the client sent a sane one,
+    else a new one; echoed in the response's ``X-Request-ID`` and set for logs (``REQUEST_ID``) and
+    the audit log (``CALLER``, the token id of the ``Authorization`` header). Outermost, so even a 401
+    carries the id.
+
+    With ``access_log`` (``SERVICE_ACCESS_LOG=true``) it logs one line per request (method, path,
+    status, duration, caller, request id): BentoML's own access log runs outside this middleware and
+    cannot know the id.
+    """
+
+    def __init__(self, app, access_log: bool | None = None):
+        from ml import settings
+
+        self.app = app
+        self.access_log = settings.service_access_log() if access_log is None else access_log
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        given = headers.get(_REQUEST_ID_HEADER, b"")
+        request_id = given.decode() if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        bearer = authorization[len("Bearer "):] if authorization.startswith("Bearer ") else None
+        request_token = REQUEST_ID.set(request_id)
+        caller_token = CALLER.set(token_id(bearer))
+        echoed = (_REQUEST_ID_HEADER, request_id.encode())
+        started, status = time.perf_counter(), None
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                kept = [h for h in message.get("headers", []) if h[0].lower() != _REQUEST_ID_HEADER]
+                message = {**message, "headers": [*kept, echoed]}
+            await send(message)
+
+        try:
+            return await self.app(scope, receive, send_with_id)
+        finally:
+            if self.access_log:
+                access_logger.info("%s %s %s", scope["method"], scope["path"], status, extra={
+                    "method": scope["method"], "path": scope["path"], "status": status, "caller": CALLER.get(),
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+            REQUEST_ID.reset(request_token)
+            CALLER.reset(caller_token)
 
 
 class BearerTokenAuth:

@@ -21,12 +21,13 @@ import bentoml
 import numpy as np
 from bentoml.validators import ContentType
 
-from ml import settings
+from ml import audit, settings, structured_logs
 from ml.model import ModelUnit, UnitIntegrityError
 from serving.batching import MicroBatcher, Overloaded
 from serving.explain import ExplainRequest, ExplainSlots, FlightExplanation, to_response
 from serving.metrics import BATCH_SIZE, RequestMetrics
-from serving.middleware import AuthConfigError, BearerTokenAuth, BodySizeLimit, LoadShedding, auth_token
+from serving.middleware import (CALLER, AuthConfigError, BearerTokenAuth, BodySizeLimit, LoadShedding, RequestContext,
+                                auth_token)
 from serving.prediction_log import SCORE, PredictionLog
 from serving.responses import predictions_response
 from serving.schema import Flights, Prediction, PredictRequest
@@ -91,7 +92,8 @@ def load_verified_unit(stored) -> ModelUnit:
     # peaks near 800 req/s even in process (bench/serve_profile.py), two served 1,000-1,100 req/s over
     # HTTP at 64 clients (bench/serve_load.py); ~0.4 GB RSS each
     workers=settings.service_workers(),
-    logging={"access": {"enabled": settings.service_access_log()}},
+    # SERVICE_ACCESS_LOG: serving.middleware.RequestContext logs each request with its id instead
+    logging={"access": {"enabled": False}},
     metrics={"enabled": True},
     ssl=settings.service_ssl_config(),  # HTTPS only when SERVICE_TLS_CERTFILE is set (docs/tls.md)
     # BentoML's OpenTelemetry middleware builds spans for every request even at its default sample
@@ -105,6 +107,9 @@ class FlightDelay:
     def __init__(self) -> None:
         import torch
 
+        if bentoml.server_context.worker_index is not None:  # a served worker, BentoML's logging set up
+            structured_logs.configure(("", "bentoml"))
+            structured_logs.init_sentry("service")
         try:
             auth_token()
             stored = self.model  # the descriptor resolves the stored model
@@ -121,6 +126,7 @@ class FlightDelay:
             logger.warning("prediction log: none of PREDICTION_LOG_URL, LAKE_URL, DATA_DIR is set; writing under %s",
                            settings.prediction_log_url())
         self.prediction_log = PredictionLog(settings.prediction_log_url(), on_drop=LOG_DROPPED_ROWS.inc)
+        self.audit_log = audit.BufferedAuditLog(audit.open_audit_log())
         BATCHER.start(self.score)
         # Everything loaded so far lives as long as the worker: keep it out of the collector's scans
         # (full collections paused 150–230 ms before, bench/serve_profile.py; the p99 tail).
@@ -132,6 +138,7 @@ class FlightDelay:
     @bentoml.on_shutdown
     def close_prediction_log(self) -> None:
         self.prediction_log.close()
+        self.audit_log.close()
 
     @bentoml.api(route="/predict", input_spec=PredictRequest)
     async def predict(self, flights: Flights) -> Annotated[list[Prediction], ContentType("application/json")]:
@@ -143,11 +150,17 @@ class FlightDelay:
         from starlette.responses import JSONResponse
 
         try:
-            return predictions_response(await BATCHER.submit(flights))  # serving/responses.py: why not BentoML's
+            predictions = await BATCHER.submit(flights)
         except Overloaded as error:
             SHED_REQUESTS.labels(reason=error.reason).inc()
             return JSONResponse({"error": f"overloaded: {error}; retry shortly"}, status_code=503,
                                 headers={"Retry-After": "1"})
+        self.audit_log.add(audit.record(
+            audit.BATCH_SERVED, actor=f"caller {CALLER.get()}", token_id=CALLER.get(),
+            request_id=structured_logs.REQUEST_ID.get(), prediction_ids=[p.request_id for p in predictions],
+            rows=len(predictions), model_version=self.model_version,
+        ))
+        return predictions_response(predictions)  # serving/responses.py: why not BentoML's encoding
 
     @bentoml.api(route="/explain", input_spec=ExplainRequest)
     def explain(self, flights: list, top_k: int) -> list[FlightExplanation]:
@@ -207,9 +220,10 @@ def _observe_scores(scores: np.ndarray) -> None:
         SCORE_HISTOGRAM.observe(value)
 
 
-# Starlette runs the first added outermost: metrics see every answer, then auth before anything reads the body,
-# then shedding, then the size limit.
+# Starlette runs the first added outermost: metrics see every answer, the request id (every answer carries it),
+# auth before anything reads the body, then shedding, then the size limit.
 FlightDelay.add_asgi_middleware(RequestMetrics)
+FlightDelay.add_asgi_middleware(RequestContext)
 FlightDelay.add_asgi_middleware(BearerTokenAuth)
 FlightDelay.add_asgi_middleware(LoadShedding, batcher=BATCHER, on_shed=lambda reason: SHED_REQUESTS.labels(reason=reason).inc())
 FlightDelay.add_asgi_middleware(BodySizeLimit, max_bytes=settings.service_max_body_bytes())

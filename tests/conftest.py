@@ -9,6 +9,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-tests-")
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 os.environ.pop("SERVICE_API_TOKEN", None)
+# Processes started before a test's own AUDIT_URL is set (module-scoped servers) write here, never to data/.
+os.environ["AUDIT_URL"] = tempfile.mkdtemp(prefix="audit-tests-")
 
 from pipelines.replay import replay  # noqa: E402
 from resources.parquet_io import LakeParquetIOManager  # noqa: E402
@@ -72,6 +74,12 @@ def chain_resources(storage: LakeStorage, registry) -> dict:
         "trainer": DistributedTrainer(),
         "dask": DaskCluster(n_workers=1, threads_per_worker=2),
     }
+
+
+@pytest.fixture(autouse=True)
+def _own_audit_log(tmp_path, monkeypatch):
+    """Each test its own audit log: no test reads records another one wrote."""
+    monkeypatch.setenv("AUDIT_URL", str(tmp_path / "audit-log"))
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ EXPECTED_CHECKS = {(a, "landing_contract") for a in RAW_ASSETS} | {
 EXPECTED_JOBS = {"ingest_job", "features_job", "training_job", "batch_predictions_job", "bento_job", "monitoring_job"}
 EXPECTED_SENSORS = {
     "landing_zone_sensor", "retrain_on_drift_sensor", "deploy_on_promotion_sensor", "run_failure_alert",
-    "automation_sensor", "orphaned_run_sensor",
+    "automation_sensor", "orphaned_run_sensor", "audit_trail_sensor",
 }
 EXPECTED_SCHEDULES = {"daily_monitoring_schedule"}
 
