@@ -121,12 +121,9 @@ def sensor_last_ticks(instance: dg.DagsterInstance) -> dict[str, float]:
 
     A stopped sensor is left out: it is meant not to tick, and its last tick would only grow old.
     """
-    from dagster._core.definitions.run_request import InstigatorType
-    from dagster._core.scheduler.instigation import InstigatorStatus
-
     out: dict[str, float] = {}
-    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
-        if state.status == InstigatorStatus.STOPPED:
+    for state in instance.all_instigator_state():  # enums compared by value: their classes are not public API
+        if state.instigator_type.value != "SENSOR" or state.status.value == "STOPPED":
             continue
         ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
         if ticks:
