@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from ml.periodic_flush import PeriodicFlush
 from ml.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class FsspecAuditStore:
         self.fs.rm_file(self._path(key))
 
 
-class BufferedAuditLog:
+class BufferedAuditLog(PeriodicFlush):
     """The service's writer: ``add`` queues a record, a background thread writes a file per flush.
 
     Requests never wait for storage. A failed write keeps its records for the next flush, up to
@@ -216,10 +217,7 @@ class BufferedAuditLog:
         self.dropped = 0
         self._records: list[dict] = []
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="audit-log", daemon=True)
-        self._thread.start()
+        self._start_flushing("audit log", logger)
 
     def add(self, item: dict) -> None:
         with self._lock:
@@ -246,20 +244,6 @@ class BufferedAuditLog:
                          len(taken), redact(error), self.dropped)
             return 0
 
-    def _run(self) -> None:
-        while not self._closed.is_set():
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # the thread must outlive any one bad flush
-                logger.exception("audit log: flush failed")
-
-    def close(self) -> None:
-        self._closed.set()
-        self._wake.set()
-        self._thread.join(timeout=30)
-        self.flush()
 
 
 def open_audit_log(url: str | None = None) -> AuditLog:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ml import settings
 from ml.features import NUMERIC_FEATURES
+from ml.periodic_flush import PeriodicFlush
 from ml.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def _filesystem(url: str):
     return fsspec.filesystem("file"), str(Path(url).resolve())
 
 
-class PredictionLog:
+class PredictionLog(PeriodicFlush):
     """Buffered, append-only writer of prediction rows (thread-safe; call ``close`` to flush the rest).
 
     The buffer holds at most ``max_buffer_rows``: when storage is down or slower than the traffic,
@@ -73,13 +74,10 @@ class PredictionLog:
         self._rows: collections.deque[dict] = collections.deque(maxlen=max_buffer_rows)
         self._pending = 0
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closed = threading.Event()
         self.files_written = 0
         self.rows_dropped = 0
         self._dropped_unreported = 0
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-        self._thread.start()
+        self._start_flushing("prediction log", logger)
 
     def append(self, rows: list[dict]) -> None:
         """Queue rows (one mapping per prediction); the frame is built off the request path, at flush.
@@ -164,20 +162,6 @@ class PredictionLog:
             self._fs.pipe_file(path, buffer.getvalue())
         self.files_written += 1
 
-    def _run(self) -> None:
-        while not self._closed.is_set():
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # the thread must outlive any one bad flush
-                logger.exception("prediction log: flush failed")
-
-    def close(self) -> None:
-        self._closed.set()
-        self._wake.set()
-        self._thread.join(timeout=30)
-        self.flush()
 
 
 def read_prediction_log(url: str, days: Iterable[str] | None = None) -> pd.DataFrame:
