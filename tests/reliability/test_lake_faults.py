@@ -191,10 +191,10 @@ def test_features_that_fail_their_checks_remove_the_older_files_of_their_days(ba
 
     lake = _copy(baseline, tmp_path, "landing", "warehouse")
     key = f"warehouse/raw_flights/{DAYS[1]}.parquet"
-    unknown_planes = pd.read_parquet(io.BytesIO(lake.read_bytes(key))).assign(tailnum="N0000")
+    day = pd.read_parquet(io.BytesIO(lake.read_bytes(key)))
     buffer = io.BytesIO()
-    unknown_planes.to_parquet(buffer, index=False)
-    lake.write_bytes(key, buffer.getvalue())  # an upstream fault no raw check catches
+    pd.concat([day, day.head(3)], ignore_index=True).to_parquet(buffer, index=False)
+    lake.write_bytes(key, buffer.getvalue())  # an upstream fault no raw check catches: duplicated flights
 
     result = dg.materialize([flight_features], resources=_resources(lake), tags=range_tags(DAYS[0], DAYS[2]),
                             raise_on_error=False)
