@@ -23,8 +23,13 @@ DAYS = ("2013-01-01", "2013-01-10")
 
 @pytest.fixture
 def local_stack(local_instance_env, monkeypatch):
-    """The local instance environment (tests/conftest.py), with 3 s sensor ticks."""
+    """The local instance environment (tests/conftest.py), with 3 s sensor ticks; drift alone retrains at once.
+
+    The retraining policy (ml/retraining_policy.py) waits for new labelled days after drift: this test is
+    about the killed run, so each failed drift check may start a training.
+    """
     monkeypatch.setenv("SENSOR_INTERVAL_S", "3")
+    monkeypatch.setenv("RETRAIN_DRIFT_MIN_NEW_DAYS", "0")
     return local_instance_env
 
 
