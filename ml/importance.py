@@ -31,13 +31,13 @@ class GroupImportance:
 def feature_groups(columns: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """The groups of ``columns`` (a model's features), in their order.
 
-    ``ml.features.FEATURE_GROUPS`` (``{group: features}``) where the feature module declares it;
-    otherwise the weather report (``WEATHER_FEATURES``) and the plane registry (``plane_*``) are one
-    group each and every other feature is its own. A feature in no declared group is its own group.
+    The weather report (``WEATHER_FEATURES``) and the plane registry (``plane_*``) are one group each,
+    then the groups ``ml.features.FEATURE_GROUPS`` declares; a feature in no group is its own group.
     """
-    declared = getattr(feature_lists, "FEATURE_GROUPS", None) or {
+    declared = {
         "weather": feature_lists.WEATHER_FEATURES,
         "plane": tuple(c for c in columns if c.startswith("plane_")),
+        **feature_lists.FEATURE_GROUPS,
     }
     groups: dict[str, tuple[str, ...]] = {}
     placed: set[str] = set()
