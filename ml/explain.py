@@ -62,7 +62,11 @@ def _baselines(unit: ModelUnit, rows: int):
 
 
 def attributions(unit: ModelUnit, records: Sequence[Mapping], steps: int = 32) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Integrated gradients of each flight's logit per feature: ``(features, attributions [n, f], logits, baseline logits)``."""
+    """Integrated gradients of each flight's logit per feature: ``(features, attributions [n, f], logits, baseline logits)``.
+
+    Logits are the calibrated ones the unit scores with (divided by its temperature); integrated gradients are
+    linear in the output, so the attributions are divided by it too and still add up to the logit difference.
+    """
     import torch
     from captum.attr import IntegratedGradients
 
@@ -82,7 +86,8 @@ def attributions(unit: ModelUnit, records: Sequence[Mapping], steps: int = 32) -
     per_feature = np.zeros((len(records), len(features)))
     np.add.at(per_feature.T, embedded_owner, by_embedding.detach().numpy().T)
     np.add.at(per_feature.T, number_owner, by_number.detach().numpy().T)
-    return features, per_feature, logits, base_logits
+    scale = 1.0 / unit.temperature
+    return features, per_feature * scale, logits * scale, base_logits * scale
 
 
 def explain_records(unit: ModelUnit, records: Sequence[Mapping], top_k: int = 5, steps: int = 32) -> list[Explanation]:
