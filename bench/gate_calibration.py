@@ -49,7 +49,11 @@ def ingest_year(first: dt.date, last: dt.date) -> dict[str, dict]:
 
 
 def day_features(ingested: dict[str, dict]) -> dict:
-    """``ml.feature_days.features_for_days`` over the days that passed their contracts, read from memory."""
+    """``ml.feature_days.features_for_days`` over the days that passed their contracts, read from memory.
+
+    Without ``late_history`` (a reader answers None for a table it lacks): history features are missing,
+    as on the first replayed day, which the null-share gate allows.
+    """
     from ml.contracts import ALL_ROWS
     from ml.feature_days import features_for_days
 
@@ -60,7 +64,7 @@ def day_features(ingested: dict[str, dict]) -> dict:
         "airports": {None: ingested["airports"][ALL_ROWS].frame},
     }
     days = sorted(ingested["flights"])
-    return features_for_days(lambda table, partition: tables[table].get(partition), days, {})
+    return features_for_days(lambda table, partition: tables.get(table, {}).get(partition), days, {})
 
 
 def calibrate(first: dt.date, last: dt.date) -> dict:
