@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-VERSION = "1"
+VERSION = "2"
 """Bump when the retraining decision changes."""
 
 PERFORMANCE, DRIFT = "performance", "drift"
@@ -70,10 +70,15 @@ def new_labelled_days(labelled_days: Iterable[str], window_last_day: str | None)
 
 
 def required_new_days(trigger: str, rejections: int, settings: PolicySettings) -> int:
-    """New labelled days the trigger needs, doubled for each consecutive rejection, capped."""
+    """New labelled days the trigger needs, doubled for each consecutive rejection, capped.
+
+    A setting of 0 asks for no wait: the trigger retrains at once until a candidate is rejected, then
+    the backoff counts from one day."""
     if trigger not in (PERFORMANCE, DRIFT):
         raise ValueError(f"unknown retraining trigger {trigger!r}; expected {PERFORMANCE!r} or {DRIFT!r}")
     base = settings.performance_min_new_days if trigger == PERFORMANCE else settings.drift_min_new_days
+    if base <= 0:
+        return 0 if rejections <= 0 else min(2 ** (rejections - 1), max(settings.max_new_days, 1))
     return min(max(base, 1) * 2 ** max(rejections, 0), max(settings.max_new_days, base))
 
 

@@ -152,8 +152,11 @@ def service_torch_threads() -> int:
 
 
 def service_max_body_bytes() -> int:
-    """``SERVICE_MAX_BODY_BYTES``: the largest request body accepted (default 1 MiB)."""
-    return int(os.environ.get("SERVICE_MAX_BODY_BYTES", 1 << 20))
+    """``SERVICE_MAX_BODY_BYTES``: the largest request body accepted (default 4 MiB).
+
+    The default holds the largest batch the schema accepts (``MAX_FLIGHTS_PER_REQUEST`` real flights
+    with every feature: ~1.4 MB) with room for longer numbers; ``tests/test_serving.py`` keeps it so."""
+    return int(os.environ.get("SERVICE_MAX_BODY_BYTES", 4 << 20))
 
 
 def mlflow_tracking_uri() -> str:

@@ -205,7 +205,7 @@ class LoadShedding:
 class BodySizeLimit:
     """413 for a body over ``max_bytes``: by Content-Length up front, or while a chunked body streams in."""
 
-    def __init__(self, app, max_bytes: int = 1 << 20):
+    def __init__(self, app, max_bytes: int = 4 << 20):
         self.app = app
         self.max_bytes = max_bytes
 

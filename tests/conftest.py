@@ -37,6 +37,14 @@ def resources_for(storage: LakeStorage) -> dict:
 
 
 @pytest.fixture(scope="session")
+def service_model(tmp_path_factory):
+    """(tag, unit): the model the in-process service serves for the whole session (tests/serving_helpers.py)."""
+    from tests.serving_helpers import in_process_service_model
+
+    return in_process_service_model(tmp_path_factory.mktemp("service-unit"))
+
+
+@pytest.fixture(scope="session")
 def mlflow_template_db(tmp_path_factory):
     """A migrated MLflow SQLite schema, made once: creating one costs ~1.6 s, copying it ~1 ms."""
     from mlflow import MlflowClient

@@ -129,3 +129,16 @@ def check_explain_over_http(http, records: list[dict], unit) -> None:
         assert any(c["attribution"] != 0 for c in explanation["contributions"])
     too_many = http.post("/explain", json={"flights": records[:1] * (MAX_EXPLAIN_FLIGHTS + 1)}, headers=AUTH)
     assert too_many.status_code == 400, too_many.text
+
+
+def in_process_service_model(folder: Path) -> tuple[str, object]:
+    """(tag, unit) of the one model every in-process ``serving.service`` import in this pytest session serves.
+
+    The service picks its model when the module is first imported, so test modules that build it in
+    process share this model (stored as version 7) instead of each setting its own tag and getting
+    whichever module ran first."""
+    unit_dir, unit = train_small_unit(january_features(), folder)
+    tag = store_model(unit_dir, "7")
+    os.environ["FLIGHT_DELAY_MODEL_TAG"] = tag
+    return tag, unit
+

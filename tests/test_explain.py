@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from serving.schema import records_from_features
-from tests.serving_helpers import TOKEN, january_features, store_model, train_small_unit
+from tests.serving_helpers import TOKEN, january_features, train_small_unit
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +81,9 @@ def test_a_missing_value_is_attributed_to_its_feature(trained, records):
 
 
 @pytest.fixture
-def service(trained, tmp_path, monkeypatch):
-    """The service class, called directly (its ASGI app can be built once per process: tests/test_serving.py
-    does, and the served-process test covers /explain over HTTP). It picks its model when first imported:
-    ours, unless another module imported the service first (then that module's model)."""
-    import sys
-
-    if "serving.service" not in sys.modules:
-        monkeypatch.setenv("FLIGHT_DELAY_MODEL_TAG", store_model(trained[0], "11"))
+def service(service_model, tmp_path, monkeypatch):
+    """The service class, called directly, serving the session's in-process model (its ASGI app can be built
+    once per process: tests/test_serving.py does, and the served-process test covers /explain over HTTP)."""
     monkeypatch.setenv("SERVICE_API_TOKEN", TOKEN)
     monkeypatch.setenv("PREDICTION_LOG_URL", str(tmp_path / "predictions"))
     from serving.service import FlightDelay

@@ -52,6 +52,13 @@ def test_rejections_double_the_wait_up_to_the_cap():
     assert decide(_state(days=SUMMER + tuple(f"2013-07-{d:02d}" for d in range(1, 4)), rejections=1), SETTINGS).retrain
 
 
+def test_a_zero_setting_retrains_at_once_until_a_rejection():
+    eager = PolicySettings(cooldown_s=0, drift_min_new_days=0, performance_min_new_days=0)
+    assert [required_new_days(DRIFT, n, eager) for n in range(4)] == [0, 1, 2, 4]
+    assert decide(_state(days=()), eager).retrain, "no new day needed"
+    assert not decide(_state(days=(), rejections=1), eager).retrain
+
+
 def test_new_days_are_days_after_the_window_counted_once():
     assert new_labelled_days(["2013-03-31", "2013-06-20", "2013-06-20", "2013-06-21"], "2013-03-31") == 2
     assert new_labelled_days(["2013-01-01"], None) == 1

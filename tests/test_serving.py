@@ -13,7 +13,7 @@ import pytest
 from serving.prediction_log import read_prediction_log
 from serving.schema import MAX_FLIGHTS_PER_REQUEST, records_from_features
 from tests.serving_helpers import (
-    AUTH, TOKEN, check_explain_over_http, january_features, serve_env, served, store_model, train_small_unit,
+    AUTH, TOKEN, check_explain_over_http, january_features, serve_env, served,
 )
 
 
@@ -24,13 +24,9 @@ def features() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def model_tag(features, tmp_path_factory):
-    """A small real model, saved into the session's BentoML store the way the bento asset saves the champion."""
-    unit_dir, unit = train_small_unit(features, tmp_path_factory.mktemp("unit"))
-    tag = store_model(unit_dir, "7")
-    os.environ["FLIGHT_DELAY_MODEL_TAG"] = tag
-    yield tag, unit
-    os.environ.pop("FLIGHT_DELAY_MODEL_TAG", None)
+def model_tag(service_model):
+    """A small real model of these days, in the session's BentoML store the way the bento asset saves the champion."""
+    return service_model
 
 
 @pytest.fixture
@@ -75,6 +71,16 @@ def test_service_class_scores_like_the_unit_and_logs_every_prediction(model_tag,
     for p in predictions[:5]:
         assert by_id.loc[p.request_id, "delay_probability"] == pytest.approx(p.delay_probability)
     assert logged["temp"].notna().any() and logged["inference_ms"].gt(0).all()
+
+
+def test_the_largest_valid_batch_fits_the_default_body_limit(features, monkeypatch):
+    """A full batch of real flights with every feature is under the body limit, with room for longer numbers:
+    a batch the schema accepts is never a 413."""
+    from ml import settings
+
+    monkeypatch.delenv("SERVICE_MAX_BODY_BYTES", raising=False)
+    batch = records_from_features(features.sample(n=MAX_FLIGHTS_PER_REQUEST, replace=True, random_state=2))
+    assert 2 * len(json.dumps({"flights": batch}).encode()) <= settings.service_max_body_bytes()
 
 
 def test_unknown_carrier_and_airport_are_scored_not_rejected(model_tag, log_url, sample):

@@ -68,7 +68,7 @@ def test_batch_predictions_equal_online_predictions_of_the_served_bento(champion
     serving = resources["bentos"]
     records = records_from_features(features)
     online = []
-    # a day's flights with every feature are over the 1 MiB body limit: a client sends them in chunks
+    # a client sends a day in batches: a busy day holds more flights than one request may (MAX_FLIGHTS_PER_REQUEST)
     with serving.serve(bento_tag, tmp_path / "serve.log", prediction_log_url=str(tmp_path / "online")) as served:
         for start in range(0, len(records), 256):
             response = httpx.post(f"{served.url}/predict", json={"flights": records[start:start + 256]},
