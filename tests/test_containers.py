@@ -290,7 +290,7 @@ def test_the_workspace_points_at_the_code_server():
 def test_prometheus_scrapes_the_bento_with_the_token_from_a_compose_secret():
     config = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    bento = jobs["bento"]
+    bento = jobs["flight-delay-service"]
     secret_file = bento["authorization"]["credentials_file"]
     secret = Path(secret_file).name
     assert secret_file == f"/run/secrets/{secret}" and secret in services()["prometheus"]["secrets"]
@@ -298,5 +298,6 @@ def test_prometheus_scrapes_the_bento_with_the_token_from_a_compose_secret():
     assert "credentials" not in bento["authorization"]
     targets = {job: job_config["static_configs"][0]["targets"] for job, job_config in jobs.items()}
     bento_port = int(services()["bento"]["ports"][0].split(":")[-1])
-    assert targets == {"bento": [f"bento:{bento_port}"], "mlflow": ["mlflow:5000"]}
+    assert targets == {"flight-delay-service": [f"bento:{bento_port}"], "flight-delay-pipeline": ["metrics-exporter:9464"],
+                       "mlflow": ["mlflow:5000"]}
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services()["prometheus"]["volumes"]

@@ -142,5 +142,5 @@ def test_prometheus_scrapes_the_same_jobs_over_https():
         if job.get("scheme") == "https":
             assert job["tls_config"] == {"ca_file": f"{TLS_MOUNT}/ca.crt"}, name
         assert {k: v for k, v in job.items() if k not in ("scheme", "tls_config")} == plain[name], name
-    assert {tls["bento"]["scheme"], tls["mlflow"]["scheme"]} == {"https"}
+    assert {tls["flight-delay-service"]["scheme"], tls["mlflow"]["scheme"]} == {"https"}
     assert Path(COMPOSE_DIR / "prometheus.tls.yml").name in " ".join(merged()["prometheus"]["command"])

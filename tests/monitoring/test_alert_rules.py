@@ -56,3 +56,41 @@ def test_scrape_config_is_valid_and_scrapes_both_targets(promtool, tmp_path):
     done = _promtool(promtool, "check", "config", "prometheus.yml", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"SUCCESS: \d+ rules found", done.stdout)
+
+
+COMPOSE = MONITORING.parent / "compose"
+
+
+def _alert_jobs() -> set[str]:
+    """The scrape jobs the alert rules select by name (``job="..."``)."""
+    return set(re.findall(r'job="([^"]+)"', (MONITORING / "alerts.yml").read_text()))
+
+
+def test_compose_prometheus_evaluates_the_shipped_rules_against_the_jobs_they_name(promtool, tmp_path):
+    """compose's Prometheus (plain and TLS) loads alerts.yml from its mount and scrapes every job a rule names,
+    the exporter among them; `promtool check config` accepts each with the rules in place."""
+    compose = yaml.safe_load((COMPOSE / "compose.yaml").read_text())["services"]
+    mounts = {target: source for source, target, _ in (v.split(":") for v in compose["prometheus"]["volumes"] if v.startswith("."))}
+    exporter = compose["metrics-exporter"]["command"]
+    exporter_target = f"metrics-exporter:{exporter[exporter.index('--port') + 1]}"
+    assert exporter[:3] == ["python", "-m", "pipelines.metrics_exporter"]
+    for name in ("prometheus.yml", "prometheus.tls.yml"):
+        config = yaml.safe_load((COMPOSE / name).read_text())
+        jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+        assert _alert_jobs() <= set(jobs), f"{name}: the alert rules select jobs {_alert_jobs() - set(jobs)} it lacks"
+        assert jobs["flight-delay-pipeline"]["static_configs"][0]["targets"] == [exporter_target]
+        (rules_path,) = config["rule_files"]
+        assert (COMPOSE / mounts[rules_path]).resolve() == (MONITORING / "alerts.yml").resolve(), name
+
+        local = tmp_path / name.replace(".yml", "")
+        local.mkdir()
+        for secret in ("/run/secrets/service_api_token", "/run/tls/ca.crt"):
+            (local / Path(secret).name).write_text("not a real secret")
+        text = (COMPOSE / name).read_text().replace(rules_path, str(local / "alerts.yml"))
+        for secret in ("/run/secrets/service_api_token", "/run/tls/ca.crt"):
+            text = text.replace(secret, str(local / Path(secret).name))
+        (local / "prometheus.yml").write_text(text)
+        shutil.copy(MONITORING / "alerts.yml", local / "alerts.yml")
+        done = _promtool(promtool, "check", "config", "prometheus.yml", cwd=local)
+        assert done.returncode == 0, (name, done.stdout + done.stderr)
+        assert re.search(r"SUCCESS: [1-9]\d* rules found", done.stdout), name
