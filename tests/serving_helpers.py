@@ -136,9 +136,22 @@ def in_process_service_model(folder: Path) -> tuple[str, object]:
 
     The service picks its model when the module is first imported, so test modules that build it in
     process share this model (stored as version 7) instead of each setting its own tag and getting
-    whichever module ran first."""
+    whichever module ran first. The module is imported here, with the tag set only meanwhile: a tag left
+    in the environment would follow every later ``bentoml build`` and served process of the session."""
+    import importlib
+
     unit_dir, unit = train_small_unit(january_features(), folder)
     tag = store_model(unit_dir, "7")
+    previous = os.environ.get("FLIGHT_DELAY_MODEL_TAG")
     os.environ["FLIGHT_DELAY_MODEL_TAG"] = tag
+    try:
+        service = importlib.import_module("serving.service")
+    finally:
+        if previous is None:
+            os.environ.pop("FLIGHT_DELAY_MODEL_TAG")
+        else:
+            os.environ["FLIGHT_DELAY_MODEL_TAG"] = previous
+    if service.MODEL_TAG != tag:
+        raise RuntimeError(f"serving.service was imported before the session's model was stored: it serves {service.MODEL_TAG}")
     return tag, unit
 

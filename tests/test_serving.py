@@ -152,6 +152,7 @@ def test_served_process_over_http(model_tag, sample, tmp_path, scheme):
     """The same calls over plain HTTP and over HTTPS (SERVICE_TLS_CERTFILE/KEYFILE; a throwaway CA the client verifies)."""
     import httpx
 
+    from ml.settings import service_max_body_bytes
     from tests.tls import make_tls_files, plain_http_refused, untrusted_client_refused
 
     tag, unit = model_tag
@@ -172,7 +173,7 @@ def test_served_process_over_http(model_tag, sample, tmp_path, scheme):
         assert response.status_code == 200, response.text
         assert np.allclose([p["delay_probability"] for p in response.json()], unit.predict_proba(sample), atol=1e-6)
 
-        huge = b'{"flights": [' + b" " * (2 << 20) + b"]}"
+        huge = b'{"flights": [' + b" " * (service_max_body_bytes() + 1) + b"]}"
         assert http.post("/predict", content=huge, headers={**AUTH, "Content-Type": "application/json"}).status_code == 413
         for name, body in _bad_requests(records[0]).items():
             bad = http.post("/predict", content=body, headers={**AUTH, "Content-Type": "application/json"})
