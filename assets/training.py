@@ -202,7 +202,7 @@ def evaluate_and_register(
     from ml.drift import reference_sample
     from ml.evaluate import Baseline, behavioural_suite, classification_metrics, labels
     from ml.features import FEATURE_COLUMNS
-    from ml.promotion import judge
+    from ml.promotion import KEEP_CHAMPION, judge
     from ml.train import TrainConfig
     from ml import settings
 
@@ -295,10 +295,15 @@ def evaluate_and_register(
         "train_processes": launched.processes,
         "feature_importance": _importance_table(importance[1], champion, champion_importance),
     }
+    # WARN while a champion serves: the candidate is not promoted and the champion stays (an outcome);
+    # ERROR with no champion to fall back on, where nothing would serve.
+    kept = verdict.outcome == KEEP_CHAMPION
     checks = [
         dg.AssetCheckResult(
             check_name=BASELINE_CHECK, passed=verdict.beats_baseline,
-            description=f"model {model_metrics['roc_auc']:.4f} vs baseline {baseline_metrics['roc_auc']:.4f} (tolerance {config.baseline_tolerance})",
+            severity=dg.AssetCheckSeverity.WARN if kept else dg.AssetCheckSeverity.ERROR,
+            description=f"model {model_metrics['roc_auc']:.4f} vs baseline {baseline_metrics['roc_auc']:.4f} (tolerance {config.baseline_tolerance})"
+                        f"{': not promoted, the champion stays' if kept and not verdict.beats_baseline else ''}",
             metadata={"model_roc_auc": model_metrics["roc_auc"], "baseline_roc_auc": baseline_metrics["roc_auc"]},
         ),
         # WARN: a sound candidate that is not better is an outcome (champion_model keeps the champion), not a fault.
@@ -358,8 +363,10 @@ def _upstream_fingerprint(context) -> str:
     pool="training",
     op_tags=training_step_op_tags(),  # the GPU pod on Kubernetes (TRAINING_* settings); ignored elsewhere
     check_specs=[
+        # Blocking at ERROR only: WARN while a champion serves (not promoted, the champion stays), ERROR without one.
         dg.AssetCheckSpec(BASELINE_CHECK, asset="delay_model", blocking=True,
-                          description="Test ROC AUC within the tolerance of the HistGradientBoosting baseline, or better."),
+                          description="Test ROC AUC within the tolerance of the HistGradientBoosting baseline, or better; "
+                                      "failing while a champion serves (WARN) means not promoted, and the run still succeeds."),
         # Blocking at ERROR only: its verdict is WARN (not promoted is an outcome; champion_model acts on it).
         dg.AssetCheckSpec(CHAMPION_CHECK, asset="delay_model", blocking=True,
                           description="Test ROC AUC not below the current champion's on the same test set; "
@@ -414,9 +421,10 @@ def champion_model(context: dg.AssetExecutionContext, registry: MlflowRegistry):
     only if the champion is still the one the candidate was compared with, so two trainings cannot
     both win. The version records previous_version, promoted_by and the reason as tags.
 
-    A sound candidate that is not better than the champion (verdict ``keep_champion``) is a completed
-    evaluation: nothing is materialized (so no Bento is built downstream), an observation records
-    "not promoted" and why, and the run succeeds. Any other rejected candidate fails the run.
+    A well-behaved candidate that is not better than the champion, or below the baseline while a champion
+    serves (verdict ``keep_champion``), is a completed evaluation: nothing is materialized (so no Bento is
+    built downstream), an observation records "not promoted" and why, and the run succeeds. A misbehaving
+    candidate, or one below the baseline with no champion, fails the run.
     The outcome is tagged on the run (``training/outcome``) for the retraining sensor.
     """
     from ml.promotion import KEEP_CHAMPION

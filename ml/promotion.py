@@ -8,12 +8,13 @@ from typing import Protocol
 
 from ml.gates import BASELINE_TOLERANCE, CHAMPION_TOLERANCE
 
-VERSION = "2"
+VERSION = "3"
 """Bump when the promotion decision changes (tests/test_module_versions.py)."""
 
 PROMOTE, KEEP_CHAMPION, REJECT = "promote", "keep_champion", "reject"
-"""A verdict's outcome: promote the candidate; keep the champion (a sound candidate, just not better:
-a completed evaluation, not a fault); reject (below the baseline or misbehaving: something is wrong)."""
+"""A verdict's outcome: promote the candidate; keep the champion (a well-behaved candidate that is not
+better than the champion, or not even the baseline while a champion serves: a completed evaluation, not a
+fault); reject (misbehaving, or below the baseline with no champion to fall back on: something is wrong)."""
 
 
 class Behaviour(Protocol):
@@ -30,6 +31,8 @@ class Verdict:
     beats_champion: bool
     behaves: bool
     reasons: tuple[str, ...]
+    has_champion: bool = False
+    """A champion serves: a candidate that loses on quality leaves it in place."""
 
     @property
     def passed(self) -> bool:
@@ -39,7 +42,9 @@ class Verdict:
     def outcome(self) -> str:
         if self.passed:
             return PROMOTE
-        return KEEP_CHAMPION if self.beats_baseline and self.behaves else REJECT
+        if not self.behaves:
+            return REJECT
+        return KEEP_CHAMPION if self.beats_baseline or self.has_champion else REJECT
 
 
 def judge(
@@ -63,4 +68,4 @@ def judge(
         *([] if beats_champion else [f"ROC AUC {roc_auc:.4f} < champion v{champion_version} {champion_roc_auc:.4f}"]),
         *[f"{b.name}: {b.detail}" for b in behaviour if not b.passed],
     )
-    return Verdict(beats_baseline, beats_champion, behaves, reasons)
+    return Verdict(beats_baseline, beats_champion, behaves, reasons, has_champion=champion_roc_auc is not None)

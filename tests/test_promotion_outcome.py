@@ -1,5 +1,6 @@
 """A candidate not better than the champion is a completed evaluation: the run succeeds, nothing is promoted,
-nothing downstream (the Bento) is built, and the run-failure alert stays silent. A faulty candidate still fails."""
+nothing downstream (the Bento) is built, and the run-failure alert stays silent; so for a candidate below the
+baseline while a champion serves. A first candidate below the baseline, with nothing to fall back on, fails."""
 
 import json
 
@@ -68,8 +69,24 @@ def test_a_candidate_not_better_than_the_champion_ends_success_unpromoted_and_un
     alerts, cursor = _alerts_for_runs_after(instance, cursor)
     assert alerts == []
 
-    # Below the baseline is a fault: the run fails, and that is alerted once, as an error.
+    # Below the baseline while a champion serves: not promoted either, the run succeeds, nothing is alerted.
+    weak = _train(lake, instance, mlflow_registry, baseline_tolerance=-1.0)
+    assert weak.success and instance.get_run_by_id(weak.run_id).tags[OUTCOME_TAG] == NOT_PROMOTED
+    checks = {e.check_name: e for e in weak.get_asset_check_evaluations()}
+    assert checks["reaches_baseline"].passed is False and checks["reaches_baseline"].severity == dg.AssetCheckSeverity.WARN
+    assert mlflow_registry.champion_version() == "1"
+    alerts, _ = _alerts_for_runs_after(instance, cursor)
+    assert alerts == []
+
+
+def test_a_first_candidate_below_the_baseline_fails_the_run_and_is_alerted(featured_lake, mlflow_registry):
+    """With no champion there is nothing to fall back on: below the baseline is a fault, alerted once as an error."""
+    lake, instance = featured_lake
+    _, cursor = _alerts_for_runs_after(instance, None)
     faulty = _train(lake, instance, mlflow_registry, baseline_tolerance=-1.0)
     assert not faulty.success and OUTCOME_TAG not in instance.get_run_by_id(faulty.run_id).tags
+    checks = {e.check_name: e for e in faulty.get_asset_check_evaluations()}
+    assert checks["reaches_baseline"].severity == dg.AssetCheckSeverity.ERROR
+    assert mlflow_registry.champion_version() is None
     alerts, _ = _alerts_for_runs_after(instance, cursor)
     assert [(a["run_id"], a["severity"]) for a in alerts] == [(faulty.run_id, "error")]

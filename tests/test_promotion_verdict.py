@@ -33,5 +33,6 @@ def test_tolerances_are_the_gates_and_can_be_overridden():
 def test_outcome_tells_a_sound_candidate_that_is_not_better_from_a_faulty_one():
     assert judge(0.72, 0.70, 0.71, [OK]).outcome == PROMOTE
     assert judge(0.70, 0.70, 0.71, [OK], champion_version="3").outcome == KEEP_CHAMPION
-    assert judge(0.60, 0.70, 0.71, [OK]).outcome == REJECT, "below the baseline is a fault, champion or not"
+    assert judge(0.60, 0.70, None, [OK]).outcome == REJECT, "below the baseline with no champion: nothing would serve"
+    assert judge(0.60, 0.70, 0.71, [OK], champion_version="3").outcome == KEEP_CHAMPION, "the champion stays"
     assert judge(0.72, 0.70, 0.71, [BAD]).outcome == REJECT
