@@ -96,8 +96,12 @@ lock: $(STAMP)
 clean:
 	rm -rf data .dagster_home .pytest_cache
 
-.PHONY: audit-trail
+.PHONY: audit-trail importance-drift
 ## a model version's life from the audit log (trained, promoted, deployed, served, superseded): make audit-trail VERSION=3
 audit-trail: $(STAMP)
 	@if [ -z "$(VERSION)" ]; then echo "make audit-trail: name the model version, e.g. make audit-trail VERSION=3" >&2; exit 2; fi
 	$(BIN)/python -m pipelines.audit_trail $(VERSION)
+
+## the champions' feature-group importance side by side, oldest first (make importance-drift LAST=5 for the newest 5)
+importance-drift: $(STAMP)
+	$(BIN)/python -m pipelines.importance_drift $(if $(LAST),--last $(LAST),)

@@ -99,3 +99,28 @@ def markdown_table(reference_auc: float, importance: Sequence[GroupImportance]) 
              "| group | ROC AUC drop | ± std | features |", "|---|---:|---:|---|"]
     lines += [f"| {g.group} | {g.auc_drop:.4f} | {g.auc_drop_std:.4f} | {', '.join(g.features)} |" for g in importance]
     return "\n".join(lines)
+
+
+def drift_table(importance_by_version: Mapping[str, Mapping]) -> str:
+    """The importance of model versions side by side (oldest first), as ``MlflowRegistry.importance`` returns
+    it: one row per group, largest drop in any version first, and the change from the first version to the
+    last. Each version is measured on its own test days, so a change mixes the model's and the days'."""
+    versions = list(importance_by_version)
+    if not versions:
+        return ""
+    drops = {v: {g["group"]: float(g["auc_drop"]) for g in importance_by_version[v]["groups"]} for v in versions}
+    groups = sorted({g for d in drops.values() for g in d}, key=lambda g: -max(d.get(g, 0.0) for d in drops.values()))
+
+    def cell(value: float | None) -> str:
+        return "–" if value is None else f"{value:.4f}"
+
+    lines = ["| group | " + " | ".join(f"v{v}" for v in versions) + f" | v{versions[-1]} − v{versions[0]} |",
+             "|---|" + "---:|" * (len(versions) + 1),
+             "| test ROC AUC | " + " | ".join(cell(importance_by_version[v].get("test_roc_auc")) for v in versions) + " | |"]
+    for group in groups:
+        first, last = drops[versions[0]].get(group), drops[versions[-1]].get(group)
+        change = None if first is None or last is None else last - first
+        lines.append(f"| {group} | " + " | ".join(cell(drops[v].get(group)) for v in versions)
+                     + f" | {'–' if change is None else f'{change:+.4f}'} |")
+    return "\n".join(lines)
+

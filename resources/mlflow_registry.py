@@ -340,6 +340,11 @@ class MlflowRegistry(dg.ConfigurableResource):
                 return None
             raise
 
+    def champion_history(self) -> list[str]:
+        """Every version that was ever promoted, in the order of its promotion (``promoted_at``)."""
+        promoted = [v for v in self.client().search_model_versions(f"name='{self.model_name}'") if "promoted_at" in v.tags]
+        return [str(v.version) for v in sorted(promoted, key=lambda v: (v.tags["promoted_at"], int(v.version)))]
+
     def registered_digest(self, version: str) -> str:
         """The SHA-256 recorded for a version's unit at registration; UnitIntegrityError when it has none."""
         from ml.model import UnitIntegrityError

@@ -49,6 +49,20 @@ def test_a_group_is_shuffled_together(days):
     assert sorted(np.round(seen[0][~np.isnan(seen[0])], 6)) == sorted(np.round(seen[1][~np.isnan(seen[1])], 6))
 
 
+def test_drift_table_lines_versions_up_by_group_with_the_change():
+    from ml.importance import drift_table
+
+    table = drift_table({
+        "1": {"test_roc_auc": 0.75, "groups": [{"group": "weather", "auc_drop": 0.02}, {"group": "origin so far", "auc_drop": 0.10}]},
+        "3": {"test_roc_auc": 0.79, "groups": [{"group": "origin so far", "auc_drop": 0.19}, {"group": "history", "auc_drop": 0.004}]},
+    }).splitlines()
+    assert table[0] == "| group | v1 | v3 | v3 − v1 |"
+    assert table[2] == "| test ROC AUC | 0.7500 | 0.7900 | |"
+    assert table[3:] == ["| origin so far | 0.1000 | 0.1900 | +0.0900 |", "| weather | 0.0200 | – | – |",
+                         "| history | – | 0.0040 | – |"]
+    assert drift_table({}) == ""
+
+
 def test_importance_is_logged_with_the_run_and_read_back_by_version(mlflow_registry, days):
     import mlflow
 

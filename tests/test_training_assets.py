@@ -86,6 +86,14 @@ def test_chain_registers_and_promotes_a_champion(featured_lake, mlflow_registry)
     assert {r.data["group"]: r.data["champion v1 drop"] for r in table.value.records} == pytest.approx(
         {group: round(drop, 4) for group, drop in first.items()}), "the champion's importance beside the candidate's"
 
+    from pipelines.importance_drift import report
+
+    assert mlflow_registry.champion_history() == ["1", "2"]
+    drift = report(mlflow_registry).splitlines()
+    assert drift[0] == "| group | v1 | v2 | v2 − v1 |"
+    weather = next(line for line in drift if line.startswith("| weather |")).split(" | ")
+    assert float(weather[1]) == pytest.approx(first["weather"], abs=1e-4)
+
 
 def test_a_candidate_that_fails_its_checks_stays_registered_but_never_champion(featured_lake, mlflow_registry):
     lake, instance = featured_lake
