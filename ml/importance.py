@@ -123,4 +123,3 @@ def drift_table(importance_by_version: Mapping[str, Mapping]) -> str:
         lines.append(f"| {group} | " + " | ".join(cell(drops[v].get(group)) for v in versions)
                      + f" | {'–' if change is None else f'{change:+.4f}'} |")
     return "\n".join(lines)
-
