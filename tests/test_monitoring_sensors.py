@@ -11,18 +11,12 @@ from resources.alerts import AlertWebhook
 from sensors.alerting import run_failure_alert
 from sensors.deployment import deploy_on_promotion_sensor
 from sensors.retraining import retrain_on_drift_sensor
+from tests.check_stand_ins import check_result_stand_in
 from tests.servers import webhook_receiver
 
 
 def _drift_report_with(passed: bool):
-    """A stand-in with the real asset's key and check name: the sensor reads check evaluations by key."""
-
-    @dg.asset(name="drift_report", check_specs=[dg.AssetCheckSpec("drift_check", asset="drift_report")])
-    def stand_in():
-        yield dg.MaterializeResult()
-        yield dg.AssetCheckResult(check_name="drift_check", passed=passed, description="share 1.0 on 2013-07-15")
-
-    return stand_in
+    return check_result_stand_in("drift_report", "drift_check", passed, "share 1.0 on 2013-07-15")
 
 
 def _evaluate(sensor, instance, cursor=None, **resources):
@@ -198,12 +192,7 @@ def _trained(instance, window_last_day: str, outcome: str):
 
 
 def _performance_report_with(passed: bool):
-    @dg.asset(name="model_performance", check_specs=[dg.AssetCheckSpec("performance_check", asset="model_performance")])
-    def stand_in():
-        yield dg.MaterializeResult()
-        yield dg.AssetCheckResult(check_name="performance_check", passed=passed, description="AUC 0.55 vs 0.70")
-
-    return stand_in
+    return check_result_stand_in("model_performance", "performance_check", passed, "AUC 0.55 vs 0.70")
 
 
 def test_repeated_drift_without_new_labelled_days_does_not_retrain(instance, monkeypatch):

@@ -14,6 +14,7 @@ import dagster as dg
 import psutil
 import pytest
 
+from tests.check_stand_ins import check_result_stand_in
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -60,13 +61,7 @@ def _wait_for(predicate, what: str, log: Path, timeout_s: float = 300):
 
 
 def _failed_drift_check(instance):
-    """A stand-in with the real asset's key and check: the retrain sensor reads evaluations by key."""
-
-    @dg.asset(name="drift_report", check_specs=[dg.AssetCheckSpec("drift_check", asset="drift_report")])
-    def stand_in():
-        yield dg.MaterializeResult()
-        yield dg.AssetCheckResult(check_name="drift_check", passed=False, description="share 1.0 (stand-in)")
-
+    stand_in = check_result_stand_in("drift_report", "drift_check", passed=False, description="share 1.0 (stand-in)")
     dg.materialize([stand_in], instance=instance, raise_on_error=False)
 
 
