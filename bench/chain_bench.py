@@ -76,7 +76,9 @@ def feature_throughput(storage) -> dict[str, float]:
 
 
 def plain_chain(storage, mlflow_uri: str) -> dict[str, float]:
-    """ingest → features → window → train → baseline → MLflow register + alias, without Dagster."""
+    """What the Dagster jobs do up to the champion, without Dagster: ingest → late_history → features →
+    window → train → baseline, behavioural suite, permutation importance → MLflow (metrics, importance,
+    drift reference, registered model) → champion alias."""
     import tempfile as tmp
 
     import mlflow
@@ -84,10 +86,13 @@ def plain_chain(storage, mlflow_uri: str) -> dict[str, float]:
 
     from ingest_bench import plain_ingest
     from ml.dataset import TEST, TRAIN, VALIDATION, WindowSpec, assign_splits, split_days, window_days
-    from ml.evaluate import Baseline, classification_metrics, labels
-    from ml.feature_days import RAW_UPSTREAMS, features_for_days
+    from ml.drift import reference_sample
+    from ml.evaluate import Baseline, behavioural_suite, classification_metrics, labels
+    from ml.feature_days import HISTORY_TABLE, RAW_UPSTREAMS, features_for_days
+    from ml.history import history_states
+    from ml.importance import as_records, feature_groups, markdown_table, permutation_importance
     from ml.train import train_model
-    from resources.parquet_io import Warehouse, warehouse_key
+    from resources.parquet_io import Warehouse, parquet_bytes, warehouse_key
 
     timings = {}
     started = time.perf_counter()
@@ -102,8 +107,15 @@ def plain_chain(storage, mlflow_uri: str) -> dict[str, float]:
 
     started = time.perf_counter()
     warehouse = Warehouse(storage)
+    days = _days()
+    flights = {d: warehouse.frame("raw_flights", d) for d in days}
+    for day, state in history_states(days, flights).items():  # as late_history: each day from the one before
+        storage.write_bytes(warehouse_key(HISTORY_TABLE, day), parquet_bytes(state))
+    timings["history_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
     versions = {upstream: warehouse.partitions(upstream) for upstream in RAW_UPSTREAMS}
-    frames = {d: built.features for d, built in features_for_days(warehouse.frame, _days(), versions).items()}
+    frames = {d: built.features for d, built in features_for_days(warehouse.frame, days, versions).items()}
     frames = {d: f for d, f in frames.items() if f is not None}
     spec = WindowSpec(**QUALITY_WINDOW)
     splits = split_days(window_days(list(frames), spec), spec)
@@ -113,12 +125,21 @@ def plain_chain(storage, mlflow_uri: str) -> dict[str, float]:
     started = time.perf_counter()
     parts = {s: data[data.split == s] for s in (TRAIN, VALIDATION, TEST)}
     result = train_model(parts[TRAIN], parts[VALIDATION])
-    metrics = classification_metrics(labels(parts[TEST]), result.unit.predict_proba(parts[TEST]))
-    baseline = classification_metrics(labels(parts[TEST]), Baseline().fit(parts[TRAIN]).predict_proba(parts[TEST]))
+    test, y_test = parts[TEST], labels(parts[TEST])
+    metrics = classification_metrics(y_test, result.unit.predict_proba(test))
+    baseline = classification_metrics(y_test, Baseline().fit(parts[TRAIN]).predict_proba(test))
+    behaviour = behavioural_suite(result.unit.predict_proba, test.sample(min(2000, len(test)), random_state=7))
+    columns = [*result.unit.preprocessor.categorical, *result.unit.preprocessor.numeric]
+    auc, groups = permutation_importance(result.unit.predict_proba, test, y_test, feature_groups(columns), seed=7)
     mlflow.set_tracking_uri(mlflow_uri)
     experiment = mlflow.create_experiment("plain", artifact_location=(Path(mlflow_uri[len("sqlite:///"):]).parent / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment), tmp.TemporaryDirectory() as folder:
-        mlflow.log_metrics({"test_roc_auc": metrics["roc_auc"], "baseline_test_roc_auc": baseline["roc_auc"]})
+        mlflow.log_metrics({"test_roc_auc": metrics["roc_auc"], "baseline_test_roc_auc": baseline["roc_auc"],
+                            **{f"behaves_{b.name}": float(b.passed) for b in behaviour}})
+        mlflow.log_dict({"test_roc_auc": auc, "groups": as_records(groups)}, "explainability/permutation_importance.json")
+        mlflow.log_text(markdown_table(auc, groups), "explainability/permutation_importance.md")
+        reference_sample(parts[TRAIN]).to_parquet(Path(folder) / "drift_reference.parquet", index=False)
+        mlflow.log_artifact(str(Path(folder) / "drift_reference.parquet"))
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(__file__).resolve().parents[1] / "resources" / "delay_pyfunc.py"),
             artifacts={"unit": str(result.unit.save(Path(folder) / "unit"))},
@@ -265,7 +286,7 @@ def chain(dagster_storage, plain_storage, root: Path) -> None:
     dagster_total = time.perf_counter() - started
 
     print("\n== whole chain on the year (ingest → features → train → register → champion)")
-    print(f"plain script : {plain_total:6.1f} s  (ingest {plain['ingest_s']:.1f}, features {plain['features_s']:.1f}, train+baseline+mlflow {plain['train_s']:.1f})")
+    print(f"plain script : {plain_total:6.1f} s  (ingest {plain['ingest_s']:.1f}, history {plain['history_s']:.1f}, features {plain['features_s']:.1f}, train+baseline+checks+importance+mlflow {plain['train_s']:.1f})")
     print(f"dagster      : {dagster_total:6.1f} s  (ingest_job {dag['ingest_job_s']:.1f}, features_job {dag['features_job_s']:.1f}, training_job {dag['training_job_s']:.1f}"
           f" of which Bento build + parity + export {dag['bento_steps_s']:.1f})")
     equal = dagster_total - dag["bento_steps_s"]

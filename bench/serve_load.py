@@ -19,7 +19,8 @@ Targets, measured in the same command:
 * ``ceiling``: a raw ASGI app on uvicorn returning a constant body: what this client and uvicorn
   reach together on this machine. On 2 cores the client shares the CPU with the server, so every
   figure below it is bounded by this one.
-* ``fastapi``: the naive pattern, FastAPI + uvicorn (1 worker), the same pydantic schema
+* ``fastapi``: the naive pattern, FastAPI + uvicorn with as many worker processes as the service
+  (``SERVICE_WORKERS``, 2 by default; ``--fastapi-workers`` to change), the same pydantic schema
   (``serving.schema.Flight``) and the same model call as the service's batch (``predict_records``
   on the validated rows; ``predict_proba`` on a frame for a unit without it) once per request, no
   prediction log, no metrics.
@@ -202,13 +203,12 @@ def check_explanations(port: int, records: list[dict], expected) -> str:
 # ------------------------------------------------------------------------------ servers (baselines)
 
 
-def _fastapi_server(port: int, unit_dir: str, mode: str) -> None:
+def _fastapi_app(unit_dir: str, mode: str):
     """The naive pattern: one FastAPI endpoint, the same schema, the model called once per request
     (the same call as the service's batch, ``model_call``), no prediction log, no metrics."""
     import uuid
 
     import torch
-    import uvicorn
     from fastapi import FastAPI
     from pydantic import BaseModel
 
@@ -247,8 +247,23 @@ def _fastapi_server(port: int, unit_dir: str, mode: str) -> None:
         return "ok"
 
     app.get("/readyz")(ready)
+    return app
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+def fastapi_app_from_env():
+    """The app for each uvicorn worker process (``--fastapi-workers`` > 1 needs an import string)."""
+    return _fastapi_app(os.environ["BENCH_FASTAPI_UNIT"], os.environ["BENCH_FASTAPI_MODE"])
+
+
+def _fastapi_server(port: int, unit_dir: str, mode: str, workers: int) -> None:
+    import uvicorn
+
+    if workers == 1:
+        uvicorn.run(_fastapi_app(unit_dir, mode), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        return
+    os.environ["BENCH_FASTAPI_UNIT"], os.environ["BENCH_FASTAPI_MODE"] = unit_dir, mode
+    uvicorn.run("serve_load:fastapi_app_from_env", factory=True, workers=workers, host="127.0.0.1", port=port,
+                log_level="warning", access_log=False)
 
 
 def _ceiling_server(port: int) -> None:
@@ -472,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--explain-clients", default="1,2", help="concurrency levels of /explain (default 1,2)")
     parser.add_argument("--fastapi-mode", choices=("async", "sync"), default="async",
                         help="FastAPI endpoint as `async def` (model on the loop, default) or plain `def` (thread pool)")
+    parser.add_argument("--fastapi-workers", type=int,
+                        help="uvicorn worker processes of the FastAPI target (default: as many as the service's "
+                             "SERVICE_WORKERS, so both get the same process budget)")
     parser.add_argument("--bento-env", action="append", default=[], metavar="K=V",
                         help="extra environment for the BentoML service (e.g. SERVICE_WORKERS=2); repeatable")
     parser.add_argument("--service", action="append", metavar="MODULE:SERVICE",
@@ -515,6 +533,11 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.bento_env:
             key, _, value = item.partition("=")
             env[key] = value
+        from ml.settings import service_workers
+
+        bento_workers = int(env.get("SERVICE_WORKERS") or service_workers())
+        fastapi_workers = args.fastapi_workers or bento_workers
+        print(f"process budget: bentoml {bento_workers} worker(s), fastapi {fastapi_workers} worker(s)")
         print(f"unit: {len(test)} test rows, {len(records)} distinct 1-row bodies; setup {time.perf_counter() - started:.1f} s; "
               f"{os.cpu_count()} CPUs; load generator: 1 process, raw asyncio HTTP/1.1 keep-alive on uvloop")
 
@@ -536,9 +559,9 @@ def main(argv: list[str] | None = None) -> int:
                 measure("ceiling", port, [max(levels)], process)
         if "fastapi" in targets:
             port = free_port()
-            command = [sys.executable, __file__, "_fastapi", str(port), str(unit_dir), args.fastapi_mode]
+            command = [sys.executable, __file__, "_fastapi", str(port), str(unit_dir), args.fastapi_mode, str(fastapi_workers)]
             with server(command, port, workdir / "fastapi.log", env) as process:
-                print(f"fastapi ({args.fastapi_mode} endpoint, {model_call(ModelUnit.load(unit_dir), *service_columns())[0]} "
+                print(f"fastapi ({fastapi_workers} uvicorn worker(s), {args.fastapi_mode} endpoint, {model_call(ModelUnit.load(unit_dir), *service_columns())[0]} "
                       f"per request) answers: {check_answers(port, records, expected)}")
                 measure("fastapi", port, levels, process)
         for index, service in enumerate(services if "bentoml" in targets else []):
@@ -594,7 +617,7 @@ if __name__ == "__main__":
         _, _, port, path, bodies, clients, warmup, duration = sys.argv
         _client_main(int(port), path, bodies, int(clients), float(warmup), float(duration))
     elif len(sys.argv) > 1 and sys.argv[1] == "_fastapi":
-        _fastapi_server(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+        _fastapi_server(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
     elif len(sys.argv) > 1 and sys.argv[1] == "_ceiling":
         _ceiling_server(int(sys.argv[2]))
     else:

@@ -44,8 +44,9 @@ def feature_columns(unit: ModelUnit) -> tuple[list[str], np.ndarray, np.ndarray]
     the embedded categories and of the preprocessed numbers the index of the feature it belongs to."""
     categorical = list(unit.preprocessor.categorical)
     numeric = list(unit.preprocessor.numeric)
-    widths = [embedding.embedding_dim for embedding in unit.network.embeddings]
-    embedded_owner = np.repeat(np.arange(len(categorical)), widths)
+    embeddings = unit.network.embeddings  # an ensemble's: each member's in the categorical order, member after member
+    widths = [embedding.embedding_dim for embedding in embeddings]
+    embedded_owner = np.repeat(np.arange(len(embeddings)) % len(categorical), widths)
     offset = len(categorical)
     number_owner = np.tile(np.arange(offset, offset + len(numeric)), 2)  # values, then missing flags
     return categorical + numeric, embedded_owner, number_owner

@@ -15,10 +15,10 @@ from torch import nn
 
 from ml.evaluate import classification_metrics, labels
 from ml.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-from ml.model import ModelConfig, ModelUnit, fit_temperature
+from ml.model import ModelConfig, ModelUnit, fit_temperature, members
 from ml.preprocess import Preprocessor
 
-VERSION = "2"
+VERSION = "3"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 
@@ -46,6 +46,8 @@ class EpochStats:
     val_loss: float
     val_roc_auc: float
     samples_per_s: float
+    member: int = 0
+    """Which network of the ensemble (``ModelConfig.members``) this epoch trained."""
 
 
 @dataclass
@@ -53,6 +55,7 @@ class TrainResult:
     unit: ModelUnit
     history: list[EpochStats]
     best_epoch: int
+    """The latest of the members' best epochs (each member keeps the weights of its own best one)."""
     device: str
 
 
@@ -118,7 +121,9 @@ def train_model(
     on_epoch: Callable[[EpochStats], None] | None = None,
     parallel: DataParallel | None = None,
 ) -> TrainResult:
-    """Fit preprocessing on ``train``, train the network, keep the weights of the best validation epoch.
+    """Fit preprocessing on ``train``, train each network of the unit (one, or an ensemble's members one after
+    another on the same tensors), each keeping the weights of its best validation epoch; then fit the
+    temperature of the whole on validation.
 
     ``parallel`` (``ml.distributed.ProcessGroup``) trains data-parallel: every process prepares the same
     tensors and the same batch order, takes its shard of each batch, and DDP averages the gradients.
@@ -131,9 +136,36 @@ def train_model(
     torch_device = torch.device(device)
     pre = Preprocessor.fit(train, CATEGORICAL_FEATURES, tuple(config.numeric_features))
     unit = ModelUnit.create(pre, config.model)
-    network = unit.network.to(torch_device)
-    x_cat, x_num, y = _tensors(pre, train, torch_device)
-    v_cat, v_num, v_y = _tensors(pre, validation, torch_device)
+    train_tensors = _tensors(pre, train, torch_device)
+    val_tensors = _tensors(pre, validation, torch_device)
+    history: list[EpochStats] = []
+    best_epochs = []
+    for index, member in enumerate(members(unit.network)):
+        member_history, best_epoch = _fit_network(
+            member.to(torch_device), train_tensors, val_tensors, config, index, torch_device, parallel, on_epoch
+        )
+        history += member_history
+        best_epochs.append(best_epoch)
+    network = unit.network.to("cpu").eval()
+    _, _, v_y = val_tensors
+    if config.calibrate and len(v_y):
+        v_cat, v_num, _ = val_tensors
+        with torch.no_grad():
+            v_logits = network(v_cat.cpu(), v_num.cpu())
+        unit.temperature = fit_temperature(v_logits, v_y.cpu())
+    return TrainResult(unit=unit, history=history, best_epoch=max(best_epochs), device=str(torch_device))
+
+
+def _fit_network(
+    network: nn.Module, train_tensors, val_tensors, config: TrainConfig, member: int, torch_device: torch.device,
+    parallel: DataParallel, on_epoch: Callable[[EpochStats], None] | None,
+) -> tuple[list[EpochStats], int]:
+    """Train one network with early stopping on validation loss; it ends with its best epoch's weights.
+
+    Member ``k`` of an ensemble draws its batch order from ``seed + k``: members differ by initialisation
+    and by order, as networks trained apart would."""
+    x_cat, x_num, y = train_tensors
+    v_cat, v_num, v_y = val_tensors
     positive_rate = float(y.mean().item()) if len(y) else 0.5
     with torch.no_grad():  # start at the base rate: fewer wasted epochs
         network.mlp[-1].bias.fill_(float(np.log(max(positive_rate, 1e-3) / max(1 - positive_rate, 1e-3))))
@@ -142,7 +174,7 @@ def train_model(
     loss_fn = nn.BCEWithLogitsLoss()
     scaler = torch.amp.GradScaler(torch_device.type, enabled=config.amp and torch_device.type == "cuda")
     amp_dtype = _autocast_dtype(torch_device)
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed + member)
 
     history: list[EpochStats] = []
     best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
@@ -170,7 +202,7 @@ def train_model(
             val_loss = parallel.leader_value(float(loss_fn(v_logits, v_y)))
             v_prob = torch.sigmoid(v_logits).cpu().numpy()
         val_auc = classification_metrics(v_y.cpu().numpy(), v_prob)["roc_auc"] if len(set(v_y.tolist())) > 1 else float("nan")
-        stats = EpochStats(epoch, total / max(len(y), 1), val_loss, val_auc, len(y) / seconds if seconds else 0.0)
+        stats = EpochStats(epoch, total / max(len(y), 1), val_loss, val_auc, len(y) / seconds if seconds else 0.0, member)
         history.append(stats)
         if on_epoch:
             on_epoch(stats)
@@ -185,8 +217,4 @@ def train_model(
     if best_state is not None:
         network.load_state_dict(best_state)
     network.eval()
-    if config.calibrate and len(v_y):
-        with torch.no_grad():
-            v_logits = network(v_cat.cpu(), v_num.cpu())
-        unit.temperature = fit_temperature(v_logits, v_y)
-    return TrainResult(unit=unit, history=history, best_epoch=best_epoch, device=str(torch_device))
+    return history, best_epoch

@@ -265,7 +265,8 @@ class MlflowRegistry(dg.ConfigurableResource):
     ) -> Candidate:
         """Log a trained candidate as one MLflow run, register it as a new version, record its verdict.
 
-        The run gets ``params``, one step per epoch of ``epoch_metrics`` (``epoch`` is the step),
+        The run gets ``params``, one step per epoch of ``epoch_metrics`` (``epoch`` is the step; an ensemble's
+        first network logs ``epoch_*``, the others ``member<k>_epoch_*``),
         the test metrics of the model, the baseline and the champion, and the drift ``reference``
         sample. The version gets its unit (with the digest of its files) and the verdict as tags: a
         rejected version stays registered with its reason and is never promoted.
@@ -278,7 +279,7 @@ class MlflowRegistry(dg.ConfigurableResource):
             run_id = run.info.run_id
             now = int(time.time() * 1000)
             metrics = [
-                Metric(f"epoch_{name}", float(epoch[name]), now, int(epoch["epoch"]))
+                Metric(f"{_member_prefix(epoch)}epoch_{name}", float(epoch[name]), now, int(epoch["epoch"]))
                 for epoch in epoch_metrics for name in EPOCH_METRICS
             ]
             client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
@@ -471,3 +472,8 @@ def _is_not_found(exc: Exception) -> bool:
     """MLflow's answer for a missing model or alias (an unreachable server is not one)."""
     code = getattr(exc, "error_code", "")
     return code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"} or "not found" in str(exc).lower()
+
+
+def _member_prefix(epoch: Mapping[str, Any]) -> str:
+    member = int(epoch.get("member", 0))
+    return f"member{member}_" if member else ""

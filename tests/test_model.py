@@ -66,6 +66,42 @@ def test_training_learns_and_is_reproducible(trained, three_weeks):
     )
 
 
+def test_the_ensemble_is_the_mean_of_members_trained_apart(trained):
+    """Each member keeps its own best epoch and differs from the others; the unit's logit is their mean."""
+    from ml.model import members
+
+    result, parts = trained
+    nets = members(result.unit.network)
+    assert len(nets) == ModelConfig().members == 3
+    assert sorted({s.member for s in result.history}) == [0, 1, 2]
+    cats, numbers = (torch.from_numpy(a) for a in result.unit.preprocessor.transform(parts[TEST].head(200)))
+    with torch.no_grad():
+        each = torch.stack([net(cats, numbers) for net in nets])
+        whole = result.unit.network(cats, numbers)
+    assert float((each[0] - each[1]).abs().max()) > 1e-3  # not one network three times
+    torch.testing.assert_close(whole, each.mean(dim=0))
+    expected = torch.sigmoid(whole / result.unit.temperature).numpy()
+    np.testing.assert_allclose(result.unit.predict_proba(parts[TEST].head(200)), expected, rtol=1e-6)
+
+
+def test_a_unit_saved_before_ensembles_loads_as_one_network(trained, tmp_path):
+    """A registered champion from before ``members`` existed (one network, no ``members`` in unit.json) still loads."""
+    import json
+
+    from ml.model import DelayNet
+
+    _, parts = trained
+    pre = Preprocessor.fit(parts[TRAIN], CATEGORICAL_FEATURES, NUMERIC_FEATURES)
+    single = ModelUnit.create(pre, ModelConfig(members=1))
+    single.save(tmp_path / "old")
+    description = json.loads((tmp_path / "old" / "unit.json").read_text())
+    del description["config"]["members"]
+    (tmp_path / "old" / "unit.json").write_text(json.dumps(description))
+    loaded = ModelUnit.load(tmp_path / "old")
+    assert isinstance(loaded.network, DelayNet)
+    np.testing.assert_array_equal(loaded.predict_proba(parts[TEST]), single.predict_proba(parts[TEST]))
+
+
 def test_save_and_load_give_equal_predictions_with_weights_only(trained, tmp_path):
     result, parts = trained
     result.unit.save(tmp_path / "unit")

@@ -53,6 +53,8 @@ def test_chain_registers_and_promotes_a_champion(featured_lake, mlflow_registry)
     assert "epochs" in run.data.params
     history = client.get_metric_history(run.info.run_id, "epoch_val_loss")
     assert len(history) >= 2 and sorted(m.step for m in history) == list(range(1, len(history) + 1))
+    assert run.data.params["members"] == "3"  # each network of the ensemble has its own curve
+    assert len(client.get_metric_history(run.info.run_id, "member2_epoch_val_loss")) >= 2
 
     model_event = instance.get_latest_materialization_event(dg.AssetKey("delay_model"))
     metadata = model_event.asset_materialization.metadata
