@@ -191,6 +191,9 @@ def flight_features(
             context.log_event(dg.AssetObservation(
                 "flight_features", partition=day, metadata={f"null_share_{c}": round(v, 5) for c, v in shares.items()}
             ))
+        for day, frame in frames.items():  # each day's lineage goes with its file and its materialization
+            frame.attrs[BUILT_FROM] = built_from[day]
+            context.add_asset_metadata({BUILT_FROM: dg.MetadataValue.json(built_from[day])}, partition_key=day)
         yield dg.Output(
             {k: frames.get(k) for k in keys},
             metadata={
@@ -199,7 +202,6 @@ def flight_features(
                 "cancelled_flights": cancelled,
                 "partitions_without_raw_flights": dg.MetadataValue.json(no_flights),
                 "partitions_without_weather": dg.MetadataValue.json(sorted(no_weather)),
-                BUILT_FROM: dg.MetadataValue.json(built_from),
             },
         )
     else:

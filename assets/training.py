@@ -97,7 +97,8 @@ def training_set(
 ):
     """A rolling window of feature days, split by time into train, validation and test.
 
-    Read with `dd.read_parquet` over the window's partitions on the Dask cluster; cancelled flights
+    Read with `dd.read_parquet` over the window's partitions (`DaskCluster.compute`: the remote scheduler
+    when one is set, else Dask's threads in process); cancelled flights
     (no label) are left out. A day is used only if its features were built from the raw days stored
     now: a raw day held back or rewritten since leaves stale features, which are excluded and named
     in `days_excluded`, never trained on. The fingerprint hashes the partitions and their stored
@@ -127,8 +128,7 @@ def training_set(
             allow_retries=False,
         )
     splits = split_days(days, spec)
-    with dask.client():
-        frame = warehouse.dask_frame("flight_features", days).map_partitions(assign_splits, splits).compute()
+    frame = dask.compute(warehouse.dask_frame("flight_features", days).map_partitions(assign_splits, splits))
     frame = frame.reset_index(drop=True)
     per_split = frame.groupby(SPLIT)["arrived_late"].agg(["size", "mean"])
     return dg.Output(

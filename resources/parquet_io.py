@@ -221,22 +221,25 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
             return self._get_path_without_extension(context) / f"{_producing_run(context)}{self.extension}"
         return super()._get_path(context)
 
-    def _footer_for(self, context: dg.OutputContext, partition: str | None) -> dict:
+    def _footer_for(self, context: dg.OutputContext, obj: Any) -> dict:
+        """The run (run-scoped assets), the fingerprint (output metadata) and the partition's lineage:
+        ``attrs[BUILT_FROM]`` of the partition's own frame, so each file (and each partition's
+        materialization) carries its own lineage, never the whole range's."""
         metadata = context.output_metadata or {}
         footer: dict[str, Any] = {}
         if _run_scoped(context.definition_metadata):
             footer["run_id"] = context.run_id
         if FINGERPRINT in metadata:
             footer[FINGERPRINT] = _plain(metadata[FINGERPRINT])
-        built_from = _plain(metadata.get(BUILT_FROM)) or {}
-        if partition is not None and partition in built_from:
-            footer[BUILT_FROM] = built_from[partition]
+        built_from = getattr(obj, "attrs", {}).get(BUILT_FROM)
+        if built_from is not None:
+            footer[BUILT_FROM] = built_from
         return footer
 
     def _write(self, context: dg.OutputContext, obj: Any, path: UPath, partition: str | None) -> None:
         if _is_dask_frame_type(type(obj)):
             obj = obj.compute()
-        self._storage.write_bytes(self._key(path), parquet_bytes(obj, self._footer_for(context, partition)))
+        self._storage.write_bytes(self._key(path), parquet_bytes(obj, self._footer_for(context, obj)))
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         partition = context.asset_partition_key if context.has_asset_partitions else None

@@ -36,3 +36,33 @@ def test_a_remote_scheduler_with_a_local_lake_is_refused_clearly(lake):
     result = dg.materialize([flight_features], resources=resources, partition_key="2013-01-01", raise_on_error=False)
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "remote workers cannot read" in failure.step_failure_data.error.message
+
+
+def _late_rate_by_carrier():
+    import dask.dataframe as dd
+    import pandas as pd
+
+    frame = pd.DataFrame({"carrier": list("AABBBC") * 50, "late": [0, 1, 1, 0, 1, 1] * 50})
+    graph = dd.from_pandas(frame, npartitions=4).groupby("carrier")["late"].mean()
+    return graph, frame.groupby("carrier")["late"].mean()
+
+
+def test_compute_runs_in_process_without_a_scheduler():
+    """No scheduler address and threads: Dask's threaded scheduler, no cluster started."""
+    import distributed
+
+    graph, expected = _late_rate_by_carrier()
+    assert DaskCluster().compute(graph).to_dict() == expected.to_dict()
+    with pytest.raises(ValueError):  # no distributed client was ever made default
+        distributed.default_client()
+
+
+@pytest.mark.slow
+def test_compute_goes_to_the_scheduler_when_one_is_set():
+    from distributed import LocalCluster
+
+    graph, expected = _late_rate_by_carrier()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        result = DaskCluster(scheduler_address=cluster.scheduler_address).compute(graph)
+        assert cluster.scheduler.task_prefixes, "the graph never reached the scheduler"
+    assert result.to_dict() == expected.to_dict()

@@ -25,7 +25,7 @@ from assets.ingest import airports, planes, raw_flights, raw_weather
 from assets.training import delay_model, training_set
 from pipelines.partition_ranges import range_tags
 from pipelines.replay import replay
-from resources.parquet_io import LakeParquetIOManager, Warehouse
+from resources.parquet_io import FOOTER_ATTR, LakeParquetIOManager, Warehouse
 from resources.storage import LakeStorage
 from tests.conftest import chain_resources
 
@@ -162,6 +162,12 @@ def test_kill_9_mid_features_leaves_no_partial_file_and_training_skips_what_is_m
         pd.testing.assert_frame_equal(Warehouse(lake).frame("flight_features", day),
                                       Warehouse(baseline).frame("flight_features", day))
     assert sorted(_files(lake, "warehouse/flight_features")) == [f"warehouse/flight_features/{d}.parquet" for d in DAYS]
+    # each day's materialization and file name the raw versions of that day only, not the whole range's
+    for event in rerun.get_asset_materialization_events():
+        day = event.materialization.partition
+        lineage = event.materialization.metadata["built_from"].value
+        assert set(lineage) == {"raw_flights", "raw_weather"}
+        assert Warehouse(lake).frame("flight_features", day).attrs[FOOTER_ATTR]["built_from"] == lineage
 
 
 def test_a_held_back_raw_day_never_reaches_the_training_set(baseline, tmp_path):
