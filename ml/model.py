@@ -154,6 +154,64 @@ class DelayEnsemble(nn.Module):
         return torch.stack([net.head(part, numbers) for net, part in zip(self.members, parts)]).mean(dim=0)
 
 
+class FusedEnsemble(nn.Module):
+    """An ensemble's members folded into one wide network, for scoring only (no dropout, no gradients).
+
+    Scoring a few rows is dominated by the per-operation cost of PyTorch, not by arithmetic: three
+    members run one after another cost three times one network. Here each categorical has one table
+    with every member's embedding side by side, the first layer reads every member's embeddings and the
+    shared numbers, the hidden layers are block-diagonal, and the output layer averages the members
+    (weights ÷ members): one network's operations for the whole ensemble, the same logits.
+    """
+
+    def __init__(self, ensemble: DelayEnsemble):
+        super().__init__()
+        nets = list(ensemble.members)
+        k = len(nets)
+        widths = [e.embedding_dim for e in nets[0].embeddings]
+        with torch.no_grad():
+            self.tables = [torch.cat([net.embeddings[i].weight for net in nets], dim=1) for i in range(len(widths))]
+            self.free_columns = nets[0].free_columns
+            self.monotone_columns = nets[0].monotone_columns
+            linears = [[m for m in net.mlp if isinstance(m, nn.Linear)] for net in nets]
+            first = [layers[0] for layers in linears]
+            embedded_width = sum(widths)
+            # fused embedded columns run categorical by categorical, member by member within one
+            columns = []
+            for i, width in enumerate(widths):
+                start = sum(widths[:i])
+                columns += [(member, start, width) for member in range(k)]
+            blocks = []
+            for member in range(k):
+                weight = first[member].weight
+                parts = [weight[:, s : s + w] if m == member else weight.new_zeros(weight.shape[0], w) for m, s, w in columns]
+                blocks.append(torch.cat([*parts, weight[:, embedded_width:]], dim=1))
+            layers: list[tuple[torch.Tensor, torch.Tensor]] = [(torch.cat(blocks), torch.cat([f.bias for f in first]))]
+            for depth in range(1, len(linears[0]) - 1):
+                layers.append((torch.block_diag(*[ls[depth].weight for ls in linears]), torch.cat([ls[depth].bias for ls in linears])))
+            last = [ls[-1] for ls in linears]
+            layers.append((torch.cat([l.weight for l in last], dim=1) / k, torch.stack([l.bias for l in last]).mean(dim=0)))
+            self.layers = [(w.clone(), b.clone()) for w, b in layers]
+            monotone = [net.monotone for net in nets]
+            self.slope = torch.cat([nn.functional.softplus(m.slope) for m in monotone], dim=1)
+            self.offset = torch.cat([m.offset for m in monotone], dim=1)
+            self.height = torch.cat([nn.functional.softplus(m.height) for m in monotone], dim=1) / k
+
+    @torch.no_grad()
+    def forward(self, categories: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+        embedded = [nn.functional.embedding(categories[:, i], table) for i, table in enumerate(self.tables)]
+        x = torch.cat([*embedded, numbers.index_select(1, self.free_columns)], dim=1)
+        for weight, bias in self.layers[:-1]:
+            x = torch.relu(nn.functional.linear(x, weight, bias))
+        weight, bias = self.layers[-1]
+        logit = nn.functional.linear(x, weight, bias).squeeze(1)
+        if len(self.monotone_columns):
+            monotone = numbers.index_select(1, self.monotone_columns)
+            steps = torch.sigmoid(self.slope * monotone.unsqueeze(-1) + self.offset)
+            logit = logit + (steps * self.height).sum(dim=(1, 2))
+        return logit
+
+
 def members(network: nn.Module) -> list[DelayNet]:
     """The networks a unit's network is made of: an ensemble's members, or the one network."""
     return list(network.members) if isinstance(network, DelayEnsemble) else [network]
@@ -185,12 +243,25 @@ class ModelUnit:
         """``predict_proba`` for a few rows given as mappings (an online batch)."""
         return self.predict_encoded(*self.preprocessor.transform_records(records))
 
+    def scorer(self) -> nn.Module:
+        """What scores: the network, or for an ensemble its ``FusedEnsemble``, rebuilt whenever a weight
+        has changed since (training, ``load_state_dict``: every in-place write bumps a tensor's version)."""
+        if not isinstance(self.network, DelayEnsemble) or not self.config.hidden:
+            return self.network
+        stamp = tuple((p.data_ptr(), p._version) for p in self.network.parameters())
+        cached = self.__dict__.get("_fused")
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, FusedEnsemble(self.network))
+            self.__dict__["_fused"] = cached
+        return cached[1]
+
     @torch.no_grad()
     def predict_encoded(self, cats: np.ndarray, numbers: np.ndarray, batch_size: int = 65_536) -> np.ndarray:
         self.network.eval()
+        scorer = self.scorer()
         out = []
         for start in range(0, len(cats), batch_size):
-            logits = self.network(
+            logits = scorer(
                 torch.from_numpy(cats[start : start + batch_size]),
                 torch.from_numpy(numbers[start : start + batch_size]),
             )

@@ -81,7 +81,35 @@ def test_the_ensemble_is_the_mean_of_members_trained_apart(trained):
     assert float((each[0] - each[1]).abs().max()) > 1e-3  # not one network three times
     torch.testing.assert_close(whole, each.mean(dim=0))
     expected = torch.sigmoid(whole / result.unit.temperature).numpy()
-    np.testing.assert_allclose(result.unit.predict_proba(parts[TEST].head(200)), expected, rtol=1e-6)
+    np.testing.assert_allclose(result.unit.predict_proba(parts[TEST].head(200)), expected, rtol=1e-5)
+
+
+def test_the_fused_scorer_gives_the_members_mean_and_follows_new_weights(trained):
+    """Scoring runs the ensemble folded into one network (``FusedEnsemble``): the same logits as the members
+    one by one, unknown categories and missing numbers included, and never stale after weights change."""
+    from ml.model import FusedEnsemble, members
+
+    result, parts = trained
+    unit = result.unit
+    frame = parts[TEST].head(300).reset_index(drop=True).copy()
+    frame.loc[0, "carrier"] = "ZZ"
+    frame.loc[1, ["temp", "precip"]] = np.nan
+    cats, numbers = (torch.from_numpy(a) for a in unit.preprocessor.transform(frame))
+    with torch.no_grad():
+        torch.testing.assert_close(FusedEnsemble(unit.network)(cats, numbers), unit.network(cats, numbers), rtol=1e-5, atol=1e-5)
+    assert isinstance(unit.scorer(), FusedEnsemble) and unit.scorer() is unit.scorer()
+    before = unit.predict_proba(frame)
+    with torch.no_grad():
+        members(unit.network)[1].mlp[-1].bias.add_(3.0)  # one member now says "late" far more often
+    try:
+        after = unit.predict_proba(frame)
+        assert (after > before).all()
+        with torch.no_grad():
+            expected = torch.sigmoid(unit.network(cats, numbers) / unit.temperature).numpy()
+        np.testing.assert_allclose(after, expected, rtol=1e-5)
+    finally:
+        with torch.no_grad():
+            members(unit.network)[1].mlp[-1].bias.sub_(3.0)
 
 
 def test_a_unit_saved_before_ensembles_loads_as_one_network(trained, tmp_path):
