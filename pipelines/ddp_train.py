@@ -70,7 +70,8 @@ def _train(group, request: dict[str, Any], pipes) -> None:
 
     def log_epoch(stats) -> None:
         pipes.log.info(
-            f"epoch {stats.epoch}: train loss {stats.train_loss:.4f}, validation loss {stats.val_loss:.4f}, "
+            f"network {stats.member + 1} of {config.model.members}, epoch {stats.epoch}: train loss {stats.train_loss:.4f}, "
+            f"validation loss {stats.val_loss:.4f}, "
             f"validation ROC AUC {stats.val_roc_auc:.4f}, {stats.samples_per_s:,.0f} samples/s on {group.size} processes"
         )
 
