@@ -248,7 +248,10 @@ class ModelUnit:
         has changed since (training, ``load_state_dict``: every in-place write bumps a tensor's version)."""
         if not isinstance(self.network, DelayEnsemble) or not self.config.hidden:
             return self.network
-        stamp = tuple((p.data_ptr(), p._version) for p in self.network.parameters())
+        params = self.__dict__.get("_params")
+        if params is None or params[0] is not self.network:  # walking the modules costs more than the check
+            params = self.__dict__["_params"] = (self.network, list(self.network.parameters()))
+        stamp = tuple((p.data_ptr(), p._version) for p in params[1])
         cached = self.__dict__.get("_fused")
         if cached is None or cached[0] != stamp:
             cached = (stamp, FusedEnsemble(self.network))
@@ -257,7 +260,8 @@ class ModelUnit:
 
     @torch.no_grad()
     def predict_encoded(self, cats: np.ndarray, numbers: np.ndarray, batch_size: int = 65_536) -> np.ndarray:
-        self.network.eval()
+        if self.network.training:  # eval() walks every module: only when needed
+            self.network.eval()
         scorer = self.scorer()
         out = []
         for start in range(0, len(cats), batch_size):
