@@ -22,7 +22,7 @@ FOOTER_ATTR = "lake"
 RUN_SCOPED = "lake/run_scoped"
 """Definition metadata of an asset stored once per run (``<asset>/<run_id>.parquet``), never shared."""
 BUILT_FROM = "built_from"
-"""Output metadata ``{partition: {upstream: stored version}}``: recorded in each partition's footer."""
+"""``DataFrame.attrs`` entry of a partition's frame, ``{upstream: stored version}``: recorded in its footer."""
 FINGERPRINT = "data_fingerprint"
 """Output metadata recorded in the footer too, so a reader can tell which window a file holds."""
 _EPHEMERAL_RUN_ID = "__EPHEMERAL_RUN_ID"
@@ -236,14 +236,13 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
             footer[BUILT_FROM] = built_from
         return footer
 
-    def _write(self, context: dg.OutputContext, obj: Any, path: UPath, partition: str | None) -> None:
+    def _write(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         if _is_dask_frame_type(type(obj)):
             obj = obj.compute()
         self._storage.write_bytes(self._key(path), parquet_bytes(obj, self._footer_for(context, obj)))
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
-        partition = context.asset_partition_key if context.has_asset_partitions else None
-        self._write(context, obj, path, partition)
+        self._write(context, obj, path)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         try:
@@ -269,7 +268,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
                 super().handle_output(context, obj)
             else:
                 path = self._get_path(context)
-                self._write(context, obj, path, None)
+                self._write(context, obj, path)
                 context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
             metadata = self._storage_metadata()
             if _run_scoped(context.definition_metadata):
@@ -290,7 +289,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
                     self.unlink(path)
                     removed += 1
                 continue
-            self._write(context, frame, path, partition)
+            self._write(context, frame, path)
             written += 1
             rows += len(frame)
         context.add_output_metadata(
