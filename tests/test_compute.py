@@ -47,14 +47,17 @@ def _late_rate_by_carrier():
     return graph, frame.groupby("carrier")["late"].mean()
 
 
-def test_compute_runs_in_process_without_a_scheduler():
+def test_compute_runs_in_process_without_a_scheduler(monkeypatch):
     """No scheduler address and threads: Dask's threaded scheduler, no cluster started."""
-    import distributed
 
+    def no_cluster(self):
+        raise AssertionError("compute started a cluster")
+
+    monkeypatch.setattr(DaskCluster, "client", no_cluster)
     graph, expected = _late_rate_by_carrier()
     assert DaskCluster().compute(graph).to_dict() == expected.to_dict()
-    with pytest.raises(ValueError):  # no distributed client was ever made default
-        distributed.default_client()
+    with pytest.raises(AssertionError, match="started a cluster"):  # worker processes do need one
+        DaskCluster(processes=True).compute(graph)
 
 
 @pytest.mark.slow
