@@ -28,7 +28,7 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster-local.yaml
 
 ## run the main job on embedded defaults against the instance `make dev` shows
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m pipelines.run_main
+	$(BIN)/flightdelay run
 
 ## the Dagster UI (and daemon, so sensors and schedules run) on http://127.0.0.1:3000
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
@@ -43,13 +43,13 @@ serve: $(STAMP)
 	  echo "or, on a trusted machine only, SERVICE_AUTH_DISABLED=true make serve" >&2; exit 2; fi
 	@if [ -n "$$SERVICE_TLS_KEYFILE" ] && [ -z "$$SERVICE_TLS_CERTFILE" ]; then \
 	  echo "make serve: SERVICE_TLS_KEYFILE is set but SERVICE_TLS_CERTFILE is not: set both for HTTPS (docs/tls.md)" >&2; exit 2; fi
-	tag=$$($(BIN)/python -m pipelines.verified_bento) && \
+	tag=$$($(BIN)/flightdelay verified-bento) && \
 	  $(BIN)/bentoml serve "$$tag" --host 127.0.0.1 -p $(SERVE_PORT) \
 	    $${SERVICE_TLS_CERTFILE:+--ssl-certfile "$$SERVICE_TLS_CERTFILE"} $${SERVICE_TLS_KEYFILE:+--ssl-keyfile "$$SERVICE_TLS_KEYFILE"}
 
 ## replay 2013 day by day with the daemon running: drift, retraining, new champions and Bentos (data/demo)
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.demo $(DEMO_ARGS)
+	$(BIN)/flightdelay demo $(DEMO_ARGS)
 
 ## the import rules (pyproject's [tool.importlinter]), the whole suite (slow tests included), then the asset checks on a sample of real days
 test: $(STAMP)
@@ -62,7 +62,7 @@ test-fast: $(STAMP)
 
 ## materialize a sample of partitions into a throwaway lake; exit 1 if any check fails
 check-data: $(STAMP)
-	tmp=$$(mktemp -d) && DATA_DIR=$$tmp DAGSTER_HOME= $(BIN)/python -m pipelines.check_data --replay --from 2013-01-01 --to 2013-01-07; rc=$$?; rm -rf $$tmp; exit $$rc
+	tmp=$$(mktemp -d) && DATA_DIR=$$tmp DAGSTER_HOME= $(BIN)/flightdelay check-data --replay --from 2013-01-01 --to 2013-01-07; rc=$$?; rm -rf $$tmp; exit $$rc
 
 validate: $(STAMP)
 	tmp=$$(mktemp -d) && DAGSTER_HOME=$$tmp $(BIN)/dagster definitions validate -w workspace.yaml; rc=$$?; rm -rf $$tmp; exit $$rc
@@ -70,18 +70,18 @@ validate: $(STAMP)
 ## the production stack on this machine, no Docker (docs/production-stack.md): Postgres databases, S3 (moto),
 ## mlflow server, code server, webserver on http://127.0.0.1:3000, daemon; state and logs in .stack/ (STACK_DIR)
 stack-up: $(STAMP)
-	$(BIN)/python -m pipelines.stack up
+	$(BIN)/flightdelay stack up
 
 ## stop every process the stack started (nothing is left behind)
 stack-down:
-	$(BIN)/python -m pipelines.stack down
+	$(BIN)/flightdelay stack down
 
 stack-status:
-	$(BIN)/python -m pipelines.stack status
+	$(BIN)/flightdelay stack status
 
 ## the pipeline's metrics for Prometheus on http://127.0.0.1:9464/metrics (METRICS_EXPORTER_HOST/PORT), read from the instance at DAGSTER_HOME
 metrics-exporter: $(STAMP)
-	$(BIN)/python -m pipelines.metrics_exporter
+	$(BIN)/flightdelay metrics-exporter
 
 ## regenerate the Grafana dashboards (deploy/monitoring/dashboards/*.json) from deploy/monitoring/dashboards.py
 dashboards: $(STAMP)
@@ -100,8 +100,8 @@ clean:
 ## a model version's life from the audit log (trained, promoted, deployed, served, superseded): make audit-trail VERSION=3
 audit-trail: $(STAMP)
 	@if [ -z "$(VERSION)" ]; then echo "make audit-trail: name the model version, e.g. make audit-trail VERSION=3" >&2; exit 2; fi
-	$(BIN)/python -m pipelines.audit_trail $(VERSION)
+	$(BIN)/flightdelay audit-trail $(VERSION)
 
 ## the champions' feature-group importance side by side, oldest first (make importance-drift LAST=5 for the newest 5)
 importance-drift: $(STAMP)
-	$(BIN)/python -m pipelines.importance_drift $(if $(LAST),--last $(LAST),)
+	$(BIN)/flightdelay importance-drift $(if $(LAST),--last $(LAST),)

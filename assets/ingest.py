@@ -3,6 +3,7 @@
 
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 
 import dagster as dg
 
@@ -18,6 +19,7 @@ LANDING_VERSION = "landing/version"
 
 CONTRACT_CHECK = "landing_contract"
 QUARANTINE_PREFIX = "quarantine"
+NULLED_READINGS_REPORT = "nulled_readings.json"
 _MAX_PARTITIONS_IN_METADATA = 20
 
 
@@ -61,8 +63,17 @@ def _quarantine(storage: LakeStorage, contract: Contract, ingested) -> str:
     return storage.uri(folder)
 
 
+def _quarantine_readings(storage: LakeStorage, contract: Contract, ingested) -> str:
+    """Record the impossible readings a partition was ingested without (the landing file keeps them)."""
+    key = f"{QUARANTINE_PREFIX}/{contract.dataset}/{ingested.verdict.partition}/{NULLED_READINGS_REPORT}"
+    report = {"source": ingested.source, "rows": ingested.verdict.rows,
+              "max_nulled_share": contract.max_nulled_share, "nulled": [asdict(n) for n in ingested.nulled]}
+    storage.write_bytes(key, json.dumps(report, indent=2, default=str).encode())
+    return storage.uri(key)
+
+
 def _check_result(
-    asset: str, contract: Contract, results: dict, quarantined: dict[str, str]
+    asset: str, contract: Contract, results: dict, quarantined: dict[str, str], nulled_reports: dict[str, str]
 ) -> dg.AssetCheckResult:
     from ml.expectations import suite_size
     from ml.ingestion import bad_rows_sample
@@ -72,7 +83,13 @@ def _check_result(
         "partitions_checked": len(results),
         "partitions_failed": len(failed),
         "expectations_per_partition": suite_size(contract, daily=contract.date_columns is not None),
+        "readings_nulled": sum(n.count for r in results.values() for n in r.nulled),
     }
+    if nulled_reports:
+        metadata["nulled_readings"] = dg.MetadataValue.json(
+            {key: {"nulled": [n.describe() for n in results[key].nulled], "report": report}
+             for key, report in list(nulled_reports.items())[:_MAX_PARTITIONS_IN_METADATA]}
+        )
     if failed:
         shown = list(failed)[:_MAX_PARTITIONS_IN_METADATA]
         metadata["failed_partitions"] = dg.MetadataValue.json(
@@ -92,8 +109,14 @@ def _check_result(
         f"{len(results)} partition(s) met the {contract.dataset} contract"
         if not failed
         else f"{len(failed)} of {len(results)} partition(s) held back: "
-        + "; ".join(f"{k}: {failed[k].verdict.reasons()[0]}" for k in list(failed)[:3])
+        + "; ".join(f"{k}: {failed[k].verdict.reasons()[0]} (quarantined in {quarantined.get(k)})"
+                    for k in list(failed)[:3])
     )
+    if nulled_reports:
+        description += "; impossible readings nulled row by row: " + "; ".join(
+            f"{key}: {', '.join(n.describe() for n in results[key].nulled)} (report {report})"
+            for key, report in list(nulled_reports.items())[:3]
+        )
     return dg.AssetCheckResult(
         check_name=CONTRACT_CHECK,
         asset_key=asset,
@@ -120,6 +143,8 @@ def _landing_metadata(key: str, version: str | None, result) -> dict[str, object
         metadata[LANDING_VERSION] = version
     if result.extra_columns:
         metadata["landing/extra_columns"] = dg.MetadataValue.json(result.extra_columns)
+    if result.nulled:
+        metadata["landing/nulled_readings"] = dg.MetadataValue.json({n.column: n.count for n in result.nulled})
     return metadata
 
 
@@ -158,12 +183,18 @@ def _ingest(
             metadata={"landing/file": exc.key, "expected_version": exc.expected, "found_version": str(exc.found)},
             allow_retries=False,
         ) from None
-    quarantined = {}
+    quarantined, nulled_reports = {}, {}
     for key, result in results.items():
         if not result.verdict.passed:
             quarantined[key] = _quarantine(storage, contract, result)
             context.log.warning(f"{asset} {key} held back ({result.source}): {'; '.join(result.verdict.reasons())}")
-        elif result.extra_columns:
+            continue
+        if result.nulled:
+            nulled_reports[key] = _quarantine_readings(storage, contract, result)
+            context.log.warning(
+                f"{asset} {key}: {'; '.join(n.describe() for n in result.nulled)}; report {nulled_reports[key]}"
+            )
+        if result.extra_columns:
             context.log.warning(
                 f"{asset} {key}: column(s) {result.extra_columns} of {result.source} are not in the "
                 f"{contract.dataset} contract and were not ingested (recorded as landing/extra_columns)"
@@ -189,7 +220,7 @@ def _ingest(
                 _landing_metadata(key_of(key), versions.get(key), results[key]), partition_key=key
             )
         yield dg.Output(frames, metadata=metadata)
-    yield _check_result(asset, contract, results, quarantined)
+    yield _check_result(asset, contract, results, quarantined, nulled_reports)
 
 
 @dg.asset(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-VERSION = "1"
+VERSION = "2"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 ORIGINS = ("EWR", "JFK", "LGA")
@@ -30,6 +30,9 @@ class Column:
     # A nullable column may still not be empty for a whole partition (a producer dropped it),
     # unless the world allows it: no gusts on a calm day.
     may_be_all_null: bool = False
+    # A sensor reading: an impossible value is one faulty report, nulled row by row (the row's other
+    # readings kept) while few enough of the day's rows have one (``Contract.max_nulled_share``).
+    reading: bool = False
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class Contract:
     key: tuple[str, ...]
     date_columns: tuple[str, str, str] | None = ("year", "month", "day")
     description: str = ""
+    max_nulled_share: float = 0.0
+    """The largest share of a partition's rows whose impossible readings in one column are set to null
+    (``Column.reading``); above it the values stay and the partition is held back whole."""
     names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,19 +96,22 @@ WEATHER = Contract(
         Column("origin", "string", nullable=False, value_set=ORIGINS),
         *_date_cols(),
         Column("hour", "Int16", nullable=False, min_value=0, max_value=23),
-        Column("temp", "float64", min_value=-60, max_value=130),  # °F
-        Column("dewp", "float64", min_value=-80, max_value=100),  # °F
-        Column("humid", "float64", min_value=0, max_value=100),  # %
-        Column("wind_dir", "float64", min_value=0, max_value=360),  # degrees
-        Column("wind_speed", "float64", min_value=0, max_value=200),  # mph; record gust on Earth is 253
-        Column("wind_gust", "float64", min_value=0, max_value=260, may_be_all_null=True),  # 50 calm days in 2013
-        Column("precip", "float64", min_value=0, max_value=10),  # inches per hour
-        Column("pressure", "float64", min_value=870, max_value=1090),  # millibars
-        Column("visib", "float64", min_value=0, max_value=100),  # miles
+        Column("temp", "float64", min_value=-60, max_value=130, reading=True),  # °F
+        Column("dewp", "float64", min_value=-80, max_value=100, reading=True),  # °F
+        Column("humid", "float64", min_value=0, max_value=100, reading=True),  # %
+        Column("wind_dir", "float64", min_value=0, max_value=360, reading=True),  # degrees
+        Column("wind_speed", "float64", min_value=0, max_value=200, reading=True),  # mph; record gust on Earth is 253
+        Column("wind_gust", "float64", min_value=0, max_value=260, reading=True, may_be_all_null=True),  # 50 calm days in 2013
+        Column("precip", "float64", min_value=0, max_value=10, reading=True),  # inches per hour
+        Column("pressure", "float64", min_value=870, max_value=1090, reading=True),  # millibars
+        Column("visib", "float64", min_value=0, max_value=100, reading=True),  # miles
         Column("time_hour", "datetime64[ns, UTC]", nullable=False),
     ),
     # time_hour, not (year, month, day, hour): the local hour repeats when DST ends.
     key=("origin", "time_hour"),
+    # 3 of a day's 72 hourly reports (3 airports × 24): a faulty reading is one report's fault; more
+    # in one column looks like a broken feed, and the day is held back.
+    max_nulled_share=0.05,
 )
 
 PLANES = Contract(

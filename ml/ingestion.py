@@ -5,16 +5,84 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import math
+
 import pandas as pd
 
 from ml.contracts import Contract
 from ml.expectations import ExpectationFailure, PartitionVerdict, validate_partitions
 from ml.parsing import LandingFileError, ParsedFile, extra_columns, parse_frames, read_landing_csv
 
-VERSION = "1"
+VERSION = "2"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 ALL_NULL_EXPECTATION = "column_not_entirely_null"
+
+
+@dataclass(frozen=True)
+class NulledReadings:
+    """Impossible readings of one column of one partition, set to null in the raw table.
+
+    ``examples`` are the first rows (key columns and the value as delivered), for the quarantine
+    report and the one line that tells people about it.
+    """
+
+    column: str
+    count: int
+    min_value: float | None
+    max_value: float | None
+    examples: list[dict]
+
+    def describe(self) -> str:
+        shown = ", ".join(
+            f"{e[self.column]:g} ({' '.join(str(v) for k, v in e.items() if k != self.column)})" for e in self.examples[:3]
+        )
+        return (f"{self.count} {self.column} reading(s) outside [{self.min_value:g}, {self.max_value:g}] "
+                f"set to null: {shown}")
+
+
+def null_impossible_readings(
+    frame: pd.DataFrame, contract: Contract, examples: int = 5
+) -> tuple[pd.DataFrame, list[NulledReadings]]:
+    """Null each sensor reading outside its physical range, column by column, where few enough rows have one.
+
+    A column's impossible readings are nulled when they are at most ``contract.max_nulled_share``
+    of the partition's rows (one faulty report); above it they stay, and the range expectation
+    holds the partition back whole (a broken feed). Only ``Column.reading`` columns qualify: a key
+    or a schedule out of range is never a single faulty report.
+    """
+    limit = math.floor(contract.max_nulled_share * len(frame) + 1e-9)
+    if limit == 0:
+        return frame, []
+    nulled: list[NulledReadings] = []
+    out = frame
+    key = [c for c in contract.key if c in frame.columns]
+    for col in contract.columns:
+        if not col.reading:
+            continue
+        values = frame[col.name]
+        low = values < col.min_value if col.min_value is not None else False
+        high = values > col.max_value if col.max_value is not None else False
+        bad = (low | high).fillna(False).to_numpy(dtype=bool)
+        count = int(bad.sum())
+        if count == 0 or count > limit:
+            continue
+        if out is frame:
+            out = frame.copy()
+        rows = frame.loc[bad, [*key, col.name]].head(examples)
+        nulled.append(NulledReadings(
+            column=col.name, count=count, min_value=col.min_value, max_value=col.max_value,
+            examples=[{k: _plain(v) for k, v in row.items()} for row in rows.to_dict("records")],
+        ))
+        out.loc[bad, col.name] = None
+    return out, nulled
+
+
+def _plain(value):
+    """A JSON-friendly scalar: timestamps as ISO text, numpy numbers as Python's."""
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value
 
 
 @dataclass
@@ -27,6 +95,7 @@ class IngestedPartition:
     landing_bytes: bytes | None = None
     missing: bool = False  # no landing file at all (as opposed to a bad one)
     extra_columns: list[str] = field(default_factory=list)  # in the file, not in the contract: not ingested
+    nulled: list[NulledReadings] = field(default_factory=list)  # impossible readings set to null, row by row
 
     @property
     def frame(self) -> pd.DataFrame | None:
@@ -73,7 +142,8 @@ def ingest_partitions(
     ``read(partition)`` returns the landing bytes (FileNotFoundError when absent; any other
     error propagates: the caller cannot trust the run); ``source_of(partition)`` names the file in
     messages. Files are read one by one (a broken file fails alone); typing and validation run
-    once over all of them. Columns beyond the contract are listed in ``extra_columns`` (or the
+    once over all of them; impossible sensor readings are nulled first where few enough rows have
+    one (``null_impossible_readings``). Columns beyond the contract are listed in ``extra_columns`` (or the
     partition is held back when ``reject_extra_columns``).
     """
     out: dict[str, IngestedPartition] = {}
@@ -100,12 +170,14 @@ def ingest_partitions(
     typed: dict[str, pd.DataFrame] = {}
     for partition, result in parsed.items():
         verdict = PartitionVerdict(partition, len(result.frame))
+        frame, nulled = result.frame, []
         if not result.ok:
             verdict.failures = _type_failures(result)
         else:
-            typed[partition] = result.frame
+            frame, nulled = null_impossible_readings(result.frame, contract)
+            typed[partition] = frame
         out[partition] = IngestedPartition(
-            result.frame, verdict, result.source, landed[partition], extra_columns=extras[partition]
+            frame, verdict, result.source, landed[partition], extra_columns=extras[partition], nulled=nulled
         )
     for partition, verdict in validate_partitions(typed, contract).items():
         verdict.failures.extend(_all_null_failures(typed[partition], contract))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 LANDING_SUFFIX = ".csv"
+REFERENCE_PREFIX = "landing/reference/"
 
 
 def landing_key(dataset: str, partition: str) -> str:
@@ -14,7 +15,15 @@ def landing_key(dataset: str, partition: str) -> str:
 
 def reference_key(dataset: str) -> str:
     """Where a reference table (planes, airports) lands."""
-    return f"landing/reference/{dataset}.csv"
+    return f"{REFERENCE_PREFIX}{dataset}{LANDING_SUFFIX}"
+
+
+def reference_dataset_of(key: str) -> str | None:
+    """The reference table ``key`` delivers (``planes`` for ``landing/reference/planes.csv``), or None."""
+    if not (key.startswith(REFERENCE_PREFIX) and key.endswith(LANDING_SUFFIX)):
+        return None
+    name = key[len(REFERENCE_PREFIX):-len(LANDING_SUFFIX)]
+    return name if name and "/" not in name else None
 
 
 def partition_of(key: str) -> str | None:

@@ -561,6 +561,14 @@ def log_format() -> str:
     return value
 
 
+def pipeline_json_logs() -> bool:
+    """``PIPELINE_JSON_LOGS=true``: the local instance's runs write their events as JSON lines on stderr too.
+
+    Off by default: a person at a terminal reads ``make run``'s summary, the UI keeps the event log.
+    The production instance always writes them (``deploy/dagster-production.yaml``)."""
+    return os.environ.get("PIPELINE_JSON_LOGS", "false").lower() in {"1", "true", "yes"}
+
+
 def sentry_dsn() -> str | None:
     """``SENTRY_DSN``: report errors to Sentry (a secret: it carries the project key); unset, nothing is sent."""
     return os.environ.get("SENTRY_DSN") or None

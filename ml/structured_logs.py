@@ -43,6 +43,23 @@ def _dagster_fields(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+class JsonLogsRequested(logging.Filter):
+    """Lets records through only where an operator asked for JSON lines (``PIPELINE_JSON_LOGS=true``).
+
+    The local instance's handler carries it, so a terminal shows people a summary by default; read
+    when the handler is built (once per run process), not per record.
+    """
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        from ml import settings
+
+        self.requested = settings.pipeline_json_logs()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.requested
+
+
 class StructuredFormatter(JsonFormatter):
     """One JSON object per record; secrets masked; Dagster's record metadata flattened to plain fields."""
 

@@ -104,7 +104,7 @@ def render(trail: ModelTrail) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.audit_trail", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="flightdelay audit-trail", description=__doc__.splitlines()[0])
     parser.add_argument("version", help="the registered model version (MLflow's number)")
     args = parser.parse_args(argv)
     from resources.audit import AuditTrail

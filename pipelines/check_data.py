@@ -13,7 +13,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.check_data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="flightdelay check-data", description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="start", type=dt.date.fromisoformat, default=dt.date(2013, 1, 1))
     parser.add_argument("--to", dest="end", type=dt.date.fromisoformat, default=dt.date(2013, 1, 7))
     parser.add_argument(

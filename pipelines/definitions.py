@@ -1,14 +1,8 @@
 """The code location's one root: it loads what each package defines and merges it, nothing more."""
 
-import warnings
-
 import dagster as dg
 
-# The package loader and BackfillPolicy are marked preview/beta; we pin dagster, so silence the noise.
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-
-import assets
+import assets  # first: it silences Dagster's beta/preview warnings for the packages below
 import resources
 import sensors
 from ml import structured_logs

@@ -313,7 +313,7 @@ def _finished_record(instance, run_id: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="flightdelay demo", description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data" / "demo")
     parser.add_argument("--bootstrap-from", type=dt.date.fromisoformat, default=dt.date(2013, 1, 1))
     parser.add_argument("--bootstrap-to", type=dt.date.fromisoformat, default=dt.date(2013, 3, 31))

@@ -28,7 +28,7 @@ def report(registry, last: int | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.importance_drift", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="flightdelay importance-drift", description=__doc__.split("\n")[0])
     parser.add_argument("--last", type=int, default=None, help="only the newest N champions")
     args = parser.parse_args(argv)
     from resources import mlflow_registry_from_env

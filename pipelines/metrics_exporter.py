@@ -252,7 +252,7 @@ def registry_for(instance: dg.DagsterInstance) -> CollectorRegistry:
 def main(argv: list[str] | None = None) -> None:
     from prometheus_client import start_http_server
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="flightdelay metrics-exporter", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=settings.metrics_exporter_host())
     parser.add_argument("--port", type=int, default=settings.metrics_exporter_port())
     args = parser.parse_args(argv)

@@ -64,7 +64,7 @@ def _date(text: str) -> dt.date:
 def main(argv: list[str] | None = None) -> int:
     from resources import lake_storage_from_env
 
-    parser = argparse.ArgumentParser(prog="python -m pipelines.replay", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="flightdelay replay", description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="start", type=_date, default=dt.date(2013, 1, 1))
     parser.add_argument("--to", dest="end", type=_date, default=dt.date(2013, 1, 31))
     parser.add_argument("--dataset", action="append", choices=DAILY_DATASETS, help="default: all")

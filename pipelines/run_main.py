@@ -1,11 +1,12 @@
-"""``make run``: replay real days into the lake and run the chain over them, on embedded defaults.
+"""``make run`` (``flightdelay run``): replay real days into the lake and run the chain over them, on embedded defaults.
 
 ingest_job and features_job run over the range as one run each (single-run backfills);
 training_job then trains on the window, registers the model in MLflow, promotes a champion and
 builds its Bento (parity-checked over HTTP); batch_predictions_job scores the last day in batch.
 
 The run goes to the instance in ``DAGSTER_HOME`` (the Makefile sets ``.dagster_home``), the same
-one ``make dev`` opens, so it shows in the UI.
+one ``make dev`` opens, so it shows in the UI. The terminal gets a line per job and the summary:
+Dagster's event log stays in the instance (``PIPELINE_JSON_LOGS=true`` adds its JSON lines).
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ CHAIN = ("ingest_job", "features_job", "training_job")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.run_main", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="flightdelay run", description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="start", type=dt.date.fromisoformat, default=dt.date(2013, 1, 1))
     parser.add_argument("--to", dest="end", type=dt.date.fromisoformat, default=dt.date(2013, 3, 31))
+    parser.add_argument("--verbose", action="store_true",
+                        help="Dagster's event log (INFO) and the libraries' messages on the terminal too")
     args = parser.parse_args(argv)
+    log_level = "INFO" if args.verbose else "CRITICAL"
+    if not args.verbose:
+        _quiet_libraries()
 
     from pipelines.replay import replay
     from pipelines.runner import instance_from_env, run_job_over_range
@@ -39,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     instance = instance_from_env()
     reports = []
-    for job in CHAIN:
-        report = run_job_over_range(job, args.start.isoformat(), args.end.isoformat(), instance)
+    steps = len(CHAIN) + 1
+    for number, job in enumerate(CHAIN, start=1):
+        _announce(number, steps, job, f"{args.start}..{args.end}" if job != "training_job" else "the newest window")
+        report = run_job_over_range(job, args.start.isoformat(), args.end.isoformat(), instance, log_level=log_level)
         reports.append(report)
         print("\n".join(report.lines()))
         if report.failed_checks and report.materialized:
@@ -49,13 +57,25 @@ def main(argv: list[str] | None = None) -> int:
                 " the others were written and the chain goes on without the held-back ones."
             )
     last_day = args.end.isoformat()
-    scoring = run_job_over_range("batch_predictions_job", last_day, last_day, instance)
+    _announce(steps, steps, "batch_predictions_job", last_day)
+    scoring = run_job_over_range("batch_predictions_job", last_day, last_day, instance, log_level=log_level)
     print("\n".join(scoring.lines()))
     print(_model_summary(instance))
     print(f"Parquet under {Warehouse(storage).root}; quarantined files under {storage.uri('quarantine')}")
     print("See the runs in the UI: make dev  (http://127.0.0.1:3000)")
     training = reports[-1]
     return 0 if training.success and not training.failed_checks and scoring.success else 1
+
+
+def _quiet_libraries() -> None:
+    """MLflow announces its database migrations and each registration on stderr; the summary says both."""
+    from mlflow.utils.logging_utils import disable_logging
+
+    disable_logging()
+
+
+def _announce(number: int, steps: int, job: str, over: str) -> None:
+    print(f"[{number}/{steps}] {job} over {over} …", flush=True)
 
 
 def _model_summary(instance) -> str:

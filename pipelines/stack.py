@@ -471,7 +471,7 @@ def _tail(log: Path, chars: int = 2000) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.stack", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="flightdelay stack", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["up", "down", "status", "restart", "services"])
     parser.add_argument("service", nargs="?", help="for restart: the service to restart")
     parser.add_argument("--sensor-interval", type=int, default=None, help="SENSOR_INTERVAL_S for the code server")

@@ -27,7 +27,7 @@ def bento_path(bentoml_home: str, tag: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.verified_bento", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="flightdelay verified-bento", description=__doc__.split("\n")[0])
     parser.parse_args(argv)
 
     from pipelines.runner import instance_from_env

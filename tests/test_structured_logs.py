@@ -48,9 +48,8 @@ def test_one_json_object_per_event_with_the_request_id_and_no_secret():
     assert "hunter2" not in stream.getvalue()
 
 
-@pytest.mark.parametrize("instance_file", ["dagster-local.yaml", "dagster-production.yaml"])
-def test_pipeline_events_are_json_with_run_asset_and_partition(capfd, instance_file):
-    """The instance file's python_logs handler, as shipped, on a partitioned asset's run."""
+def _daily_run_logs(instance_file: str, capfd) -> tuple[list[dict], str, str]:
+    """(JSON lines on stderr, run id, all of stderr) of a partitioned asset's run on the shipped instance file."""
     import yaml
 
     python_logs = yaml.safe_load((ROOT / "deploy" / instance_file).read_text())["python_logs"]
@@ -62,9 +61,26 @@ def test_pipeline_events_are_json_with_run_asset_and_partition(capfd, instance_f
 
     with dg.instance_for_test(overrides={"python_logs": python_logs}) as instance:
         result = dg.materialize([daily_thing], partition_key="2013-01-02", instance=instance)
-    lines = _json_lines(capfd.readouterr().err)
+    err = capfd.readouterr().err
+    return _json_lines(err), result.run_id, err
+
+
+def test_the_local_instance_keeps_json_lines_off_the_terminal_unless_asked(capfd, monkeypatch):
+    """`make run` on the local instance shows people a summary; the production instance always writes JSON."""
+    monkeypatch.delenv("PIPELINE_JSON_LOGS", raising=False)
+    local, _, _ = _daily_run_logs("dagster-local.yaml", capfd)
+    production, _, _ = _daily_run_logs("dagster-production.yaml", capfd)
+    assert local == []
+    assert any(line["message"].startswith("scored day") for line in production)
+
+
+@pytest.mark.parametrize("instance_file", ["dagster-local.yaml", "dagster-production.yaml"])
+def test_pipeline_events_are_json_with_run_asset_and_partition(capfd, instance_file, monkeypatch):
+    """The instance file's python_logs handler, as shipped, on a partitioned asset's run (JSON asked for locally)."""
+    monkeypatch.setenv("PIPELINE_JSON_LOGS", "true")
+    lines, run_id, _ = _daily_run_logs(instance_file, capfd)
     (mine,) = [line for line in lines if line["message"].startswith("scored day")]
-    assert (mine["run_id"], mine["asset"], mine["partition"]) == (result.run_id, "daily_thing", "2013-01-02")
+    assert (mine["run_id"], mine["asset"], mine["partition"]) == (run_id, "daily_thing", "2013-01-02")
     assert mine["message"] == "scored day password=***" and mine["level"] == "INFO" and mine["job"] == "__ephemeral_asset_job__"
     assert {"STEP_START", "STEP_SUCCESS"} <= {line.get("event_type") for line in lines}
     assert "opensesame" not in "".join(json.dumps(line) for line in lines)

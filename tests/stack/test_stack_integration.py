@@ -266,7 +266,21 @@ def test_verified_bento_is_exported_to_s3(live):
     assert all(live.encryption(k) == "AES256" for k in exported)
 
 
-def test_the_landing_sensor_ingests_a_new_file_and_its_cursor_survives_a_daemon_restart(live):
+def _new_planes_version(storage) -> None:
+    """Rewrite landing/reference/planes.csv with one aircraft's seat count changed (a registry update)."""
+    import io
+
+    import pandas as pd
+
+    from ml.landing import reference_key
+
+    frame = pd.read_csv(io.BytesIO(storage.read_bytes(reference_key("planes"))), dtype=str, keep_default_na=False)
+    frame.loc[frame.index[0], "seats"] = str(int(frame.loc[frame.index[0], "seats"]) + 1)
+    storage.write_bytes(reference_key("planes"), frame.to_csv(index=False).encode())
+
+
+def test_the_landing_sensor_ingests_new_files_and_reference_tables_and_its_cursor_survives_a_daemon_restart(live):
+    """The daemon alone: a new day's files and a new planes.csv each get their run, no `make run` involved."""
     from pipelines.replay import replay
 
     ingest_runs = len(_runs(live, "ingest_job"))
@@ -287,6 +301,11 @@ def test_the_landing_sensor_ingests_a_new_file_and_its_cursor_survives_a_daemon_
     assert {r["tags"]["landing/key"] for r in new} == expected
     assert all(_finished(live, r["runId"]) == dg.DagsterRunStatus.SUCCESS for r in new)
 
+    _new_planes_version(_lake(live))
+    planes = _wait(lambda: [r for r in _runs(live, "ingest_job") if r["tags"].get("landing/key") == "landing/reference/planes.csv"],
+                   "the sensor's run for the new planes.csv", live, 12 * SENSOR_INTERVAL_S)
+    assert len(planes) == 1 and _finished(live, planes[0]["runId"]) == dg.DagsterRunStatus.SUCCESS
+
     cursor = _sensor(live, "landing_zone_sensor")["typeSpecificData"]["lastCursor"]
     assert cursor and str(NEW_DAY) in cursor
     stored = live.rows(live.dagster_db, "SELECT instigator_body FROM instigators WHERE instigator_type = 'SENSOR'")
@@ -297,7 +316,7 @@ def test_the_landing_sensor_ingests_a_new_file_and_its_cursor_survives_a_daemon_
                   12 * SENSOR_INTERVAL_S)
     assert after["status"] == "SKIPPED"
     assert _sensor(live, "landing_zone_sensor")["typeSpecificData"]["lastCursor"] == cursor
-    assert len(_runs(live, "ingest_job")) == ingest_runs + 2, "no file requested again after the restart"
+    assert len(_runs(live, "ingest_job")) == ingest_runs + 3, "no file requested again after the restart"
 
 
 def test_down_stops_every_process_the_stack_started(live):
