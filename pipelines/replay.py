@@ -31,14 +31,20 @@ def replay(
     datasets: tuple[str, ...] = DAILY_DATASETS,
     with_reference: bool = True,
     overwrite: bool = False,
+    on_day=None,
 ) -> ReplaySummary:
-    """Drop each day of ``datasets`` in [start, end] into ``storage``'s landing zone."""
+    """Drop each day of ``datasets`` in [start, end] into ``storage``'s landing zone.
+
+    ``on_day()`` is called once per day and dataset handled (written or already there): a progress bar's step.
+    """
     summary = ReplaySummary()
     existing = set() if overwrite else {o.key for d in datasets for o in storage.list(f"landing/{d}/")}
     for dataset in datasets:
         count = 0
         for day, data in daily_csvs(dataset, start, end):
             key = landing_key(dataset, day.isoformat())
+            if on_day is not None:
+                on_day()
             if key in existing:
                 summary.skipped_existing += 1
                 continue
@@ -73,11 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.end < args.start:
         parser.error(f"--to {args.end} is before --from {args.start}")
+    import click
+
     storage = lake_storage_from_env()
-    summary = replay(
-        storage, args.start, args.end, tuple(args.dataset or DAILY_DATASETS),
-        with_reference=not args.no_reference, overwrite=args.overwrite,
-    )
+    datasets = tuple(args.dataset or DAILY_DATASETS)
+    days = ((args.end - args.start).days + 1) * len(datasets)
+    with click.progressbar(length=days, label="replaying", file=sys.stderr, hidden=not sys.stderr.isatty()) as bar:
+        summary = replay(
+            storage, args.start, args.end, datasets,
+            with_reference=not args.no_reference, overwrite=args.overwrite, on_day=lambda: bar.update(1),
+        )
     print(
         f"replayed {args.start}..{args.end} into {storage.uri('landing')}: "
         + ", ".join(f"{k}={v}" for k, v in summary.written.items())
