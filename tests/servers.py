@@ -45,13 +45,14 @@ def mlflow_server(root: Path, s3_destination: str | None = None, s3_endpoint: st
         from pipelines.stack import mlflow_tls_options
 
         command += ["--uvicorn-opts", mlflow_tls_options(str(tls.cert), str(tls.key))]
-    env = None
+    from pipelines.stack import MLFLOW_SERVER_ENV
+
+    env = {**os.environ, **MLFLOW_SERVER_ENV}
     if s3_destination:
-        env = {
-            **os.environ,
+        env.update({
             "MLFLOW_S3_ENDPOINT_URL": s3_endpoint or "",
             "MLFLOW_S3_UPLOAD_EXTRA_ARGS": json.dumps({"ServerSideEncryption": sse}),
-        }
+        })
     with running_server(command, f"{url}/health", root / "server.log", env=env,
                         ssl_context=tls.client_context() if tls else None):
         yield url
