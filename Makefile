@@ -9,6 +9,7 @@ export DATA_DIR ?= $(CURDIR)/data
 export BENTOML_HOME ?= $(DATA_DIR)/bentoml
 export BENTOML_DO_NOT_TRACK ?= true
 SERVE_PORT ?= 3001
+TEST_WORKERS ?= 2
 
 .PHONY: install run dev serve demo test test-fast check-data validate lock clean stack-up stack-down stack-status dashboards metrics-exporter
 
@@ -51,14 +52,17 @@ serve: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/flightdelay demo $(DEMO_ARGS)
 
-## the import rules (pyproject's [tool.importlinter]), the whole suite (slow tests included), then the asset checks on a sample of real days
+## the import rules (pyproject's [tool.importlinter]), the whole suite (slow tests included) on both cores,
+## the latency comparisons alone on the machine, then the asset checks on a sample of real days (docs/testing.md)
 test: $(STAMP)
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -m serial
 	$(MAKE) --no-print-directory check-data validate
 
+## unit, asset and sensor tests: no servers, no trainings beyond a few epochs (about a minute)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow and not server and not serial"
 
 ## materialize a sample of partitions into a throwaway lake; exit 1 if any check fails
 check-data: $(STAMP)

@@ -68,21 +68,26 @@ def mlflow_template_db(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def mlflow_registry(tmp_path, mlflow_template_db):
-    """An MLflow tracking store + registry of its own for one test (SQLite, local artifacts)."""
+def make_mlflow_registry(root, template_db):
+    """An MLflow tracking store + registry under ``root`` (SQLite copied from the session's template, local artifacts)."""
     import shutil
 
     from resources.mlflow_registry import MlflowRegistry
 
-    db = tmp_path / "mlflow" / "mlflow.db"
+    db = root / "mlflow" / "mlflow.db"
     db.parent.mkdir(parents=True)
-    shutil.copy(mlflow_template_db, db)
+    shutil.copy(template_db, db)
     return MlflowRegistry(
         tracking_uri=f"sqlite:///{db}",
-        artifact_location=(tmp_path / "mlflow" / "artifacts").as_uri(),
-        lock_path=str(tmp_path / "mlflow" / "promotion.lock"),
+        artifact_location=(root / "mlflow" / "artifacts").as_uri(),
+        lock_path=str(root / "mlflow" / "promotion.lock"),
     )
+
+
+@pytest.fixture
+def mlflow_registry(tmp_path, mlflow_template_db):
+    """An MLflow tracking store + registry of its own for one test (SQLite, local artifacts)."""
+    return make_mlflow_registry(tmp_path, mlflow_template_db)
 
 
 def chain_resources(storage: LakeStorage, registry) -> dict:
@@ -117,12 +122,18 @@ FEATURED_DAYS = ("2013-01-01", "2013-01-28")
 @pytest.fixture
 def featured_lake(lake):
     """Four real weeks ingested and featurised, as two single-run backfills; with the instance that ran them."""
+    return make_featured_lake(lake)
+
+
+def make_featured_lake(where):
+    """``featured_lake``'s work on a lake at ``where`` (a folder: its ``lake`` sub-folder; or a ``LakeStorage``)."""
     import dagster as dg
 
     from assets.features import flight_features
     from assets.ingest import airports, planes, raw_flights, raw_weather
     from pipelines.partition_ranges import range_tags
 
+    lake = where if isinstance(where, LakeStorage) else LakeStorage(url=str(where / "lake"))
     replay(lake, *(dt.date.fromisoformat(d) for d in FEATURED_DAYS))
     instance = dg.DagsterInstance.ephemeral()
     resources = chain_resources(lake, None)

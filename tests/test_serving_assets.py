@@ -33,10 +33,15 @@ def _materialize(assets, selection, resources, instance, run_config=None, tags=N
     )
 
 
-@pytest.fixture
-def champion(featured_lake, mlflow_registry, tmp_path):
-    lake, instance = featured_lake
-    resources = _resources(lake, mlflow_registry, tmp_path)
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory, mlflow_template_db):
+    """One champion and its verified Bento for the module: each test reads it or adds runs beside it
+    (batch scores, a Bento that fails parity and is deleted), none changes what the others read."""
+    from tests.conftest import make_featured_lake, make_mlflow_registry
+
+    root = tmp_path_factory.mktemp("serving-assets")
+    lake, instance = make_featured_lake(root)
+    resources = _resources(lake, make_mlflow_registry(root, mlflow_template_db), root)
     chain = [training_set, delay_model, champion_model, bento]
     result = _materialize(chain, chain, resources, instance)
     assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]

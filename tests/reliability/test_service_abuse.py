@@ -139,6 +139,7 @@ def _lone_median_s(http: httpx.Client, body: dict, count: int = 20) -> float:
     return statistics.median(latencies)
 
 
+@pytest.mark.serial  # a latency compared with its own baseline: another test's load on the same cores would move it
 def test_overload_burst_sheds_with_503_then_a_lone_caller_is_back_to_baseline(server, records):
     """64 clients sending 1,000-flight requests for 6 s: what cannot be served in time is a 503 with
     Retry-After; from 5 s after the burst on, a lone caller's median latency is within 3x its own
