@@ -119,10 +119,26 @@ def _no_leaked_mlflow_uri():
 FEATURED_DAYS = ("2013-01-01", "2013-01-28")
 
 
+@pytest.fixture(scope="session")
+def featured_lake_template(tmp_path_factory):
+    """``make_featured_lake`` once per session (worker): the tests that train on it get a copy."""
+    root = tmp_path_factory.mktemp("featured-template")
+    lake, instance = make_featured_lake(root)
+    instance.dispose()
+    return root / "lake"
+
+
 @pytest.fixture
-def featured_lake(lake):
-    """Four real weeks ingested and featurised, as two single-run backfills; with the instance that ran them."""
-    return make_featured_lake(lake)
+def featured_lake(tmp_path, featured_lake_template):
+    """Four real weeks ingested and featurised (two single-run backfills, made once per session), copied
+    into this test's own lake; with an instance of its own for the runs the test makes."""
+    import shutil
+
+    import dagster as dg
+
+    shutil.copytree(featured_lake_template, tmp_path / "lake")
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield LakeStorage(url=str(tmp_path / "lake")), instance
 
 
 def make_featured_lake(where):

@@ -46,7 +46,7 @@ def test_the_service_does_not_start_on_a_missing_certificate_and_says_which(tls,
 
 
 def _make_serve(tmp_path, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """``make serve`` with a virtualenv whose ``python`` names a Bento and whose ``bentoml`` records its arguments."""
+    """``make serve`` with a virtualenv whose ``flightdelay`` names a Bento and whose ``bentoml`` records its arguments."""
     import shutil
     from pathlib import Path
 
@@ -54,7 +54,7 @@ def _make_serve(tmp_path, **env: str) -> tuple[subprocess.CompletedProcess, list
     bin_dir = tmp_path / "venv" / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     args_file = tmp_path / "bentoml-args"
-    (bin_dir / "python").write_text("#!/bin/sh\necho flight_delay_service:v1\n")
+    (bin_dir / "flightdelay").write_text('#!/bin/sh\n[ "$1" = verified-bento ] && echo flight_delay_service:v1\n')
     (bin_dir / "bentoml").write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > "{args_file}"\n')
     for program in bin_dir.iterdir():
         program.chmod(0o755)
