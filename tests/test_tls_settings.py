@@ -37,6 +37,7 @@ def test_a_key_without_a_certificate_or_a_missing_file_is_refused(tls, monkeypat
         settings.service_ssl_config()
 
 
+@pytest.mark.server  # bentoml serve
 def test_the_service_does_not_start_on_a_missing_certificate_and_says_which(tls, tmp_path):
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "SERVICE_TLS_CERTFILE": str(tmp_path / "gone.crt")}
     done = subprocess.run([sys.executable, "-c", "import serving.service"], capture_output=True, text=True, env=env,

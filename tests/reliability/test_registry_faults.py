@@ -18,6 +18,7 @@ import pytest
 
 from resources.mlflow_registry import CHAMPION_ALIAS, PROMOTION_TAGS, UNIT_DIGEST_TAG, MlflowRegistry, PromotionConflict
 
+pytestmark = pytest.mark.server  # promotions in child processes, Bento builds: not in make test-fast
 SPAWN = multiprocessing.get_context("spawn")
 DAY = "2013-01-02"
 

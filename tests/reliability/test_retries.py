@@ -110,6 +110,7 @@ def _step_events(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.server  # a moto server
 def test_a_flaky_s3_is_retried_exactly_as_configured(s3_env, tmp_path):
     """S3 refuses ``max_retries`` times: the step succeeds on its last attempt; once more, it fails for good."""
     lake = LakeStorage(url=f"s3://{BUCKET}/lake", endpoint_url=s3_env, region_name="us-east-1")
@@ -179,6 +180,7 @@ def broken_job() -> dg.JobDefinition:
     return dg.Definitions(assets=[always_broken], jobs=[dg.define_asset_job("broken_job")]).resolve_job_def("broken_job")
 
 
+@pytest.mark.server  # runs in child processes (execute_job)
 def test_a_run_that_fails_for_good_alerts_once_with_run_retries_on():
     """A failed run the daemon will retry is not alerted; its retry, failing for good, is: one POST in all.
 

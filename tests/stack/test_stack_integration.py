@@ -154,16 +154,27 @@ def _sensor(live: Live, name: str) -> dict:
 
 
 def _set_sensor(live: Live, name: str, running: bool) -> None:
-    if running:
-        mutation = """mutation Start($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
-                        __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }"""
-        answer = graphql(live.url, mutation, {"selector": _sensor_selector(name)})["startSensor"]
-    else:
-        mutation = """mutation Stop($id: String!) { stopSensor(id: $id) { __typename
-                        ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }"""
-        answer = graphql(live.url, mutation, {"id": _sensor(live, name)["id"]})["stopSensor"]
-    assert "PythonError" not in answer["__typename"], answer
-    assert _sensor(live, name)["status"] == ("RUNNING" if running else "STOPPED")
+    """Start or stop a sensor as the UI does, until its stored state says so.
+
+    A tick in flight when the mutation lands writes back the state it read at its start (RUNNING)
+    when it ends, as the daemon does for any sensor: the mutation is sent again until it holds,
+    as a person in the UI would press the toggle again."""
+    want = "RUNNING" if running else "STOPPED"
+
+    def applied() -> bool:
+        if running:
+            mutation = """mutation Start($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
+                            __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }"""
+            answer = graphql(live.url, mutation, {"selector": _sensor_selector(name)})["startSensor"]
+        else:
+            mutation = """mutation Stop($id: String!) { stopSensor(id: $id) { __typename
+                            ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }"""
+            answer = graphql(live.url, mutation, {"id": _sensor(live, name)["id"]})["stopSensor"]
+        assert "PythonError" not in answer["__typename"], answer
+        time.sleep(1)  # a tick in flight ends and writes its state, or has none to write
+        return _sensor(live, name)["status"] == want
+
+    _wait(applied, f"{name} {want}", live, 60)
 
 
 def _worker_pid(live: Live, run_id: str) -> int | None:
