@@ -16,20 +16,24 @@ TEST_WORKERS ?= 2
 install: $(STAMP)
 
 # torch first, pinned: the CPU wheel on this machine's disk; an open `torch` would pull a CUDA build.
+# pip's output goes to a log (a machine's own pip configuration can add hundreds of lines); on a
+# failure its end is shown.
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "torch==$$(grep -i '^torch==' constraints.txt | cut -d= -f3)"
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/pip install --quiet --upgrade pip && \
+	   $(BIN)/pip install --quiet "torch==$$(grep -i '^torch==' constraints.txt | cut -d= -f3)" && \
+	   $(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'; } > $(VENV)/install.log 2>&1 \
+	  || { tail -n 30 $(VENV)/install.log >&2; echo "install failed: the whole log is $(VENV)/install.log" >&2; exit 1; }
+	@touch $(STAMP)
 
 $(DAGSTER_HOME)/dagster.yaml: deploy/dagster-local.yaml
-	mkdir -p $(DAGSTER_HOME)
-	cp deploy/dagster-local.yaml $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	@cp deploy/dagster-local.yaml $(DAGSTER_HOME)/dagster.yaml
 
 ## run the main job on embedded defaults against the instance `make dev` shows
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/flightdelay run
+	@$(BIN)/flightdelay run
 
 ## the Dagster UI (and daemon, so sensors and schedules run) on http://127.0.0.1:3000
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
