@@ -1,8 +1,14 @@
 import datetime as dt
+import gc
 import os
 import tempfile
 
 import pytest
+
+# A test process holds Dagster, torch, pandas and every module fixture: Python's default thresholds
+# (700, 10, 10) walk that heap over and over. Rarer collections cut the fast tier's CPU by ~8 %
+# (docs/testing.md); cycles are still collected, later.
+gc.set_threshold(100_000, 50, 50)
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 # BentoML resolves its stores once per process: give the test session its own, never the user's data/bentoml.
