@@ -12,6 +12,7 @@ Dagster's event log stays in the instance (``PIPELINE_JSON_LOGS=true`` adds its 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import sys
 import time
@@ -28,13 +29,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="Dagster's event log (INFO) and the libraries' messages on the terminal too")
     args = parser.parse_args(argv)
     log_level = "INFO" if args.verbose else "CRITICAL"
-    if not args.verbose:
-        _quiet_libraries()
 
     from pipelines.replay import replay
     from pipelines.runner import instance_from_env, run_job_over_range
     from resources import lake_storage_from_env
     from resources.parquet_io import Warehouse
+    from ml import settings
 
     storage = lake_storage_from_env()
     started = time.perf_counter()
@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = len(CHAIN) + 1
     for number, job in enumerate(CHAIN, start=1):
         _announce(number, steps, job, f"{args.start}..{args.end}" if job != "training_job" else "the newest window")
-        report = run_job_over_range(job, args.start.isoformat(), args.end.isoformat(), instance, log_level=log_level)
+        with _library_messages(args.verbose):
+            report = run_job_over_range(job, args.start.isoformat(), args.end.isoformat(), instance, log_level=log_level)
         reports.append(report)
         print("\n".join(report.lines()))
         if report.failed_checks and report.materialized:
@@ -58,20 +59,30 @@ def main(argv: list[str] | None = None) -> int:
             )
     last_day = args.end.isoformat()
     _announce(steps, steps, "batch_predictions_job", last_day)
-    scoring = run_job_over_range("batch_predictions_job", last_day, last_day, instance, log_level=log_level)
+    with _library_messages(args.verbose):
+        scoring = run_job_over_range("batch_predictions_job", last_day, last_day, instance, log_level=log_level)
     print("\n".join(scoring.lines()))
     print(_model_summary(instance))
     print(f"Parquet under {Warehouse(storage).root}; quarantined files under {storage.uri('quarantine')}")
-    print("See the runs in the UI: make dev  (http://127.0.0.1:3000)")
+    print("See the runs in the UI: make dev  (http://127.0.0.1:3000); the libraries' messages: "
+          f"{settings.data_dir() / 'logs' / 'run.log'}")
     training = reports[-1]
     return 0 if training.success and not training.failed_checks and scoring.success else 1
 
 
-def _quiet_libraries() -> None:
-    """MLflow announces its database migrations and each registration on stderr; the summary says both."""
-    from mlflow.utils.logging_utils import disable_logging
+@contextlib.contextmanager
+def _library_messages(verbose: bool):
+    """What the libraries print on stderr while a job runs (MLflow announces its migrations and each
+    registration; the summary says both) goes to ``<DATA_DIR>/logs/run.log``, unless ``--verbose``."""
+    if verbose:
+        yield
+        return
+    from ml import settings
 
-    disable_logging()
+    log = settings.data_dir() / "logs" / "run.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as sink, contextlib.redirect_stderr(sink):
+        yield
 
 
 def _announce(number: int, steps: int, job: str, over: str) -> None:
