@@ -13,6 +13,7 @@ def test_a_run_on_the_local_instance_prints_nothing_and_its_report_names_the_nul
     """2013-02-12 on the shipped local instance: ingest_job succeeds, Dagster's console and JSON
     logs stay off the terminal, and the report's one line on the weather check names day, column,
     value and the quarantine report."""
+    from pipelines.definitions import build_definitions
     from pipelines.replay import replay
     from pipelines.runner import run_job_over_range
     from resources import lake_storage_from_env
@@ -28,7 +29,8 @@ def test_a_run_on_the_local_instance_prints_nothing_and_its_report_names_the_nul
     replay(lake_storage_from_env(), day, day)
     capfd.readouterr()
     with dg.DagsterInstance.get() as instance:
-        report = run_job_over_range("ingest_job", day.isoformat(), day.isoformat(), instance)
+        # resources from this test's environment (the module-level defs were bound at their import)
+        report = run_job_over_range("ingest_job", day.isoformat(), day.isoformat(), instance, defs=build_definitions())
     printed = capfd.readouterr()
     assert report.success and not report.failed_checks, report.lines()
     assert printed.out == "" and printed.err == "", (printed.out + printed.err)[:2000]
