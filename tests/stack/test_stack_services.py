@@ -52,10 +52,19 @@ def test_no_secret_is_in_a_services_arguments_or_environment(monkeypatch):
     assert all("PASSWORD" not in name and "SECRET" not in name for s in stack_services(StackConfig()) for name in s.env)
 
 
+def _default_sigterm() -> None:
+    """In the stand-in: SIGTERM delivered and fatal, whatever the test process it forks from inherited
+    (in a long xdist worker, stand-ins once outlived SIGTERM for the whole grace period)."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _group(root, name) -> int:
     """A stand-in service: a process group of a shell and its own child, as a server and its worker."""
     process = subprocess.Popen(["sh", "-c", "sleep 120 & sleep 120"], start_new_session=True,
-                               stdout=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, preexec_fn=_default_sigterm)
     deadline = time.monotonic() + 10
     while len(group_members(process.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
