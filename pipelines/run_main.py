@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         with _library_messages(args.verbose):
             report = run_job_over_range(job, args.start.isoformat(), args.end.isoformat(), instance, log_level=log_level)
         reports.append(report)
-        print("\n".join(report.lines()))
+        print("\n".join(report.lines(holds_as_warnings=True)))
         if report.failed_checks and report.materialized:
             print(
                 f"  note: {job} reports FAILURE because a blocking check held partitions back (above);"
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     _announce(steps, steps, "batch_predictions_job", last_day)
     with _library_messages(args.verbose):
         scoring = run_job_over_range("batch_predictions_job", last_day, last_day, instance, log_level=log_level)
-    print("\n".join(scoring.lines()))
+    print("\n".join(scoring.lines(holds_as_warnings=True)))
     print(_model_summary(instance))
     print(f"Parquet under {Warehouse(storage).root}; quarantined files under {storage.uri('quarantine')}")
     print("See the runs in the UI: make dev  (http://127.0.0.1:3000); the libraries' messages: "
