@@ -197,8 +197,9 @@ def test_impossible_readings_above_the_share_limit_hold_the_day_back(lake):
     assert not lake.exists("warehouse/raw_weather/2013-02-13.parquet")
 
 
-def test_readings_at_the_share_limit_are_nulled_and_the_null_share_is_seen_downstream(lake):
-    """3 of 72 (the limit) are nulled: the raw table holds them as nulls, where the null-share checks count them."""
+def test_readings_at_the_share_limit_are_nulled_and_kept_as_nulls_in_the_raw_table(lake):
+    """3 of 72 (the limit) are nulled: the raw table holds them as nulls (what features and their
+    null-share check read), beside the day's own missing readings."""
     import datetime as dt
 
     from ml.contracts import WEATHER
