@@ -40,7 +40,8 @@ class LandingCursor:
     are tracked (two per day of the partitions' window), at most ``MAX_TRACKED`` (the newest days
     win), as 12-hex digests (~20 kB for the year). A file not tracked, because it is new or was
     dropped for size, is compared with the landing version that its partition's latest
-    materialization recorded instead (``landing_version_ingested``).
+    materialization recorded instead (``landing_version_ingested``). Reference tables are tracked
+    under ``seen["reference"][<table>]``; their names sort after every day, so bounding never drops them.
     """
 
     seen: dict[str, dict[str, str]] = field(default_factory=dict)  # dataset → day → version digest
