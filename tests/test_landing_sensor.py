@@ -346,3 +346,13 @@ def test_a_new_version_of_a_reference_table_is_ingested_and_the_next_feature_day
     mine = rows.merge(legs.astype({"flight": rows["flight"].dtype}), on=["carrier", "flight", "origin"])
     assert len(mine) == len(legs) > 0
     assert (mine["plane_seats"] == 999).all() and (rows["plane_seats"] == 999).sum() == len(legs)
+
+
+def test_bounding_the_cursor_never_forgets_a_reference_table():
+    cursor = LandingCursor()
+    cursor.remember("reference", "planes", "v1")
+    for day in ("2013-01-01", "2013-01-02", "2013-01-03"):
+        cursor.remember("flights", day, "v")
+    cursor.bound(max_tracked=2)
+    assert cursor.knows("reference", "planes", "v1")
+    assert list(cursor.seen["flights"]) == ["2013-01-03"]
