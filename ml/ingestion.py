@@ -37,8 +37,9 @@ class NulledReadings:
         shown = ", ".join(
             f"{e[self.column]:g} ({' '.join(str(v) for k, v in e.items() if k != self.column)})" for e in self.examples[:3]
         )
-        return (f"{self.count} {self.column} reading(s) outside [{self.min_value:g}, {self.max_value:g}] "
-                f"set to null: {shown}")
+        low = "-inf" if self.min_value is None else f"{self.min_value:g}"
+        high = "inf" if self.max_value is None else f"{self.max_value:g}"
+        return f"{self.count} {self.column} reading(s) outside [{low}, {high}] set to null: {shown}"
 
 
 def null_impossible_readings(
@@ -58,11 +59,11 @@ def null_impossible_readings(
     out = frame
     key = [c for c in contract.key if c in frame.columns]
     for col in contract.columns:
-        if not col.reading:
+        if not col.reading or (col.min_value is None and col.max_value is None):
             continue
         values = frame[col.name]
-        low = values < col.min_value if col.min_value is not None else False
-        high = values > col.max_value if col.max_value is not None else False
+        low = values < col.min_value if col.min_value is not None else pd.Series(False, index=values.index)
+        high = values > col.max_value if col.max_value is not None else pd.Series(False, index=values.index)
         bad = (low | high).fillna(False).to_numpy(dtype=bool)
         count = int(bad.sum())
         if count == 0 or count > limit:
