@@ -72,6 +72,30 @@ def _quarantine_readings(storage: LakeStorage, contract: Contract, ingested) -> 
     return storage.uri(key)
 
 
+def _keep_what_was_left_out(
+    context: dg.AssetExecutionContext, storage: LakeStorage, contract: Contract, asset: str, results: dict
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Quarantine held-back files and record nulled readings, a warning each; (held back, nulled) →
+    where each partition's record went."""
+    quarantined, nulled_reports = {}, {}
+    for key, result in results.items():
+        if not result.verdict.passed:
+            quarantined[key] = _quarantine(storage, contract, result)
+            context.log.warning(f"{asset} {key} held back ({result.source}): {'; '.join(result.verdict.reasons())}")
+            continue
+        if result.nulled:
+            nulled_reports[key] = _quarantine_readings(storage, contract, result)
+            context.log.warning(
+                f"{asset} {key}: {'; '.join(n.describe() for n in result.nulled)}; report {nulled_reports[key]}"
+            )
+        if result.extra_columns:
+            context.log.warning(
+                f"{asset} {key}: column(s) {result.extra_columns} of {result.source} are not in the "
+                f"{contract.dataset} contract and were not ingested (recorded as landing/extra_columns)"
+            )
+    return quarantined, nulled_reports
+
+
 def _check_result(
     asset: str, contract: Contract, results: dict, quarantined: dict[str, str], nulled_reports: dict[str, str]
 ) -> dg.AssetCheckResult:
@@ -183,22 +207,7 @@ def _ingest(
             metadata={"landing/file": exc.key, "expected_version": exc.expected, "found_version": str(exc.found)},
             allow_retries=False,
         ) from None
-    quarantined, nulled_reports = {}, {}
-    for key, result in results.items():
-        if not result.verdict.passed:
-            quarantined[key] = _quarantine(storage, contract, result)
-            context.log.warning(f"{asset} {key} held back ({result.source}): {'; '.join(result.verdict.reasons())}")
-            continue
-        if result.nulled:
-            nulled_reports[key] = _quarantine_readings(storage, contract, result)
-            context.log.warning(
-                f"{asset} {key}: {'; '.join(n.describe() for n in result.nulled)}; report {nulled_reports[key]}"
-            )
-        if result.extra_columns:
-            context.log.warning(
-                f"{asset} {key}: column(s) {result.extra_columns} of {result.source} are not in the "
-                f"{contract.dataset} contract and were not ingested (recorded as landing/extra_columns)"
-            )
+    quarantined, nulled_reports = _keep_what_was_left_out(context, storage, contract, asset, results)
     # A day with no landing file keeps whatever it had; a day that failed its checks loses it.
     frames = {key: r.frame for key, r in results.items() if not r.missing}
     metadata = {

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-
-import math
 
 import pandas as pd
 
@@ -62,9 +61,9 @@ def null_impossible_readings(
         if not col.reading or (col.min_value is None and col.max_value is None):
             continue
         values = frame[col.name]
-        low = values < col.min_value if col.min_value is not None else pd.Series(False, index=values.index)
-        high = values > col.max_value if col.max_value is not None else pd.Series(False, index=values.index)
-        bad = (low | high).fillna(False).to_numpy(dtype=bool)
+        low = -math.inf if col.min_value is None else col.min_value
+        high = math.inf if col.max_value is None else col.max_value
+        bad = (values.notna() & ~values.between(low, high)).to_numpy(dtype=bool)
         count = int(bad.sum())
         if count == 0 or count > limit:
             continue

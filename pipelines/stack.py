@@ -148,6 +148,12 @@ class StackConfig:
         return f"postgresql+psycopg2://{self.postgres_user}@{self.postgres_host}:{self.postgres_port}/{database}"
 
 
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+"""Every ``mlflow server`` we run: without MLflow 3's job runner (huey consumers for GenAI judges,
+scorers and trace roll-ups, none of which this project uses). Idle, with it, a server used 37 CPU s
+in 40 s on a 2-core box; without it 9 s, all of it start-up (docs/testing.md)."""
+
+
 def stack_services(config: StackConfig) -> list[Service]:
     """The stack's services in start order, as the compose file declares them."""
     host = config.host
@@ -208,12 +214,6 @@ def stack_services(config: StackConfig) -> list[Service]:
         at = next(i for i, service in enumerate(services) if service.name == "webserver")
         services[at:at + 1] = tls_webserver(config, services[at])
     return services
-
-
-MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-"""Every ``mlflow server`` we run: without MLflow 3's job runner (huey consumers for GenAI judges,
-scorers and trace roll-ups, none of which this project uses). Idle, with it, a server used 37 CPU s
-in 40 s on a 2-core box; without it 9 s, all of it start-up (docs/testing.md)."""
 
 
 def mlflow_tls_options(certfile: str, keyfile: str) -> str:

@@ -147,15 +147,15 @@ def featured_lake(tmp_path, featured_lake_template):
         yield LakeStorage(url=str(tmp_path / "lake")), instance
 
 
-def make_featured_lake(where):
-    """``featured_lake``'s work on a lake at ``where`` (a folder: its ``lake`` sub-folder; or a ``LakeStorage``)."""
+def make_featured_lake(root):
+    """Four real weeks ingested and featurised into ``root/lake`` (two single-run backfills); (lake, instance)."""
     import dagster as dg
 
     from assets.features import flight_features
     from assets.ingest import airports, planes, raw_flights, raw_weather
     from pipelines.partition_ranges import range_tags
 
-    lake = where if isinstance(where, LakeStorage) else LakeStorage(url=str(where / "lake"))
+    lake = LakeStorage(url=str(root / "lake"))
     replay(lake, *(dt.date.fromisoformat(d) for d in FEATURED_DAYS))
     instance = dg.DagsterInstance.ephemeral()
     resources = chain_resources(lake, None)
