@@ -59,7 +59,8 @@ def _history_condition() -> dg.AutomationCondition:
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="features",
     kinds={"pandas"},
-    deps=[dg.AssetDep(raw_flights, partition_mapping=PREVIOUS_DAY), dg.AssetDep(HISTORY_TABLE, partition_mapping=PREVIOUS_DAY)],
+    deps=[dg.AssetDep(raw_flights, partition_mapping=PREVIOUS_DAY), dg.AssetDep(HISTORY_TABLE, partition_mapping=PREVIOUS_DAY),
+          airports],
     code_version=code_version("ml.history"),
     automation_condition=_history_condition(),
     retry_policy=IO_RETRY,
@@ -80,8 +81,12 @@ def late_history(context: dg.AssetExecutionContext, storage: LakeStorage):
     warehouse = Warehouse(storage)
     previous = (dt.date.fromisoformat(keys[0]) - dt.timedelta(days=1)).isoformat()
     before_first = warehouse.frame(HISTORY_TABLE, previous)
+    airports = warehouse.frame("airports", None)
+    if airports is None:
+        raise dg.Failure("late_history: the airports table is missing (arrival times need the destinations' zones); "
+                         "materialize `airports` first", allow_retries=False)
     flights = {d: warehouse.frame("raw_flights", d) for d in [previous, *keys[:-1]]}
-    states = history_states(keys, flights, before_first)
+    states = history_states(keys, flights, airports, before_first)
     if before_first is None:
         context.log.warning(f"late_history: no state for {previous}; {keys[0]} starts its 28-day window afresh")
     return dg.Output(

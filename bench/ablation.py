@@ -43,7 +43,7 @@ def year_features():
     day = (flights["year"].astype(str) + "-" + flights["month"].astype(str).str.zfill(2) + "-"
            + flights["day"].astype(str).str.zfill(2))
     by_day = {d: rows for d, rows in flights.groupby(day, sort=True)}
-    states = history_states(sorted(by_day), by_day)
+    states = history_states(sorted(by_day), by_day, tables["airports"])
     history_s = time.perf_counter() - started
     started = time.perf_counter()
     features = build_features(flights, tables["weather"], tables["planes"], tables["airports"], states)

@@ -110,7 +110,7 @@ def plain_chain(storage, mlflow_uri: str) -> dict[str, float]:
     warehouse = Warehouse(storage)
     days = _days()
     flights = {d: warehouse.frame("raw_flights", d) for d in days}
-    for day, state in history_states(days, flights).items():  # as late_history: each day from the one before
+    for day, state in history_states(days, flights, warehouse.frame("airports", None)).items():  # as late_history: each day from the one before
         storage.write_bytes(warehouse_key(HISTORY_TABLE, day), parquet_bytes(state))
     timings["history_s"] = time.perf_counter() - started
 

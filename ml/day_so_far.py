@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-VERSION = "1"
+VERSION = "2"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 CUTOFF_MARGIN_MINUTES = 15
@@ -89,10 +89,12 @@ def quantile_sorted(values: np.ndarray, q: float) -> float:
     return float(values[low] + (position - low) * (values[high] - values[low]))
 
 
-def _window_stats(groups, times, values, q_groups, q_times, span, quantile=True):
+def _window_stats(groups, times, values, q_groups, q_times, span, quantile=True, queries_are_events=False):
     """Count, mean and high quantile of ``values`` with time in ``[q_time - span, q_time)``, per query.
 
     ``times`` and ``q_times`` are int64 minutes; events of group -1 are ignored, queries of group -1 get NaN.
+    ``queries_are_events``: query ``i`` is event ``i``'s own flight, whose event never counts for it (a flight
+    that leaves more than the cutoff margin early is already gone at its cutoff, but is not its own history).
     """
     keep = groups >= 0
     order = np.lexsort((values[keep], times[keep], groups[keep]))
@@ -101,26 +103,37 @@ def _window_stats(groups, times, values, q_groups, q_times, span, quantile=True)
     q_keys = q_groups * _GROUP_SPAN + q_times
     high = np.searchsorted(keys, q_keys, side="left")
     low = np.searchsorted(keys, np.maximum(q_keys - span, q_groups * _GROUP_SPAN), side="left")
-    count = (high - low).astype("float64")
+    own = np.full(len(q_keys), -1)
+    if queries_are_events:
+        position = np.empty(len(order), dtype="int64")
+        position[order] = np.arange(len(order))
+        kept = np.flatnonzero(keep)
+        inside = (position >= low[kept]) & (position < high[kept])
+        own[kept[inside]] = position[inside]
+    count = (high - low - (own >= 0)).astype("float64")
     sums = np.concatenate([[0.0], np.cumsum(sorted_values)])
+    own_value = np.where(own >= 0, sorted_values[np.maximum(own, 0)] if len(sorted_values) else 0.0, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, (sums[high] - sums[low]) / count, np.nan)
-    p_high = _window_quantiles(sorted_values, low, high) if quantile else np.full(len(q_keys), np.nan)
+        mean = np.where(count > 0, (sums[high] - sums[low] - own_value) / count, np.nan)
+    p_high = _window_quantiles(sorted_values, low, high, own) if quantile else np.full(len(q_keys), np.nan)
     missing = q_groups < 0
     count[missing], mean[missing], p_high[missing] = np.nan, np.nan, np.nan
     return count, mean, p_high
 
 
-def _window_quantiles(values: np.ndarray, low: np.ndarray, high: np.ndarray, chunk: int = 20_000) -> np.ndarray:
-    """``quantile_sorted`` of ``values[low:high]`` for every row at once: windows padded to one width and sorted."""
+def _window_quantiles(values: np.ndarray, low: np.ndarray, high: np.ndarray, skip: np.ndarray,
+                      chunk: int = 20_000) -> np.ndarray:
+    """``quantile_sorted`` of ``values[low:high]`` (less position ``skip``, where ≥ 0) for every row at once:
+    windows padded to one width and sorted."""
     out = np.full(len(low), np.nan)
-    count = high - low
+    count = high - low - (skip >= 0)
     rows = np.flatnonzero(count > 0)
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
-        width = int(count[part].max())
+        width = int((high[part] - low[part]).max())
         index = low[part, None] + np.arange(width)
-        window = np.where(index < high[part, None], values[np.minimum(index, len(values) - 1)], np.inf)
+        inside = (index < high[part, None]) & (index != skip[part, None])
+        window = np.where(inside, values[np.minimum(index, len(values) - 1)], np.inf)
         window.sort(axis=1)
         position = (count[part] - 1) * HIGH_QUANTILE
         below = np.floor(position).astype("int64")
@@ -182,13 +195,15 @@ def day_so_far_features(flights: pd.DataFrame, block_minutes: pd.Series | np.nda
     carrier_origin = _groups(date, flights["origin"], flights["carrier"])
     for prefix, groups in (("origin", origin), ("carrier_origin", carrier_origin)):
         ev_groups = np.where(left, groups, -1)
-        count, mean, p_high = _window_stats(ev_groups, departed_at, np.nan_to_num(delay), groups, cutoff, RECENT_MINUTES)
+        count, mean, p_high = _window_stats(ev_groups, departed_at, np.nan_to_num(delay), groups, cutoff, RECENT_MINUTES,
+                                            queries_are_events=True)
         out[f"{prefix}_recent_departures"], out[f"{prefix}_recent_mean_delay"] = count, mean
         out[f"{prefix}_recent_p90_delay"] = p_high
         overdue, overdue_minutes = _overdue(groups, scheduled, actual, groups, cutoff)
         out[f"{prefix}_overdue"], out[f"{prefix}_overdue_mean_minutes"] = overdue, overdue_minutes
     count, mean, _ = _window_stats(
-        np.where(left, origin, -1), departed_at, np.nan_to_num(delay), origin, cutoff, _GROUP_SPAN, quantile=False
+        np.where(left, origin, -1), departed_at, np.nan_to_num(delay), origin, cutoff, _GROUP_SPAN, quantile=False,
+        queries_are_events=True,
     )
     out["origin_today_departures"], out["origin_today_mean_delay"] = count, mean
 
@@ -318,7 +333,7 @@ class DaySoFar:
             members = [self._flights[k] for k in self._by_origin[group]]
             recent = sorted(
                 self._departed[m.key] - m.scheduled for m in members
-                if self._left_before(m.key, cutoff) and self._departed[m.key] >= cutoff - RECENT_MINUTES
+                if m.key != key and self._left_before(m.key, cutoff) and self._departed[m.key] >= cutoff - RECENT_MINUTES
             )
             out[f"{prefix}_recent_departures"] = float(len(recent))
             out[f"{prefix}_recent_mean_delay"] = float(sum(recent)) / len(recent) if recent else math.nan
@@ -329,7 +344,8 @@ class DaySoFar:
                 (cutoff * len(overdue) - sum(m.scheduled for m in overdue)) / len(overdue) if overdue else 0.0
             )
             if prefix == "origin":
-                today = [self._departed[m.key] - m.scheduled for m in members if self._left_before(m.key, cutoff)]
+                today = [self._departed[m.key] - m.scheduled for m in members
+                         if m.key != key and self._left_before(m.key, cutoff)]
                 out["origin_today_departures"] = float(len(today))
                 out["origin_today_mean_delay"] = float(sum(today)) / len(today) if today else math.nan
         out.update(self._aircraft(flight, cutoff))

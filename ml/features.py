@@ -13,15 +13,17 @@ import pandas as pd
 
 from ml.day_so_far import (
     AIRCRAFT_FEATURES,
+    CUTOFF_MARGIN_MINUTES,
     ORIGIN_FEATURES,
     WEATHER_TREND_FEATURES,
     day_so_far_features,
     last_known_report_hour,
+    scheduled_minutes,
     weather_trend_features,
 )
 from ml.history import HISTORY_FEATURES, history_features
 
-VERSION = "4"
+VERSION = "5"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 LATE_MINUTES = 15
@@ -146,7 +148,8 @@ def build_features(
 
     trend = weather_trend_features(flights, weather)
     so_far = day_so_far_features(flights, out["scheduled_block_minutes"].to_numpy())
-    past = history_features(out[["date", "origin", "dest", "carrier"]], history or {})
+    cutoffs = scheduled_minutes(flights) - CUTOFF_MARGIN_MINUTES
+    past = history_features(out[["date", "origin", "dest", "carrier"]], history or {}, cutoffs)
     out = pd.concat([out, trend.set_axis(out.index), so_far.set_axis(out.index), past], axis=1)
 
     delay = flights["arr_delay"]

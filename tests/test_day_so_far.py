@@ -50,6 +50,28 @@ def test_recent_departures_count_only_those_that_left_before_the_cutoff():
     assert row.carrier_origin_recent_departures == 2 and row.carrier_origin_overdue == 0
 
 
+def test_a_flight_that_left_early_never_counts_its_own_departure():
+    """B6 271 of 2013-11-03 left 20 minutes early, before its own cutoff: it is not one of the origin's departures."""
+    flights = _flights([
+        (800, 0, "LGA", "B6", None, 1),     # left 08:00
+        (830, -20, "LGA", "B6", None, 2),   # target: left 08:10, before its cutoff 08:15
+        (900, -20, "LGA", "B6", None, 3),   # left 08:40: after the target's cutoff
+    ])
+    out = day_so_far_features(flights, np.full(len(flights), 100.0))
+    row = out.iloc[1]
+    assert row.origin_recent_departures == 1 and row.origin_recent_mean_delay == 0 and row.origin_recent_p90_delay == 0
+    assert row.origin_today_departures == 1 and row.origin_today_mean_delay == 0
+    assert row.carrier_origin_recent_departures == 1 and row.carrier_origin_recent_p90_delay == 0
+    # the third flight (cutoff 08:45) sees both earlier departures, and not its own (08:40)
+    assert out.iloc[2].origin_recent_departures == 2 and out.iloc[2].origin_recent_mean_delay == -10
+    live = DaySoFar()
+    for i, (hhmm, delay) in enumerate([(800, 0), (830, -20), (900, -20)]):
+        live.schedule(ScheduledFlight(i, "LGA", "B6", None, int(scheduled_minutes(flights)[i]), i + 1, 100.0))
+        live.departed(i, delay)
+    for i in range(3):
+        assert pd.Series(live.features(i)).equals(out.iloc[i][list(DAY_SO_FAR_FEATURES)].astype("float64"))
+
+
 def test_a_departure_after_midnight_is_not_one_that_already_left():
     """22:30 delayed 120 min leaves at 00:30 (hhmm 30): at 23:44 it is overdue by 74 minutes, not departed."""
     flights = _flights([(2230, 120, "LGA", "DL", None, 1), (2359, 0, "LGA", "DL", None, 2)])
@@ -139,21 +161,22 @@ def test_late_history_is_folded_day_by_day_from_previous_days_only():
     day = flights["year"].astype(str) + "-" + flights["month"].astype(str).str.zfill(2) + "-" + flights["day"].astype(str).str.zfill(2)
     by_day = {d: rows for d, rows in flights.groupby(day, sort=True)}
     days = sorted(by_day)
-    states = history_states(days, by_day)
+    airports = parse_frame(read_table("airports"), AIRPORTS, "airports").frame
+    states = history_states(days, by_day, airports)
     target = "2013-02-25"
     window = [d for d in days if "2013-01-28" <= d < target]
     assert len(window) == HISTORY_DAYS and sorted(states[target]["day"].unique()) == window
-    afresh = pd.concat([day_counts(by_day[d], d) for d in window], ignore_index=True)
+    afresh = pd.concat([day_counts(by_day[d], d, airports) for d in window], ignore_index=True)
     pd.testing.assert_frame_equal(states[target].reset_index(drop=True), afresh)
     # a later day or the day itself changes nothing; one state and the previous flights advance it
     scrambled = {**by_day, target: by_day[target].assign(arr_delay=999.0)}
-    pd.testing.assert_frame_equal(history_states(days, scrambled)[target], states[target])
+    pd.testing.assert_frame_equal(history_states(days, scrambled, airports)[target], states[target])
     nxt = "2013-02-26"
-    pd.testing.assert_frame_equal(advance(states[target], target, by_day[target]).reset_index(drop=True),
+    pd.testing.assert_frame_equal(advance(states[target], target, by_day[target], airports).reset_index(drop=True),
                                   states[nxt].reset_index(drop=True))
     rows = pd.DataFrame({"date": [target, target, "2013-01-20"], "origin": ["JFK", "JFK", "JFK"],
                          "dest": ["LAX", "ZZZ", "LAX"], "carrier": ["AA", "AA", "AA"]})
-    out = history_features(rows, states)
+    out = history_features(rows, states, np.full(len(rows), 10**9))  # cutoffs after every arrival
     jfk_lax = afresh[(afresh.kind == "route") & (afresh.key == "JFK-LAX")]
     assert out.loc[0, "route_flights_28d"] == jfk_lax.flights.sum() > 100
     assert 0 < out.loc[1, "route_late_rate_28d"] < 1 and out.loc[1, "route_flights_28d"] == 0  # unknown route: the prior

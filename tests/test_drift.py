@@ -31,8 +31,9 @@ def _month(month: str) -> pd.DataFrame:
     flights = typed("flights", FLIGHTS)
     by_day = dict(iter(flights.groupby(flights["year"].astype(str) + "-" + flights["month"].astype(str).str.zfill(2)
                                        + "-" + flights["day"].astype(str).str.zfill(2), sort=True)))
-    return build_features(flights, typed("weather", WEATHER), typed("planes", PLANES), typed("airports", AIRPORTS),
-                          history_states(sorted(by_day), by_day))
+    airports = typed("airports", AIRPORTS)
+    return build_features(flights, typed("weather", WEATHER), typed("planes", PLANES), airports,
+                          history_states(sorted(by_day), by_day, airports))
 
 
 @pytest.fixture(scope="module")

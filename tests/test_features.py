@@ -178,3 +178,63 @@ def test_storage_settings_travel_whole_to_dask_workers(tmp_path):
     pd.testing.assert_frame_equal(read("planes", None), planes)
     pd.testing.assert_frame_equal(Warehouse(storage).frame("planes"), planes)
     assert read("raw_flights", "2013-01-01") is None
+
+
+@pytest.fixture(scope="module")
+def july(airports):
+    """2013-06-04 .. 07-02 typed (the 28 days before 07-02 and the day itself), by day."""
+    def days(table, contract):
+        raw = read_table(table)
+        stamp = raw.year + "-" + raw.month.str.zfill(2) + "-" + raw.day.str.zfill(2)
+        wanted = (stamp >= "2013-06-04") & (stamp <= "2013-07-02")
+        frame = parse_frame(raw[wanted].reset_index(drop=True), contract, table).frame
+        return {d: part.reset_index(drop=True) for d, part in frame.groupby(stamp[wanted].to_numpy(), sort=True)}
+
+    planes = parse_frame(read_table("planes"), PLANES, "planes").frame
+    return days("flights", FLIGHTS), days("weather", WEATHER), planes, airports
+
+
+def _july_features(flights_by_day, weather, planes, airports):
+    from ml.history import history_states
+
+    days = sorted(flights_by_day)
+    states = history_states(days, flights_by_day, airports)
+    return build_features(flights_by_day["2013-07-02"], weather, planes, airports, {"2013-07-02": states["2013-07-02"]})
+
+
+def test_no_feature_moves_with_anything_after_the_cutoff_across_days(july):
+    """Flights of 07-02, the earliest first: perturb every arrival of the 28 days before that lands after the
+    flight's cutoff (yesterday's red-eyes and long delays), and everything of the day after it: nothing moves.
+    US1431 EWR→CLT (cutoff 04:45) read 06-30's and 07-01's late landings before ml.history v2."""
+    from ml.flight_times import arrival_minutes
+
+    by_day, weather, planes, airports = july
+    today = by_day["2013-07-02"]
+    before = _july_features(by_day, weather["2013-07-02"], planes, airports)
+    cutoffs = scheduled_minutes(today) - CUTOFF_MARGIN_MINUTES
+    order = np.argsort(cutoffs, kind="stable")
+    targets = [*order[:5], *order[np.linspace(5, len(order) - 1, 3).astype(int)]]
+    us1431 = today.index[(today.carrier == "US") & (today.flight == 1431)][0]
+    assert us1431 in targets[:5]
+    rng = np.random.default_rng(2)
+    moved_any = 0
+    for target in targets:
+        cutoff = cutoffs[target]
+        perturbed = {}
+        for day, flights in by_day.items():
+            if day == "2013-07-02":
+                continue
+            landed = np.full(len(flights), -1)
+            arrived = flights["arr_delay"].notna().to_numpy()
+            landed[arrived] = arrival_minutes(flights[arrived], airports)
+            after = arrived & (landed >= cutoff)
+            moved_any += int(after.sum())
+            delay = flights["arr_delay"].astype("float64")
+            # on time → 2 hours later (still after the cutoff); late → never arrived (diverted)
+            perturbed[day] = flights.assign(arr_delay=delay.where(~after, np.where(delay >= 15, np.nan, delay + 120)))
+        scrambled, scrambled_weather = _scrambled_after_cutoff(today, weather["2013-07-02"], target, rng)
+        perturbed["2013-07-02"] = scrambled
+        after = _july_features(perturbed, scrambled_weather, planes, airports)
+        pd.testing.assert_series_equal(before.loc[target, list(FEATURE_COLUMNS)], after.loc[target, list(FEATURE_COLUMNS)],
+                                       obj=f"flight {today.carrier[target]}{today.flight[target]} of 07-02")
+    assert moved_any > 20  # arrivals after the early cutoffs were there to perturb

@@ -30,7 +30,7 @@ def test_late_history_folds_a_range_then_extends_it_a_day_at_a_time(lake):
 
     warehouse = Warehouse(lake)
     days = [f"2013-01-{d:02d}" for d in range(1, 11)]
-    expected = history_states(days, {d: warehouse.frame("raw_flights", d) for d in days})
+    expected = history_states(days, {d: warehouse.frame("raw_flights", d) for d in days}, warehouse.frame("airports", None))
     for day in days:
         pd.testing.assert_frame_equal(warehouse.frame("late_history", day).reset_index(drop=True),
                                       expected[day].reset_index(drop=True), check_dtype=False, obj=day)
