@@ -150,6 +150,12 @@ def parse_frame(raw: pd.DataFrame, contract: Contract, source: str) -> ParsedFil
     return parse_frames({source: raw}, contract, {source: source})[source]
 
 
+def parse_landing_strings(raw: pd.DataFrame, contract: Contract, source: str) -> ParsedFile:
+    """``parse_frame`` of cells as a landing file spells them: ``NA`` and the other ``NA_VALUES`` are missing,
+    as ``read_landing_csv`` reads them (the live path types events' fields this way)."""
+    return parse_frame(raw.where(~raw.isin(NA_VALUES)), contract, source)
+
+
 _COMPRESSED = {
     b"\x1f\x8b": "gzip-compressed",
     b"PK\x03\x04": "a zip archive",

@@ -577,3 +577,34 @@ def sentry_dsn() -> str | None:
 def sentry_environment() -> str | None:
     """``SENTRY_ENVIRONMENT``: the environment errors are filed under (``production``, ``staging``)."""
     return os.environ.get("SENTRY_ENVIRONMENT") or None
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Where the stream processor and the live lookup find the broker and the live state (docs/streaming.md)."""
+
+    nats_url: str | None
+    """``NATS_URL``; unset: commands that can start an embedded ``nats-server`` do (``make stream-demo``)."""
+    redis_url: str
+    namespace: str
+    ack_wait_s: float
+    allowed_lateness_minutes: int
+    prediction_log_url: str | None
+    max_state_age_s: float
+    """``/predict_flight`` answers 503 when the processor has written nothing for longer than this."""
+
+
+def stream_settings() -> StreamSettings:
+    """``NATS_URL``, ``REDIS_URL`` (default the machine's 127.0.0.1:6379), ``STREAM_STATE_NAMESPACE``,
+    ``STREAM_ACK_WAIT_S``, ``STREAM_ALLOWED_LATENESS_MINUTES``, ``STREAM_PREDICTION_LOG`` (false: none),
+    ``STREAM_MAX_STATE_AGE_S``."""
+    log = os.environ.get("STREAM_PREDICTION_LOG", "true").lower() != "false"
+    return StreamSettings(
+        nats_url=os.environ.get("NATS_URL") or None,
+        redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+        namespace=os.environ.get("STREAM_STATE_NAMESPACE") or "flightdelay",
+        ack_wait_s=float(os.environ.get("STREAM_ACK_WAIT_S") or 30),
+        allowed_lateness_minutes=int(os.environ.get("STREAM_ALLOWED_LATENESS_MINUTES") or 0),
+        prediction_log_url=prediction_log_url() if log else None,
+        max_state_age_s=float(os.environ.get("STREAM_MAX_STATE_AGE_S") or 300),
+    )

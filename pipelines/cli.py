@@ -23,6 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verified-bento": ("pipelines.verified_bento", "Print the tag of the newest Bento whose parity check passed."),
     "audit-trail": ("pipelines.audit_trail", "A model version's life from the audit log."),
     "importance-drift": ("pipelines.importance_drift", "The champions' feature-group importance side by side."),
+    "stream-replay": ("streaming.replay", "Publish 2013 days to the airport stream (NATS JetStream), N× real time or max."),
+    "stream-process": ("streaming.processor", "The stream processor: live state, a prediction at every flight's cutoff."),
+    "stream-demo": ("streaming.demo", "Watch a day stream in: embedded broker, processor, replay at 600×, predictions live."),
     "metrics-exporter": ("pipelines.metrics_exporter", "Serve the pipeline's Prometheus metrics from the Dagster instance."),
 }
 

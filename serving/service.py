@@ -29,6 +29,7 @@ from serving.metrics import BATCH_SIZE, RequestMetrics
 from serving.middleware import (CALLER, AuthConfigError, BearerTokenAuth, BodySizeLimit, LoadShedding, RequestContext,
                                 auth_token)
 from serving.prediction_log import SCORE, PredictionLog
+from serving.verified_model import UNIT_DIGEST_KEY, UNIT_FOLDER, load_verified_unit  # noqa: F401 (re-exported)
 from serving.responses import predictions_response
 from serving.schema import Flights, Prediction, PredictRequest
 
@@ -36,9 +37,6 @@ logger = logging.getLogger("bentoml.flight_delay")
 
 MODEL_NAME = "flight_delay"
 MODEL_TAG = settings.service_model_tag(f"{MODEL_NAME}:latest")
-UNIT_FOLDER = "unit"
-UNIT_DIGEST_KEY = "unit_sha256"
-"""The BentoML model's metadata key holding ``ml.model.unit_digest`` of its unit (written by serving.build)."""
 MAX_BATCH_ROWS = 256
 MAX_WAIT_S = settings.service_max_wait_s()
 """How long a request may wait for its batch before it is shed (503): well inside the 10 s request timeout."""
@@ -67,22 +65,6 @@ LOG_DROPPED_ROWS = bentoml.metrics.Counter(
 BATCHER = MicroBatcher(max_batch_rows=MAX_BATCH_ROWS, max_wait_s=MAX_WAIT_S)
 """One per worker process: the middleware sheds by its queue, the service scores through it."""
 EXPLAIN_SLOTS = ExplainSlots(settings.explain_concurrency())
-
-
-def load_verified_unit(stored) -> ModelUnit:
-    """The stored model's unit, verified against the digest recorded when it was saved.
-
-    A model without the digest, or whose files changed since, is refused: nothing of it is loaded.
-    """
-    digest = stored.info.metadata.get(UNIT_DIGEST_KEY)
-    if not digest:
-        raise UnitIntegrityError(
-            f"BentoML model {stored.tag}: no {UNIT_DIGEST_KEY!r} in its metadata, so its unit cannot be verified "
-            "and is not served. Rebuild the Bento from the registry (the bento asset records the digest)."
-        )
-    unit = ModelUnit.load(stored.path_of(UNIT_FOLDER), expected_digest=str(digest))
-    logger.info("model %s: unit verified (sha256 %s…) and loaded", stored.tag, str(digest)[:16])
-    return unit
 
 
 @bentoml.service(

@@ -1,0 +1,363 @@
+"""The stream processor: airport events in, live state in Redis, a prediction at every flight's cutoff.
+
+    flightdelay stream-process [--origins EWR,JFK] [--unit-dir DIR --unit-digest SHA256]
+
+One loop, per fetched batch (a durable pull consumer on ``AIRPORT``): decode each event (a bad one goes
+to ``deadletter.airport`` with its reason), apply it to the live state (``streaming/live_state.py``),
+write the batch to the store, then score the flights whose cutoff the watermark has passed, publish
+their predictions (``Nats-Msg-Id`` per flight: a repeat is dropped by the broker), record them in the
+store, append them to the prediction log, and only then ack the batch. A crash anywhere redelivers the
+batch after ``ack_wait``; every step is idempotent, so a restart changes nothing but latency. A store
+found empty (flushed, a new instance) is rebuilt from the stream up to the consumer's ack floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from ml.features import FEATURE_COLUMNS
+from streaming import broker, metrics
+from streaming.events import (DEAD_LETTER_SUBJECT, EVENTS_SUBJECT_PREFIX, MSG_ID_HEADER, REASON_HEADER, Prediction,
+                              Rejected, decode, encode, prediction_subject)
+from streaming.live_state import DueFlight, LiveState
+from streaming.state_store import StateStore, StoredPrediction
+
+logger = logging.getLogger("flightdelay.stream")
+TYPE_ORDER = {"flight.scheduled": 0, "weather.observed": 1, "flight.cancelled": 2, "flight.departed": 3,
+              "flight.arrived": 4, "clock.tick": 5}
+
+
+@dataclass
+class ProcessorConfig:
+    nats_url: str
+    redis_url: str
+    namespace: str = "flightdelay"
+    durable: str = "processor"
+    origins: frozenset[str] | None = None
+    batch: int = 2000
+    ack_wait_s: float = 30.0
+    allowed_lateness_minutes: int = 0
+    prediction_log_url: str | None = None
+    idle_exit_s: float | None = None
+    """Exit after this long without an event (benches, tests); None: run until stopped."""
+    lag_every_s: float = 2.0
+    extra: dict = field(default_factory=dict)
+
+
+def feature_digest(row: pd.Series) -> str:
+    """SHA-256 (first 16 hex) of a flight's feature values in ``FEATURE_COLUMNS`` order: equal digests, equal features."""
+    values = [None if (isinstance(v, float) and np.isnan(v)) or v is pd.NA else
+              (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else str(v)) for v in row]
+    return hashlib.sha256(orjson.dumps(values)).hexdigest()[:16]
+
+
+def _features_dict(row: pd.Series) -> dict:
+    return {c: (None if (isinstance(v, float) and np.isnan(v)) or v is pd.NA else
+                (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else str(v)))
+            for c, v in row.items()}
+
+
+def _utc(minute: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(minute * 60, tz=dt.timezone.utc)
+
+
+class Processor:
+    def __init__(self, config: ProcessorConfig, champion_source, planes: pd.DataFrame, airports: pd.DataFrame):
+        self.config = config
+        self.source = champion_source
+        self.planes, self.airports = planes, airports
+        self.store = StateStore(config.redis_url, config.namespace)
+        self.state = self._fresh_state()
+        self.epoch: str | None = None
+        self.stopping = asyncio.Event()
+        self.published = 0
+        self.log = None
+        if config.prediction_log_url:
+            from serving.prediction_log import PredictionLog
+
+            self.log = PredictionLog(config.prediction_log_url)
+
+    def _fresh_state(self) -> LiveState:
+        return LiveState(self.planes, self.airports, self.config.allowed_lateness_minutes, self.config.origins)
+
+    async def run(self) -> None:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        self.nc = await broker.connect(self.config.nats_url, f"stream-processor-{self.config.durable}")
+        self.js = self.nc.jetstream()
+        await broker.ensure_streams(self.js)
+        consumer = ConsumerConfig(durable_name=self.config.durable, ack_policy=AckPolicy.ALL,
+                                  ack_wait=self.config.ack_wait_s, deliver_policy=DeliverPolicy.ALL,
+                                  max_ack_pending=-1, filter_subject=f"{EVENTS_SUBJECT_PREFIX}.>")
+        self.sub = await self.js.pull_subscribe(f"{EVENTS_SUBJECT_PREFIX}.>", durable=self.config.durable,
+                                                stream=broker.EVENTS_STREAM, config=consumer)
+        await self._restore()
+        idle_since = time.monotonic()
+        next_lag = 0.0
+        try:
+            while not self.stopping.is_set():
+                if self.store.epoch() != self.epoch:
+                    logger.warning("the live state store lost its state: rebuilding from the stream")
+                    await self._rebuild_from_stream()
+                try:
+                    msgs = await self.sub.fetch(self.config.batch, timeout=0.25)
+                except asyncio.TimeoutError:
+                    msgs = []
+                except Exception as exc:  # broker restarting: the client reconnects; try again shortly
+                    logger.warning("fetch failed (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(0.5)
+                    continue
+                if msgs:
+                    await self._handle(msgs)
+                    idle_since = time.monotonic()
+                elif self.config.idle_exit_s is not None and time.monotonic() - idle_since > self.config.idle_exit_s:
+                    break
+                if time.monotonic() > next_lag:
+                    next_lag = time.monotonic() + self.config.lag_every_s
+                    await self._update_lag()
+        finally:
+            if self.log is not None:
+                self.log.close()
+            await self.nc.drain()
+
+    async def _handle(self, msgs) -> None:
+        dead = []
+        for msg in msgs:
+            try:
+                event = decode(msg.data)
+                day = self.state.apply(event)
+            except Rejected as rejected:
+                dead.append((msg, rejected.reason))
+                continue
+            metrics.EVENTS.labels(event.type).inc()
+            if day is not None:
+                self.store.stage_event(day, event.msg_id(), msg.data)
+        for msg, reason in dead:
+            await self.js.publish(DEAD_LETTER_SUBJECT, msg.data, stream=broker.DEAD_LETTER_STREAM,
+                                  headers={REASON_HEADER: reason[:500],
+                                           MSG_ID_HEADER: f"dead/{msg.metadata.sequence.stream}"})
+            metrics.DEAD_LETTERS.labels(metrics.reason_kind(reason)).inc()
+            logger.warning("dead letter (stream seq %s): %s", msg.metadata.sequence.stream, reason)
+        if self.state.watermark is not None:
+            self.store.stage_watermark(self.state.watermark)
+        self.store.forget_days(self.state.expired_days())
+        self.store.commit()
+        await self._predict_due(learnt=time.monotonic())
+        await msgs[-1].ack()
+        if self.state.watermark is not None:
+            metrics.WATERMARK.set(self.state.watermark * 60)
+        metrics.LAST_COMMIT.set(time.time())
+
+    async def _predict_due(self, learnt: float, publish: bool = True) -> None:
+        due = self.state.due()
+        if not due:
+            return
+        champion = self.source.current()
+        metrics.MODEL_INFO.clear()
+        metrics.MODEL_INFO.labels(champion.version).set(1)
+        features = self.state.features(due)
+        started = time.perf_counter()
+        scores = champion.unit.predict_proba(features).astype("float64")
+        inference_ms = (time.perf_counter() - started) * 1000
+        columns = features[list(FEATURE_COLUMNS)]
+        predictions = []
+        for i, flight in enumerate(due):
+            row = columns.iloc[i]
+            predictions.append((flight, row, Prediction(
+                flight=_key(flight), cutoff=_utc(flight.cutoff), delay_probability=float(scores[i]),
+                model_version=champion.version, feature_digest=feature_digest(row),
+                published_at=dt.datetime.now(dt.timezone.utc))))
+        if publish:
+            await self._publish([p for _, _, p in predictions])
+            for _ in predictions:
+                metrics.CUTOFF_TO_PUBLISH.observe(time.monotonic() - learnt)
+            metrics.PREDICTIONS.inc(len(predictions))
+            self.published += len(predictions)
+        for flight, row, prediction in predictions:
+            self.store.stage_prediction(flight.day, flight.flight_id, StoredPrediction(
+                features=_features_dict(row), cutoff_minute=flight.cutoff,
+                delay_probability=prediction.delay_probability, model_version=prediction.model_version,
+                feature_digest=prediction.feature_digest))
+            self.state.mark_published(flight.day, flight.flight_id)
+        self.store.commit()
+        if publish and self.log is not None:
+            self.log.append(_log_rows(features, predictions, inference_ms))
+
+    async def _publish(self, predictions: list[Prediction]) -> None:
+        """Publish and wait for every broker ack; a publish that failed (broker restarting) is retried, deduplicated by id."""
+        pending = predictions
+        while pending:
+            futures = []
+            for p in pending:
+                futures.append(await self.js.publish_async(prediction_subject(p), encode(p),
+                                                           headers={MSG_ID_HEADER: p.msg_id()}))
+            results = await asyncio.gather(*(asyncio.wait_for(f, 10) for f in futures), return_exceptions=True)
+            pending = [p for p, r in zip(pending, results) if isinstance(r, BaseException)]
+            if pending:
+                logger.warning("%d prediction publishes not acknowledged; retrying", len(pending))
+                await asyncio.sleep(0.5)
+
+    async def _restore(self) -> None:
+        """Memory from the store (a restart), or the store from the stream (a lost store), or a fresh start."""
+        self.epoch = self.store.epoch()
+        if self.epoch is None:
+            await self._rebuild_from_stream()
+            return
+        events = []
+        for day in self.store.days():
+            events += [decode(data) for data in self.store.events(day)]
+        events.sort(key=lambda e: (e.minute, TYPE_ORDER[e.type]))
+        for event in events:
+            self.state.apply(event)
+        for day in list(self.state.days):
+            for flight_id in self.store.published(day):
+                self.state.mark_published(day, flight_id)
+        freshness = self.store.freshness()
+        if freshness.watermark_minute is not None:
+            self.state.watermark = max(self.state.watermark or 0, freshness.watermark_minute)
+        logger.info("restored %d events of %d days from the store", len(events), len(self.state.days))
+
+    async def _rebuild_from_stream(self) -> None:
+        """Replay the stream up to this consumer's ack floor into a fresh state and store; what was due by then was published."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        self.state = self._fresh_state()
+        info = await self.js.consumer_info(broker.EVENTS_STREAM, self.config.durable)
+        floor = info.ack_floor.stream_seq
+        replayed = 0
+        if floor > 0:
+            reader = await self.js.pull_subscribe(
+                f"{EVENTS_SUBJECT_PREFIX}.>", stream=broker.EVENTS_STREAM,
+                config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
+                                      inactive_threshold=30.0))
+            done = False
+            while not done:
+                for msg in await reader.fetch(5000, timeout=5):
+                    if msg.metadata.sequence.stream > floor:
+                        done = True
+                        break
+                    try:
+                        event = decode(msg.data)
+                        day = self.state.apply(event)
+                    except Rejected:
+                        continue
+                    if day is not None:
+                        self.store.stage_event(day, event.msg_id(), msg.data)
+                    replayed += 1
+                    done = msg.metadata.sequence.stream >= floor
+                self.store.commit()
+            await reader.unsubscribe()
+            self.state.expired_days()
+            await self._predict_due(learnt=time.monotonic(), publish=False)
+        if self.state.watermark is not None:
+            self.store.stage_watermark(self.state.watermark)
+            self.store.commit()
+        self.epoch = self.store.start_epoch()
+        logger.warning("live state rebuilt from the stream: %d events up to stream sequence %d", replayed, floor)
+
+    async def _update_lag(self) -> None:
+        try:
+            info = await self.js.consumer_info(broker.EVENTS_STREAM, self.config.durable)
+            metrics.LAG.set(info.num_pending)
+        except Exception:  # broker away: the next tick tries again
+            pass
+
+
+def _key(flight: DueFlight):
+    from streaming.events import FlightKey
+
+    return FlightKey.parse_id(flight.flight_id)
+
+
+def _log_rows(features: pd.DataFrame, predictions, inference_ms: float) -> list[dict]:
+    from ml.features import NUMERIC_FEATURES
+    from serving.prediction_log import SCORE
+
+    rows = []
+    for i, (flight, _, prediction) in enumerate(predictions):
+        record = features.iloc[i]
+        rows.append({"request_id": prediction.msg_id(), "date": flight.day, "carrier": record["carrier"],
+                     "flight": int(record["flight"]), "origin": record["origin"], "dest": record["dest"],
+                     **{c: record[c] for c in NUMERIC_FEATURES}, "served_at": pd.Timestamp(prediction.published_at),
+                     "model_version": prediction.model_version, SCORE: prediction.delay_probability,
+                     "inference_ms": inference_ms, "batch_size": len(predictions)})
+    return rows
+
+
+def reference_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Planes and airports, typed by their contracts, from the reference CSVs the landing zone receives."""
+    from ml.contracts import AIRPORTS, PLANES
+    from ml.parsing import parse_frame
+    from ml.reference_data import read_table
+
+    return (parse_frame(read_table("planes"), PLANES, "planes").frame,
+            parse_frame(read_table("airports"), AIRPORTS, "airports").frame)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ml import settings
+
+    parser = argparse.ArgumentParser(prog="flightdelay stream-process", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--origins", default="", help="comma-separated origins this replica predicts (default: all)")
+    parser.add_argument("--durable", default=None, help="consumer name (default: processor[-ORIGINS])")
+    parser.add_argument("--unit-dir", type=Path, help="a saved model unit to score with (default: BentoML's store)")
+    parser.add_argument("--unit-digest", default="", help="the unit's SHA-256 (required with --unit-dir)")
+    parser.add_argument("--model-version", default="pinned", help="the version published with --unit-dir's predictions")
+    parser.add_argument("--metrics-port", type=int, default=None)
+    parser.add_argument("--idle-exit-s", type=float, default=None, help="exit after this long without events")
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    origins = frozenset(o.strip().upper() for o in args.origins.split(",") if o.strip()) or None
+    stream = settings.stream_settings()
+    if not stream.nats_url:
+        parser.error("NATS_URL is not set: point it at a JetStream server (make stream-demo starts one)")
+    if args.unit_dir is not None:
+        if not args.unit_digest:
+            parser.error("--unit-dir needs --unit-digest (the unit is verified before it is loaded)")
+        from streaming.champion import UnitFolder
+
+        source = UnitFolder(args.unit_dir, args.unit_digest, args.model_version)
+    else:
+        from streaming.champion import BentoModelStore
+
+        source = BentoModelStore(settings.service_model_tag("flight_delay:latest"))
+    durable = args.durable or ("processor" + ("-" + "-".join(sorted(origins)) if origins else ""))
+    config = ProcessorConfig(nats_url=stream.nats_url, redis_url=stream.redis_url, namespace=stream.namespace,
+                             durable=durable, origins=origins, batch=args.batch, ack_wait_s=stream.ack_wait_s,
+                             allowed_lateness_minutes=stream.allowed_lateness_minutes,
+                             prediction_log_url=stream.prediction_log_url, idle_exit_s=args.idle_exit_s)
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr="0.0.0.0", registry=metrics.REGISTRY)
+    planes, airports = reference_tables()
+    processor = Processor(config, source, planes, airports)
+
+    async def _run():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, processor.stopping.set)
+        await processor.run()
+
+    asyncio.run(_run())
+    print(f"stream processor stopped: {processor.published} predictions published", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
