@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats.errors
 import numpy as np
 import orjson
 import pandas as pd
@@ -113,7 +114,7 @@ class Processor:
                     await self._rebuild_from_stream()
                 try:
                     msgs = await self.sub.fetch(self.config.batch, timeout=0.25)
-                except asyncio.TimeoutError:
+                except (asyncio.TimeoutError, nats.errors.TimeoutError):
                     msgs = []
                 except Exception as exc:  # broker restarting: the client reconnects; try again shortly
                     logger.warning("fetch failed (%s); retrying", type(exc).__name__)
@@ -130,7 +131,7 @@ class Processor:
         finally:
             if self.log is not None:
                 self.log.close()
-            await self.nc.drain()
+            await self.nc.close()
 
     async def _handle(self, msgs) -> None:
         dead = []
