@@ -608,3 +608,8 @@ def stream_settings() -> StreamSettings:
         prediction_log_url=prediction_log_url() if log else None,
         max_state_age_s=float(os.environ.get("STREAM_MAX_STATE_AGE_S") or 300),
     )
+
+
+def require_redis() -> bool:
+    """``REQUIRE_REDIS=1`` (CI): a test that needs Redis fails instead of skipping when it is missing."""
+    return os.environ.get("REQUIRE_REDIS", "").lower() in {"1", "true", "yes"}
