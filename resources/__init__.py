@@ -11,6 +11,7 @@ from resources.mlflow_registry import MlflowRegistry
 from resources.parquet_io import LakeParquetIOManager
 from resources.bento_store import BentoStore
 from resources.storage import LakeStorage
+from resources.stream import AirportStream
 from resources.trainer import DistributedTrainer
 
 
@@ -36,6 +37,8 @@ def resources_from_env() -> dict[str, object]:
         "bentos": BentoStore(
             bentoml_home=settings.bentoml_home(), prediction_log_url=settings.prediction_log_url()
         ),
+        # NATS_URL may carry credentials (nats://user:password@host): bound by name when set
+        "stream": AirportStream(nats_url=_secret("NATS_URL", settings.stream_settings().nats_url)),
     }
 
 

@@ -30,6 +30,8 @@ WEATHER_COLUMNS = tuple(c.name for c in WEATHER.columns)
 EARLIEST_DEPARTURE_MINUTES = 6 * 60
 """A departure more than this before its schedule is a bad event, not an early flight (2013's earliest: 43 min)."""
 KEEP_DAYS = HISTORY_DAYS + 2
+MAX_AHEAD_MINUTES = 2 * 1440
+"""An event this far past the watermark is a bad clock, not the future: it would expire the whole state."""
 
 
 def _minute_of(time_hour: str, minute: str) -> int:
@@ -99,6 +101,10 @@ class LiveState:
 
     def apply(self, event) -> str | None:
         """Apply one event; returns the day it is stored under (None: nothing to store), or raises ``Rejected``."""
+        if self.watermark is not None and event.minute > self.watermark + MAX_AHEAD_MINUTES:
+            ahead = (event.minute - self.watermark) / 1440
+            raise Rejected(f"{event.type}: event_time {event.event_time.isoformat()} is {ahead:,.0f} days ahead of the "
+                           "stream's watermark (a bad clock?)")
         if isinstance(event, ClockTick):
             self._advance(event.minute)
             return None
@@ -164,7 +170,7 @@ class LiveState:
         out = []
         while self._pending and self._pending[0][0] <= horizon:
             cutoff, day, fid = heapq.heappop(self._pending)
-            if fid not in self.days[day].published:
+            if day in self.days and fid not in self.days[day].published:
                 out.append(DueFlight(day, fid, cutoff))
         return out
 

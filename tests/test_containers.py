@@ -153,7 +153,25 @@ def test_compose_matches_the_compose_specification():
 
 def test_compose_runs_the_whole_topology():
     assert {"postgres", "s3", "bucket-init", "mlflow", "user-code", "webserver", "daemon", "dask-scheduler",
-            "dask-worker", "bento", "prometheus"} <= set(services())
+            "dask-worker", "bento", "prometheus", "nats", "redis", "stream-processor"} <= set(services())
+
+
+def test_the_stream_processor_reaches_nats_and_redis_and_both_keep_their_data():
+    """JetStream with its store on a volume, Redis with its append-only file on one: a restart of either keeps
+    the stream, the consumer's ack floor and the live state; the processor names both by their service."""
+    nats, redis, processor = (services()[name] for name in ("nats", "redis", "stream-processor"))
+    assert {"-js", "-sd", "-m"} <= set(nats["command"])
+    store = nats["command"][nats["command"].index("-sd") + 1]
+    assert any(v.split(":")[1] == store for v in nats["volumes"]) and nats["volumes"][0].split(":")[0] in compose()["volumes"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert redis["volumes"][0].split(":")[0] in compose()["volumes"] and redis["volumes"][0].endswith(":/data")
+    assert processor["command"][:3] == ["python", "-m", "streaming.processor"]
+    env = processor["environment"]
+    assert env["NATS_URL"] == "nats://nats:4222" and "4222" in nats["expose"]
+    assert env["REDIS_URL"] == "redis://redis:6379/0" and "6379" in redis["expose"]
+    assert {"nats", "redis"} <= set(processor["depends_on"])
+    assert processor["image"] == services()["user-code"]["image"], "the image that holds streaming/ and the model store"
+    assert "COPY streaming streaming" in (DOCKER / "user-code.Dockerfile").read_text()
 
 
 def resolved_default(value: str) -> str:
@@ -298,6 +316,9 @@ def test_prometheus_scrapes_the_bento_with_the_token_from_a_compose_secret():
     assert "credentials" not in bento["authorization"]
     targets = {job: job_config["static_configs"][0]["targets"] for job, job_config in jobs.items()}
     bento_port = int(services()["bento"]["ports"][0].split(":")[-1])
+    stream = services()["stream-processor"]["command"]
+    stream_port = int(stream[stream.index("--metrics-port") + 1])
     assert targets == {"flight-delay-service": [f"bento:{bento_port}"], "flight-delay-pipeline": ["metrics-exporter:9464"],
-                       "mlflow": ["mlflow:5000"]}
+                       "flight-delay-stream": [f"stream-processor:{stream_port}"], "mlflow": ["mlflow:5000"]}
+    assert str(stream_port) in services()["stream-processor"]["expose"]
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services()["prometheus"]["volumes"]

@@ -11,7 +11,7 @@ from pipelines.definitions import defs
 RAW_ASSETS = {"raw_flights", "raw_weather", "planes", "airports"}
 EXPECTED_ASSETS = RAW_ASSETS | {
     "late_history", "flight_features", "training_set", "delay_model", "champion_model", "bento", "bento_release",
-    "batch_predictions", "drift_report", "model_performance",
+    "batch_predictions", "drift_report", "model_performance", "streamed_predictions",
 }
 EXPECTED_CHECKS = {(a, "landing_contract") for a in RAW_ASSETS} | {
     ("flight_features", "feature_null_shares"),
@@ -24,6 +24,7 @@ EXPECTED_CHECKS = {(a, "landing_contract") for a in RAW_ASSETS} | {
     ("bento", "serves_registry_predictions"),
     ("drift_report", "drift_check"),
     ("model_performance", "performance_check"),
+    ("streamed_predictions", "stream_consumer_keeps_up"),
 }
 EXPECTED_JOBS = {"ingest_job", "features_job", "training_job", "batch_predictions_job", "bento_job", "monitoring_job"}
 EXPECTED_SENSORS = {
@@ -82,8 +83,8 @@ def test_daily_assets_run_ranges_in_one_step(graph):
 
 
 MONITORING_CHECKS = {"drift_check", "performance_check"}
-WARNING_CHECKS = {"feature_null_shares"}
-"""What the model tolerates (missing values) warns, never holds a day back (docs/gates.md)."""
+WARNING_CHECKS = {"feature_null_shares", "stream_consumer_keeps_up"}
+"""What the model tolerates (missing values) warns, never holds a day back (docs/gates.md); so does a lagging stream processor."""
 
 
 def test_contract_checks_are_blocking_and_monitoring_checks_are_not(graph):
@@ -100,7 +101,17 @@ def test_new_days_flow_by_automation_without_rescoring_on_a_new_champion(graph):
 
 
 def test_resources_are_bound():
-    assert {"storage", "io_manager", "registry", "compute", "dask", "bentos"} <= set(defs.resources)
+    assert {"storage", "io_manager", "registry", "compute", "dask", "bentos", "stream"} <= set(defs.resources)
+
+
+def test_the_stream_is_observed_on_demand_only(graph):
+    """No job `make run` starts selects streamed_predictions, and no automation materializes it: without NATS_URL it fails."""
+    node = graph.get(dg.AssetKey("streamed_predictions"))
+    assert node.automation_condition is None
+    assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
+    for job in defs.resolve_all_job_defs():
+        if not job.name.startswith("__"):
+            assert dg.AssetKey("streamed_predictions") not in job.asset_layer.selected_asset_keys, job.name
 
 
 def test_training_job_ends_with_a_bento():

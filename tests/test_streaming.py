@@ -180,9 +180,9 @@ def test_malformed_events_go_to_the_dead_letter_subject_with_their_reason(unit, 
         predictions = read_predictions(server.url)
         reasons = asyncio.run(_dead_letters(server.url))
     assert len(reasons) == 1000
-    assert {r.split(":")[0].split(" ")[0] for r in reasons} >= {"not", "unknown", "invalid", "flight.departed",
-                                                               "event_time"}
-    assert sum("before its schedule" in r for r in reasons) == 200 and sum("2099" in r for r in reasons) == 200
+    for fragment in ("not JSON", "unknown event type 'flight.boarded'", "invalid flight.departed",
+                     "minutes before its schedule", "2099-01-01T00:00:00+00:00 is"):
+        assert sum(fragment in r for r in reasons) == 200, (fragment, reasons[:5])
     assert_streamed_equal_batch(store, batch_rows(*SNOWSTORM, trained, planes, airports), predictions)
 
 

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The user code: the gRPC code server (`dagster code-server start`), the run workers it launches,
-# and the Dask scheduler/workers (they must run the client's exact dask and the ml/ readers).
+# the Dask scheduler/workers (they must run the client's exact dask and the ml/ readers) and the
+# stream processor (`python -m streaming.processor`).
 # CPU torch by default; `--build-arg TORCH_VARIANT=cu128` builds the CUDA image for the gpu profile.
 # Build from the repository root:
 #   docker build -f deploy/docker/user-code.Dockerfile -t flightdelay/user-code:$(git rev-parse --short HEAD) \
@@ -52,6 +53,7 @@ COPY pyproject.toml ./
 COPY deploy/bentofile.yaml deploy/bentofile.yaml
 COPY ml ml
 COPY serving serving
+COPY streaming streaming
 COPY assets assets
 COPY resources resources
 COPY sensors sensors

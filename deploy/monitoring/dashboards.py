@@ -55,7 +55,8 @@ def _quantiles(metric: str, selector: str = "", quantiles=(0.5, 0.95, 0.99), by:
 SERVICE = DashboardSpec(
     uid="flight-delay-service",
     title="Flight delay: service",
-    description="The BentoML service: traffic, errors and rejections, latency, batching, the model served.",
+    description="The BentoML service: traffic, errors and rejections, latency, batching, the model served; "
+                "the stream processor's events, lag, dead letters and predictions.",
     rows=(
         ("Traffic and errors", (
             PanelSpec("Requests by endpoint and code", (
@@ -84,6 +85,26 @@ SERVICE = DashboardSpec(
             PanelSpec("Model version served", (
                 Query("max by (model_version, bento_model) (flight_delay_model_info)", "v{{model_version}} {{bento_model}}",
                       instant=True),), kind="table"),
+        )),
+        # The stream processor (streaming/metrics.py): predictions at each flight's cutoff, off the request path.
+        ("Stream", (
+            PanelSpec("Events applied by type", (
+                Query("sum by (type) (rate(flight_delay_stream_events_total[$__rate_interval]))", "{{type}}"),),
+                unit="ops"),
+            PanelSpec("Predictions published", (
+                Query("sum(rate(flight_delay_stream_predictions_total[$__rate_interval]))", "predictions"),), unit="ops"),
+            PanelSpec("Consumer lag", (
+                Query("max by (instance) (flight_delay_stream_consumer_lag_messages)", "{{instance}}"),), unit="short",
+                description="Events in the stream not yet delivered to the processor. StreamConsumerLagging fires over "
+                            "5000 for 5 minutes."),
+            PanelSpec("Dead letters by reason", (
+                Query("sum by (reason) (increase(flight_delay_stream_dead_letters_total[$__rate_interval]))", "{{reason}}"),),
+                unit="short", description="Events sent to deadletter.airport. StreamDeadLetters fires on any in 10 minutes."),
+            PanelSpec("Cutoff to publish", _quantiles("flight_delay_stream_cutoff_to_publish_seconds", quantiles=(0.5, 0.99)),
+                      unit="s", description="From the processor learning a cutoff had passed to the prediction's publication."),
+            PanelSpec("Time since the last state commit", (
+                Query("time() - flight_delay_stream_last_commit_timestamp_seconds", "{{instance}}"),), unit="s",
+                description="StreamProcessorStalled fires over 5 minutes for 5 minutes."),
         )),
     ),
 )

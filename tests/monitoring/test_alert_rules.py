@@ -47,7 +47,8 @@ def test_rule_unit_tests_fail_on_a_broken_rule(promtool, tmp_path):
 
 def test_scrape_config_is_valid_and_scrapes_both_targets(promtool, tmp_path):
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
-    assert {j["job_name"] for j in config["scrape_configs"]} == {"flight-delay-service", "flight-delay-pipeline"}
+    assert {j["job_name"] for j in config["scrape_configs"]} == {"flight-delay-service", "flight-delay-pipeline",
+                                                                 "flight-delay-stream"}
     token_file = tmp_path / "token"
     token_file.write_text("not-a-real-token")
     text = (MONITORING / "prometheus.yml").read_text().replace("/run/secrets/service_api_token", str(token_file))
@@ -74,11 +75,15 @@ def test_compose_prometheus_evaluates_the_shipped_rules_against_the_jobs_they_na
     exporter = compose["metrics-exporter"]["command"]
     exporter_target = f"metrics-exporter:{exporter[exporter.index('--port') + 1]}"
     assert exporter[:3] == ["python", "-m", "pipelines.metrics_exporter"]
+    stream = compose["stream-processor"]["command"]
+    stream_target = f"stream-processor:{stream[stream.index('--metrics-port') + 1]}"
+    assert stream[:3] == ["python", "-m", "streaming.processor"]
     for name in ("prometheus.yml", "prometheus.tls.yml"):
         config = yaml.safe_load((COMPOSE / name).read_text())
         jobs = {j["job_name"]: j for j in config["scrape_configs"]}
         assert _alert_jobs() <= set(jobs), f"{name}: the alert rules select jobs {_alert_jobs() - set(jobs)} it lacks"
         assert jobs["flight-delay-pipeline"]["static_configs"][0]["targets"] == [exporter_target]
+        assert jobs["flight-delay-stream"]["static_configs"][0]["targets"] == [stream_target]
         (rules_path,) = config["rule_files"]
         assert (COMPOSE / mounts[rules_path]).resolve() == (MONITORING / "alerts.yml").resolve(), name
 
