@@ -144,6 +144,36 @@ class FlightDelay:
         ))
         return predictions_response(predictions)  # serving/responses.py: why not BentoML's encoding
 
+    @bentoml.api(route="/predict_flight")
+    def predict_flight(self, date: dt.date, carrier: str, flight: int, origin: str,
+                       as_of: dt.datetime | None = None) -> dict:
+        """P(arrives 15+ minutes late) from a flight key alone: the features the stream processor kept at the
+        flight's cutoff (``serving/live_lookup.py``: 404 unknown, 425 before the cutoff, 503 stale)."""
+        from starlette.responses import JSONResponse
+
+        from serving.live_lookup import look_up
+        from streaming.events import FlightKey
+
+        try:
+            key = FlightKey(date=date, carrier=carrier, flight=flight, origin=origin)
+        except ValueError as error:
+            return JSONResponse({"error": f"not a flight key: {error}"}, status_code=422)
+        stream = settings.stream_settings()
+        answer = look_up(self._live_state(stream), key, as_of, stream.max_state_age_s)
+        if answer.status != 200:
+            headers = {"Retry-After": str(answer.retry_after_s)} if answer.retry_after_s else {}
+            return JSONResponse({"error": answer.message, "flight": key.id()}, status_code=answer.status, headers=headers)
+        score = float(self.unit.predict_records([answer.features])[0])
+        return {"flight": key.id(), "delay_probability": score, "model_version": self.model_version,
+                "cutoff": answer.cutoff.isoformat(), "features": answer.features}
+
+    def _live_state(self, stream):
+        if getattr(self, "live_state", None) is None:
+            from streaming.state_store import StateStore
+
+            self.live_state = StateStore(stream.redis_url, stream.namespace)
+        return self.live_state
+
     @bentoml.api(route="/explain", input_spec=ExplainRequest)
     def explain(self, flights: list, top_k: int) -> list[FlightExplanation]:
         """Each flight's probability and its top contributing features (``ml.explain``: integrated gradients).

@@ -77,6 +77,28 @@ def test_streamed_features_and_probabilities_equal_the_batch_rows(days, unit, ta
     batch = batch_rows(*days, trained, planes, airports)
     assert summary.by_type["flight.scheduled"] == len(batch) > 1500
     assert_streamed_equal_batch(store, batch, predictions)
+    _lookup_answers(store, batch, trained)
+
+
+def _lookup_answers(store, batch, trained):
+    """/predict_flight's decisions on the state the day left: by key alone, the batch probability; else why not."""
+    from serving.live_lookup import look_up
+    from streaming.events import FlightKey
+
+    flight_id, row = next(batch.iterrows())
+    key = FlightKey.parse_id(flight_id)
+    answer = look_up(store, key, None, max_age_s=300)
+    assert answer.status == 200
+    assert abs(float(trained.predict_records([answer.features])[0]) - row["delay_probability"]) <= 1e-6
+    cutoff = answer.cutoff
+    early = look_up(store, key, cutoff - dt.timedelta(minutes=1), max_age_s=300)
+    assert early.status == 425 and "cutoff" in early.message
+    unknown = look_up(store, key.model_copy(update={"flight": 99999}), None, max_age_s=300)
+    assert unknown.status == 404 and "99999" in unknown.message
+    stale = look_up(store, key, None, max_age_s=300, now=time.time() + 3600)
+    assert stale.status == 503 and stale.retry_after_s == 30
+    ahead = look_up(store, key, dt.datetime(2013, 12, 31, tzinfo=dt.timezone.utc), max_age_s=300)
+    assert ahead.status == 503 and "not as_of" in ahead.message
 
 
 def test_a_processor_killed_mid_day_resumes_with_one_prediction_per_flight(unit, tables, store, tmp_path):
