@@ -11,7 +11,7 @@ export BENTOML_DO_NOT_TRACK ?= true
 SERVE_PORT ?= 3001
 TEST_WORKERS ?= 2
 
-.PHONY: install run dev serve demo test test-fast check-data validate lock clean stack-up stack-down stack-status dashboards metrics-exporter
+.PHONY: install run dev serve demo stream-demo test test-fast check-data validate lock clean stack-up stack-down stack-status dashboards metrics-exporter
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ serve: $(STAMP)
 	tag=$$($(BIN)/flightdelay verified-bento) && \
 	  $(BIN)/bentoml serve "$$tag" --host 127.0.0.1 -p $(SERVE_PORT) \
 	    $${SERVICE_TLS_CERTFILE:+--ssl-certfile "$$SERVICE_TLS_CERTFILE"} $${SERVICE_TLS_KEYFILE:+--ssl-keyfile "$$SERVICE_TLS_KEYFILE"}
+
+## watch a day stream in: embedded NATS, the stream processor (scoring the newest verified model: make run first),
+## a replay at 600x with predictions printed live; Ctrl-C stops it (docs/streaming.md)
+stream-demo: $(STAMP)
+	@$(BIN)/flightdelay stream-demo $(STREAM_DEMO_ARGS)
 
 ## replay 2013 day by day with the daemon running: drift, retraining, new champions and Bentos (data/demo)
 demo: $(STAMP)

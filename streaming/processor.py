@@ -266,7 +266,10 @@ class Processor:
             self.store.stage_watermark(self.state.watermark)
             self.store.commit()
         self.epoch = self.store.start_epoch()
-        logger.warning("live state rebuilt from the stream: %d events up to stream sequence %d", replayed, floor)
+        if floor:
+            logger.warning("live state rebuilt from the stream: %d events up to stream sequence %d", replayed, floor)
+        else:
+            logger.info("a fresh live state: nothing consumed yet")
 
     async def _update_lag(self) -> None:
         try:
