@@ -12,7 +12,7 @@ import pandas as pd
 
 from ml.contracts import Contract
 
-VERSION = "1"
+VERSION = "2"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 NA_VALUES = ["", "NA", "NaN", "nan", "null", "NULL"]
