@@ -11,6 +11,7 @@ MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 REQUIRED_ALERTS = {
     "FlightDelayServiceDown", "FlightDelayHighErrorRatio", "FlightDelayP99LatencyHigh", "FlightDelayDriftOverGate",
     "FlightDelayRealisedAucBelowGate", "FlightDelayNoNewData", "FlightDelayTrainingFailing",
+    "StreamConsumerLagging", "StreamDeadLetters", "StreamProcessorStalled",
 }
 
 
