@@ -161,6 +161,20 @@ class Rejected(ValueError):
         self.reason = reason
 
 
+def prediction_message(flight_id: str, cutoff: dt.datetime, probability: float, model_version: str,
+                       feature_digest: str, published_at: dt.datetime) -> tuple[str, bytes, str]:
+    """``(subject, payload, msg id)`` of a ``Prediction``, serialised without building the model (the processor
+    publishes hundreds of thousands; ``Prediction.model_validate_json`` reads it back, as the tests do)."""
+    date, carrier, flight, origin = flight_id.split("/")
+    payload = orjson.dumps({
+        "schema_version": SCHEMA_VERSION, "type": "prediction",
+        "flight": {"date": date, "carrier": carrier, "flight": int(flight), "origin": origin},
+        "cutoff": cutoff.isoformat(), "delay_probability": probability, "model_version": model_version,
+        "feature_digest": feature_digest, "published_at": published_at.isoformat(),
+    })
+    return f"{PREDICTIONS_SUBJECT_PREFIX}.{date}.{origin}", payload, f"prediction/{flight_id}"
+
+
 def subject(event) -> str:
     if isinstance(event, ClockTick):
         return f"{EVENTS_SUBJECT_PREFIX}.clock.tick"
@@ -177,6 +191,25 @@ def encode(event) -> bytes:
 
 def decode(data: bytes):
     """The event in ``data``, or ``Rejected`` with a reason a person can act on."""
+    try:
+        event = _ADAPTER.validate_json(data)
+    except ValidationError:
+        event = None
+    if event is not None and event.event_time < LATEST_PLAUSIBLE and _complete(event):
+        return event
+    return _diagnose(data)
+
+
+def _complete(event) -> bool:
+    if isinstance(event, FlightScheduled):
+        return all(c in event.schedule for c in SCHEDULE_COLUMNS)
+    if isinstance(event, WeatherObserved):
+        return "time_hour" in event.report
+    return True
+
+
+def _diagnose(data: bytes):
+    """The slow path: why ``data`` is not a usable event (raises ``Rejected``)."""
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -16,23 +16,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import hashlib
 import logging
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats.errors
-import numpy as np
 import orjson
 import pandas as pd
 
 from ml.features import FEATURE_COLUMNS
 from streaming import broker, metrics
-from streaming.events import (DEAD_LETTER_SUBJECT, EVENTS_SUBJECT_PREFIX, MSG_ID_HEADER, REASON_HEADER, Prediction,
-                              Rejected, decode, encode, prediction_subject)
-from streaming.live_state import DueFlight, LiveState
+from streaming.events import (DEAD_LETTER_SUBJECT, EVENTS_SUBJECT_PREFIX, MSG_ID_HEADER, REASON_HEADER, Rejected,
+                              decode, prediction_message)
+from streaming.live_state import LiveState
 from streaming.state_store import StateStore, StoredPrediction
 
 logger = logging.getLogger("flightdelay.stream")
@@ -47,7 +48,7 @@ class ProcessorConfig:
     namespace: str = "flightdelay"
     durable: str = "processor"
     origins: frozenset[str] | None = None
-    batch: int = 2000
+    batch: int = 10_000
     ack_wait_s: float = 30.0
     allowed_lateness_minutes: int = 0
     prediction_log_url: str | None = None
@@ -57,17 +58,10 @@ class ProcessorConfig:
     extra: dict = field(default_factory=dict)
 
 
-def feature_digest(row: pd.Series) -> str:
-    """SHA-256 (first 16 hex) of a flight's feature values in ``FEATURE_COLUMNS`` order: equal digests, equal features."""
-    values = [None if (isinstance(v, float) and np.isnan(v)) or v is pd.NA else
-              (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else str(v)) for v in row]
+def feature_digest(values: list) -> str:
+    """SHA-256 (first 16 hex) of a flight's feature values in ``FEATURE_COLUMNS`` order (NaN as null): equal
+    digests, equal features."""
     return hashlib.sha256(orjson.dumps(values)).hexdigest()[:16]
-
-
-def _features_dict(row: pd.Series) -> dict:
-    return {c: (None if (isinstance(v, float) and np.isnan(v)) or v is pd.NA else
-                (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else str(v)))
-            for c, v in row.items()}
 
 
 def _utc(minute: int) -> dt.datetime:
@@ -105,6 +99,10 @@ class Processor:
         self.sub = await self.js.pull_subscribe(f"{EVENTS_SUBJECT_PREFIX}.>", durable=self.config.durable,
                                                 stream=broker.EVENTS_STREAM, config=consumer)
         await self._restore()
+        # What is loaded by now (torch, pandas, the model, the restored state) lives as long as the process:
+        # out of the collector's scans, and collections rarer (a pass over it cost 50-80 ms per batch).
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 100)
         idle_since = time.monotonic()
         next_lag = 0.0
         try:
@@ -134,7 +132,7 @@ class Processor:
             await self.nc.close()
 
     async def _handle(self, msgs) -> None:
-        dead = []
+        dead, applied = [], Counter()
         for msg in msgs:
             try:
                 event = decode(msg.data)
@@ -142,9 +140,11 @@ class Processor:
             except Rejected as rejected:
                 dead.append((msg, rejected.reason))
                 continue
-            metrics.EVENTS.labels(event.type).inc()
+            applied[event.type] += 1
             if day is not None:
                 self.store.stage_event(day, event.msg_id(), msg.data)
+        for kind, count in applied.items():
+            metrics.EVENTS.labels(kind).inc(count)
         for msg, reason in dead:
             await self.js.publish(DEAD_LETTER_SUBJECT, msg.data, stream=broker.DEAD_LETTER_STREAM,
                                   headers={REASON_HEADER: reason[:500],
@@ -156,7 +156,7 @@ class Processor:
         self.store.forget_days(self.state.expired_days())
         self.store.commit()
         await self._predict_due(learnt=time.monotonic())
-        await msgs[-1].ack()
+        await msgs[-1].ack_sync(timeout=10)  # the ack floor a rebuild reads must be this batch's end
         if self.state.watermark is not None:
             metrics.WATERMARK.set(self.state.watermark * 60)
         metrics.LAST_COMMIT.set(time.time())
@@ -172,40 +172,36 @@ class Processor:
         started = time.perf_counter()
         scores = champion.unit.predict_proba(features).astype("float64")
         inference_ms = (time.perf_counter() - started) * 1000
-        columns = features[list(FEATURE_COLUMNS)]
-        predictions = []
-        for i, flight in enumerate(due):
-            row = columns.iloc[i]
-            predictions.append((flight, row, Prediction(
-                flight=_key(flight), cutoff=_utc(flight.cutoff), delay_probability=float(scores[i]),
-                model_version=champion.version, feature_digest=feature_digest(row),
-                published_at=dt.datetime.now(dt.timezone.utc))))
+        records = features[list(FEATURE_COLUMNS)].to_dict("records")
+        published_at = dt.datetime.now(dt.timezone.utc)
+        messages, stored = [], []
+        for flight, record, score in zip(due, records, scores.tolist()):
+            digest = feature_digest(list(record.values()))
+            messages.append(prediction_message(flight.flight_id, _utc(flight.cutoff), score, champion.version, digest,
+                                               published_at))
+            stored.append(StoredPrediction(features=record, cutoff_minute=flight.cutoff, delay_probability=score,
+                                           model_version=champion.version, feature_digest=digest))
         if publish:
-            await self._publish([p for _, _, p in predictions])
-            for _ in predictions:
-                metrics.CUTOFF_TO_PUBLISH.observe(time.monotonic() - learnt)
-            metrics.PREDICTIONS.inc(len(predictions))
-            self.published += len(predictions)
-        for flight, row, prediction in predictions:
-            self.store.stage_prediction(flight.day, flight.flight_id, StoredPrediction(
-                features=_features_dict(row), cutoff_minute=flight.cutoff,
-                delay_probability=prediction.delay_probability, model_version=prediction.model_version,
-                feature_digest=prediction.feature_digest))
+            await self._publish(messages)
+            metrics.CUTOFF_TO_PUBLISH.observe(time.monotonic() - learnt)
+            metrics.PREDICTIONS.inc(len(messages))
+            self.published += len(messages)
+        for flight, prediction in zip(due, stored):
+            self.store.stage_prediction(flight.day, flight.flight_id, prediction)
             self.state.mark_published(flight.day, flight.flight_id)
         self.store.commit()
         if publish and self.log is not None:
-            self.log.append(_log_rows(features, predictions, inference_ms))
+            self.log.append(_log_rows(features, due, stored, messages, published_at, inference_ms))
 
-    async def _publish(self, predictions: list[Prediction]) -> None:
+    async def _publish(self, messages: list[tuple[str, bytes, str]]) -> None:
         """Publish and wait for every broker ack; a publish that failed (broker restarting) is retried, deduplicated by id."""
-        pending = predictions
+        pending = messages
         while pending:
             futures = []
-            for p in pending:
-                futures.append(await self.js.publish_async(prediction_subject(p), encode(p),
-                                                           headers={MSG_ID_HEADER: p.msg_id()}))
+            for subject, payload, msg_id in pending:
+                futures.append(await self.js.publish_async(subject, payload, headers={MSG_ID_HEADER: msg_id}))
             results = await asyncio.gather(*(asyncio.wait_for(f, 10) for f in futures), return_exceptions=True)
-            pending = [p for p, r in zip(pending, results) if isinstance(r, BaseException)]
+            pending = [m for m, r in zip(pending, results) if isinstance(r, BaseException)]
             if pending:
                 logger.warning("%d prediction publishes not acknowledged; retrying", len(pending))
                 await asyncio.sleep(0.5)
@@ -279,25 +275,16 @@ class Processor:
             pass
 
 
-def _key(flight: DueFlight):
-    from streaming.events import FlightKey
-
-    return FlightKey.parse_id(flight.flight_id)
-
-
-def _log_rows(features: pd.DataFrame, predictions, inference_ms: float) -> list[dict]:
+def _log_rows(features: pd.DataFrame, due, stored, messages, published_at, inference_ms: float) -> list[dict]:
     from ml.features import NUMERIC_FEATURES
     from serving.prediction_log import SCORE
 
-    rows = []
-    for i, (flight, _, prediction) in enumerate(predictions):
-        record = features.iloc[i]
-        rows.append({"request_id": prediction.msg_id(), "date": flight.day, "carrier": record["carrier"],
-                     "flight": int(record["flight"]), "origin": record["origin"], "dest": record["dest"],
-                     **{c: record[c] for c in NUMERIC_FEATURES}, "served_at": pd.Timestamp(prediction.published_at),
-                     "model_version": prediction.model_version, SCORE: prediction.delay_probability,
-                     "inference_ms": inference_ms, "batch_size": len(predictions)})
-    return rows
+    keys = features[["carrier", "flight", "origin", "dest", *NUMERIC_FEATURES]].to_dict("records")
+    served_at = pd.Timestamp(published_at)
+    return [{**row, "request_id": message[2], "date": flight.day, "flight": int(row["flight"]), "served_at": served_at,
+             "model_version": prediction.model_version, SCORE: prediction.delay_probability,
+             "inference_ms": inference_ms, "batch_size": len(due)}
+            for row, flight, prediction, message in zip(keys, due, stored, messages)]
 
 
 def reference_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -321,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-version", default="pinned", help="the version published with --unit-dir's predictions")
     parser.add_argument("--metrics-port", type=int, default=None)
     parser.add_argument("--idle-exit-s", type=float, default=None, help="exit after this long without events")
-    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=10_000, help="events fetched per batch (a paced stream delivers fewer)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -53,6 +53,8 @@ class StateStore:
         self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         self._pipe = self.client.pipeline(transaction=False)
         self._staged = 0
+        self._hashes: dict[str, dict[str, bytes]] = {}
+        self._days: set[str] = set()
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))
@@ -62,13 +64,13 @@ class StateStore:
 
     # processor side
     def stage_event(self, day: str, msg_id: str, data: bytes) -> None:
-        self._pipe.hset(self._key("events", day), msg_id, data)
-        self._pipe.sadd(self._key("days"), day)
+        self._hashes.setdefault(self._key("events", day), {})[msg_id] = data
+        self._days.add(day)
         self._staged += 1
 
     def stage_prediction(self, day: str, flight_id: str, prediction: StoredPrediction) -> None:
-        self._pipe.hset(self._key("features", day), flight_id, orjson.dumps(prediction.__dict__,
-                                                                             option=orjson.OPT_SERIALIZE_NUMPY))
+        self._hashes.setdefault(self._key("features", day), {})[flight_id] = orjson.dumps(
+            prediction.__dict__, option=orjson.OPT_SERIALIZE_NUMPY)
         self._staged += 1
 
     def stage_watermark(self, minute: int) -> None:
@@ -82,10 +84,15 @@ class StateStore:
 
     def commit(self) -> None:
         """Write what was staged (one round trip); raises when Redis refused it, so nothing is acked."""
+        for key, mapping in self._hashes.items():
+            self._pipe.hset(key, mapping=mapping)
+        if self._days:
+            self._pipe.sadd(self._key("days"), *sorted(self._days))
         if self._staged:
             self._pipe.execute()
         self._pipe = self.client.pipeline(transaction=False)
         self._staged = 0
+        self._hashes, self._days = {}, set()
 
     def epoch(self) -> str | None:
         value = self.client.hget(self._key("meta"), "epoch")

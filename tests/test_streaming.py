@@ -157,7 +157,7 @@ def test_a_broker_restart_mid_day_loses_nothing(unit, tables, store, tmp_path):
             summary=asyncio.run(publish(server.url, events, speed))))
         producer.start()
         processing = processor_process(server.url, redis_or_skip(), store.namespace, unit_dir, digest,
-                                       tmp_path / "p.log", idle_exit_s=5.0)
+                                       tmp_path / "p.log", idle_exit_s=15.0)  # outlives a slow reconnect under load
         time.sleep(3)
         server.stop()
         time.sleep(1)
