@@ -478,12 +478,41 @@ def in_process_rates(unit_dir: Path, records: list[dict], seconds: float = 0.7) 
 # ------------------------------------------------------------------------------------------ main
 
 
+def live_state_for_lookup(workdir: Path, unit_dir: Path) -> tuple[Path, dict[str, str]]:
+    """2013-07-01..02 through an embedded broker and the stream processor into a Redis namespace; the day's
+    flight keys as request bodies and the environment that points the service at that state."""
+    import datetime as dt
+    import uuid
+
+    from ml.model import unit_digest
+    from streaming.broker import EmbeddedServer
+    from streaming.processor import reference_tables
+    from streaming.replay import events_between, publish
+    from tests.streaming_helpers import run_processor
+
+    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    namespace = f"serve-load-{uuid.uuid4().hex[:8]}"
+    _, airports = reference_tables()
+    with EmbeddedServer(workdir / "nats") as broker_server:
+        asyncio.run(publish(broker_server.url, events_between(dt.date(2013, 7, 1), dt.date(2013, 7, 2), airports, False), None))
+        processor = run_processor(broker_server.url, redis_url, namespace, unit_dir, unit_digest(unit_dir))
+        asyncio.run(processor.run())
+    keys = [k.decode() for k in processor.store.client.hkeys(f"{namespace}:features:2013-07-02")]
+    bodies = workdir / "lookup.jsonl"
+    bodies.write_text("".join(json.dumps(dict(zip(("date", "carrier", "flight", "origin"), k.split("/"))),
+                                         separators=(",", ":")) + "\n" for k in keys))
+    print(f"live state: {len(keys)} flights of 2013-07-02 in Redis namespace {namespace}")
+    return bodies, {"REDIS_URL": redis_url, "STREAM_STATE_NAMESPACE": namespace, "STREAM_MAX_STATE_AGE_S": "86400"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per level (default 10)")
     parser.add_argument("--warmup", type=float, default=1.0, help="discarded seconds before each level (default 1)")
     parser.add_argument("--clients", default=",".join(map(str, LEVELS)), help="concurrency levels (default 1,16,64)")
-    parser.add_argument("--only", default="ceiling,fastapi,bentoml,explain", help="targets to run (default all four)")
+    parser.add_argument("--only", default="ceiling,fastapi,bentoml,explain", help="targets to run (default all four; "
+                        "'lookup' adds POST /predict_flight by flight key on the bentoml target, from a live state the "
+                        "stream processor fills first: the machine's Redis)")
     parser.add_argument("--explain-clients", default="1,2", help="concurrency levels of /explain (default 1,2)")
     parser.add_argument("--fastapi-mode", choices=("async", "sync"), default="async",
                         help="FastAPI endpoint as `async def` (model on the loop, default) or plain `def` (thread pool)")
@@ -564,6 +593,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"fastapi ({fastapi_workers} uvicorn worker(s), {args.fastapi_mode} endpoint, {model_call(ModelUnit.load(unit_dir), *service_columns())[0]} "
                       f"per request) answers: {check_answers(port, records, expected)}")
                 measure("fastapi", port, levels, process)
+        lookup_bodies = None
+        if "lookup" in targets:
+            lookup_bodies, lookup_env = live_state_for_lookup(workdir, unit_dir)
+            env.update(lookup_env)
         for index, service in enumerate(services if "bentoml" in targets else []):
             port = free_port()
             name = "bentoml" if index == 0 else f"bentoml{index + 1}"
@@ -572,6 +605,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} = {service} ({' '.join(args.bento_env) or 'default env'}) answers: "
                       f"{check_answers(port, records, expected)}")
                 measure(name, port, levels, process)
+                if index == 0 and lookup_bodies is not None:
+                    status, answer = post_json(port, json.loads(lookup_bodies.read_text().splitlines()[0]), "/predict_flight")
+                    print(f"lookup by flight key answers {status}: {str(answer)[:120]}")
+                    measure("lookup", port, levels, process, "/predict_flight", lookup_bodies)
                 if index == 0 and "explain" in targets:
                     explain_levels = [int(c) for c in args.explain_clients.split(",")]
                     for size in (1, 16):

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ml.contracts import FLIGHTS, WEATHER
+from ml.contracts import FLIGHTS, WEATHER, Contract
 from ml.day_so_far import CUTOFF_MARGIN_MINUTES
 from ml.features import KEY_COLUMNS, build_features
 from ml.history import HISTORY_DAYS, day_counts
 from ml.parsing import NA_VALUES, parse_frames, parse_landing_strings
-from streaming.events import (ARRIVAL_COLUMNS, DEPARTURE_COLUMNS, ClockTick, FlightArrived, FlightCancelled,
+from streaming.events import (ARRIVAL_COLUMNS, DEPARTURE_COLUMNS, SCHEDULE_COLUMNS, ClockTick, FlightArrived, FlightCancelled,
                               FlightDeparted, FlightScheduled, Rejected, WeatherObserved)
 
 FLIGHT_COLUMNS = tuple(c.name for c in FLIGHTS.columns)
@@ -50,15 +50,23 @@ class FlightDay:
     published: set[str] = field(default_factory=set)
     scheduled_at: dict[str, int] = field(default_factory=dict)
     """Scheduled departure of each flight, minutes since 1970 UTC."""
+    schedule_version: int = 0
     version: int = 0
+    """Bumped by every change: a schedule, a departure or an arrival."""
     arrivals_version: int = 0
+    _schedule_typed: tuple[int, pd.DataFrame] | None = None
     _typed: tuple[int, pd.DataFrame] | None = None
     _counts: tuple[int, pd.DataFrame] | None = None
 
-    def raw(self) -> pd.DataFrame:
-        """The day's flights as landing strings: the schedule with what has been seen of departures and arrivals."""
-        rows = [{**row, **self.departed.get(fid, {}), **self.arrived.get(fid, {})} for fid, row in self.schedule.items()]
-        return pd.DataFrame(rows, columns=list(FLIGHT_COLUMNS)).fillna("NA")
+    def raw_schedule(self) -> pd.DataFrame:
+        return pd.DataFrame(list(self.schedule.values()), columns=list(SCHEDULE_COLUMNS))
+
+    def raw_progress(self) -> pd.DataFrame:
+        """Departure and arrival columns in schedule order, as landing strings (``NA``: not seen yet)."""
+        missing_departure, missing_arrival = dict.fromkeys(DEPARTURE_COLUMNS, "NA"), dict.fromkeys(ARRIVAL_COLUMNS, "NA")
+        rows = [{**self.departed.get(fid, missing_departure), **self.arrived.get(fid, missing_arrival)}
+                for fid in self.schedule]
+        return pd.DataFrame(rows, columns=[*DEPARTURE_COLUMNS, *ARRIVAL_COLUMNS])
 
     @property
     def typed_current(self) -> bool:
@@ -77,19 +85,39 @@ class FlightDay:
         return self._counts[1]
 
 
+def _part(columns) -> Contract:
+    return Contract(dataset="flights", columns=tuple(c for c in FLIGHTS.columns if c.name in columns), key=(),
+                    date_columns=None)
+
+
+SCHEDULE_PART, PROGRESS_PART = _part(SCHEDULE_COLUMNS), _part((*DEPARTURE_COLUMNS, *ARRIVAL_COLUMNS))
+"""The flights contract split in the columns the schedule brings and those departures and arrivals fill in:
+each column is typed by the same code as ingestion's (``ml.parsing``), the schedule's once a day, the rest as
+they change."""
+
+
+def _typed_parts(raws: dict[str, pd.DataFrame], contract: Contract) -> dict[str, pd.DataFrame]:
+    parsed = parse_frames({day: raw.where(~raw.isin(NA_VALUES)) for day, raw in raws.items()}, contract,
+                          {day: f"live flights {day}" for day in raws})
+    for day, result in parsed.items():
+        if not result.ok:
+            raise ValueError(f"live flights {day}: {result.type_problems[0]}")
+    return {day: result.frame for day, result in parsed.items()}
+
+
 def retype(days: list[FlightDay]) -> None:
-    """Type the days whose events changed, in one vectorised pass (``ml.parsing``: ~50 ms a call whatever the rows)."""
+    """Type the days whose events changed, one vectorised pass for all of them (``ml.parsing``)."""
     stale = [d for d in days if not d.typed_current]
     if not stale:
         return
-    raws = {d.day: d.raw() for d in stale}
-    parsed = parse_frames({day: raw.where(~raw.isin(NA_VALUES)) for day, raw in raws.items()}, FLIGHTS,
-                          {day: f"live flights {day}" for day in raws})
+    new_schedules = [d for d in stale if d._schedule_typed is None or d._schedule_typed[0] != d.schedule_version]
+    for day, frame in _typed_parts({d.day: d.raw_schedule() for d in new_schedules}, SCHEDULE_PART).items():
+        flights = next(d for d in new_schedules if d.day == day)
+        flights._schedule_typed = (flights.schedule_version, frame)
+    progress = _typed_parts({d.day: d.raw_progress() for d in stale}, PROGRESS_PART)
     for flights in stale:
-        result = parsed[flights.day]
-        if not result.ok:
-            raise ValueError(f"live flights {flights.day}: {result.type_problems[0]}")
-        flights._typed = (flights.version, result.frame)
+        frame = pd.concat([flights._schedule_typed[1], progress[flights.day]], axis=1)[list(FLIGHT_COLUMNS)]
+        flights._typed = (flights.version, frame)
 
 
 def _day_before(day: str) -> str:
@@ -124,6 +152,7 @@ class LiveState:
         self.watermark: int | None = None
         self._pending: list[tuple[int, str, str]] = []
         self._history: dict[str, tuple[tuple, pd.DataFrame | None]] = {}
+        self._weather_typed: dict[str, tuple[int, pd.DataFrame]] = {}
 
     def day(self, day: str) -> FlightDay:
         if day not in self.days:
@@ -161,6 +190,7 @@ class LiveState:
                 flights.schedule[fid] = event.schedule
                 flights.scheduled_at[fid] = scheduled
                 flights.version += 1
+                flights.schedule_version += 1
                 cutoff = scheduled - CUTOFF_MARGIN_MINUTES
                 if self.origins is None or event.flight.origin in self.origins:
                     heapq.heappush(self._pending, (cutoff, day, fid))
@@ -229,11 +259,19 @@ class LiveState:
     def _weather_for(self, days: list[str]) -> pd.DataFrame | None:
         """The days' reports and those of the day before each (a flight after midnight reads the previous evening's trend)."""
         wanted = sorted({d for day in days for d in (_day_before(day), day)})
-        rows = [r for d in wanted for r in self.weather.get(d, {}).values()]
-        if not rows:
+        frames = [frame for d in wanted if (frame := self._typed_weather(d)) is not None]
+        return pd.concat(frames, ignore_index=True) if frames else None
+
+    def _typed_weather(self, day: str) -> pd.DataFrame | None:
+        reports = self.weather.get(day)
+        if not reports:
             return None
-        raw = pd.DataFrame([{c: r.get(c, "NA") for c in WEATHER_COLUMNS} for r in rows], columns=list(WEATHER_COLUMNS))
-        return parse_landing_strings(raw, WEATHER, f"live weather {days[0]}..{days[-1]}").frame
+        cached = self._weather_typed.get(day)
+        if cached is None or cached[0] != len(reports):
+            raw = pd.DataFrame([{c: r.get(c, "NA") for c in WEATHER_COLUMNS} for r in reports.values()],
+                               columns=list(WEATHER_COLUMNS))
+            self._weather_typed[day] = (len(reports), parse_landing_strings(raw, WEATHER, f"live weather {day}").frame)
+        return self._weather_typed[day][1]
 
     def history_state(self, day: str) -> pd.DataFrame | None:
         """``late_history`` of ``day`` from the arrivals seen: the 28 days before it (None: none of them seen)."""
@@ -256,4 +294,5 @@ class LiveState:
             self.days.pop(day, None)
             self.weather.pop(day, None)
             self._history.pop(day, None)
+            self._weather_typed.pop(day, None)
         return sorted(set(old))
