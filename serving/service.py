@@ -145,13 +145,16 @@ class FlightDelay:
         return predictions_response(predictions)  # serving/responses.py: why not BentoML's encoding
 
     @bentoml.api(route="/predict_flight")
-    def predict_flight(self, date: dt.date, carrier: str, flight: int, origin: str,
-                       as_of: dt.datetime | None = None) -> dict:
+    async def predict_flight(self, date: dt.date, carrier: str, flight: int, origin: str,
+                             as_of: dt.datetime | None = None) -> dict:
         """P(arrives 15+ minutes late) from a flight key alone: the features the stream processor kept at the
-        flight's cutoff (``serving/live_lookup.py``: 404 unknown, 425 before the cutoff, 503 stale)."""
+        flight's cutoff (``serving/live_lookup.py``: 404 unknown, 425 before the cutoff, 503 stale), scored in the
+        same micro-batches as ``/predict`` and logged like them."""
+        from pydantic import ValidationError
         from starlette.responses import JSONResponse
 
         from serving.live_lookup import look_up
+        from serving.schema import Flight
         from streaming.events import FlightKey
 
         try:
@@ -163,9 +166,20 @@ class FlightDelay:
         if answer.status != 200:
             headers = {"Retry-After": str(answer.retry_after_s)} if answer.retry_after_s else {}
             return JSONResponse({"error": answer.message, "flight": key.id()}, status_code=answer.status, headers=headers)
-        score = float(self.unit.predict_records([answer.features])[0])
-        return {"flight": key.id(), "delay_probability": score, "model_version": self.model_version,
-                "cutoff": answer.cutoff.isoformat(), "features": answer.features}
+        try:
+            row = Flight.model_validate({**answer.features, "date": key.date, "flight": flight})
+        except ValidationError as error:  # a live value outside the request schema's ranges: say so, never guess
+            return JSONResponse({"error": f"the live features of {key.id()} fail the request schema: {error}"},
+                                status_code=500)
+        try:
+            (prediction,) = await BATCHER.submit([row])
+        except Overloaded as error:
+            SHED_REQUESTS.labels(reason=error.reason).inc()
+            return JSONResponse({"error": f"overloaded: {error}; retry shortly"}, status_code=503,
+                                headers={"Retry-After": "1"})
+        return {"flight": key.id(), "delay_probability": prediction.delay_probability,
+                "model_version": prediction.model_version, "request_id": prediction.request_id,
+                "cutoff": answer.cutoff.isoformat()}
 
     def _live_state(self, stream):
         if getattr(self, "live_state", None) is None:
