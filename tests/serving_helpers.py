@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from pathlib import Path
@@ -155,3 +156,12 @@ def in_process_service_model(folder: Path) -> tuple[str, object]:
         raise RuntimeError(f"serving.service was imported before the session's model was stored: it serves {service.MODEL_TAG}")
     return tag, unit
 
+
+
+@functools.lru_cache(maxsize=1)
+def asgi_app():
+    """The service's ASGI app, built once per test process: BentoML registers its request metrics when it builds
+    one, and a second build in the same process is a duplicate time series."""
+    from serving.service import FlightDelay
+
+    return FlightDelay.to_asgi()

@@ -13,7 +13,7 @@ import pytest
 from serving.prediction_log import read_prediction_log
 from serving.schema import MAX_FLIGHTS_PER_REQUEST, records_from_features
 from tests.serving_helpers import (
-    AUTH, TOKEN, check_explain_over_http, january_features, serve_env, served,
+    AUTH, TOKEN, asgi_app, check_explain_over_http, january_features, serve_env, served,
 )
 
 
@@ -97,7 +97,8 @@ def test_unknown_carrier_and_airport_are_scored_not_rejected(model_tag, log_url,
 def client(model_tag, log_url):
     from starlette.testclient import TestClient
 
-    with TestClient(_service_class(model_tag).to_asgi()) as test_client:
+    _service_class(model_tag)
+    with TestClient(asgi_app()) as test_client:
         yield test_client
 
 

@@ -8,7 +8,7 @@ import pytest
 from ml.features import FEATURE_COLUMNS
 from serving.prediction_log import read_prediction_log
 from streaming.state_store import StateStore, StoredPrediction
-from tests.serving_helpers import AUTH, TOKEN, january_features
+from tests.serving_helpers import AUTH, TOKEN, asgi_app, january_features
 from tests.streaming_helpers import namespace, redis_or_skip
 
 pytestmark = pytest.mark.server
@@ -38,12 +38,10 @@ def live_state(monkeypatch, tmp_path):
 def test_a_flight_key_alone_gets_its_prediction_and_unknown_or_early_ones_say_why(service_model, live_state, monkeypatch):
     from starlette.testclient import TestClient
 
-    from serving.service import FlightDelay
-
     _, unit = service_model
     store, row, key = live_state
     body = {"date": row["date"], "carrier": row["carrier"], "flight": int(row["flight"]), "origin": row["origin"]}
-    with TestClient(FlightDelay.to_asgi()) as client:
+    with TestClient(asgi_app()) as client:
         ok = client.post("/predict_flight", json=body, headers=AUTH)
         assert ok.status_code == 200, ok.text
         answer = ok.json()
