@@ -18,7 +18,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 
-from streaming.events import FlightKey
+from streaming.events import FlightKey, scheduled_msg_id
 from streaming.state_store import StateStore
 
 
@@ -51,7 +51,7 @@ def look_up(store: StateStore, key: FlightKey, as_of: dt.datetime | None, max_ag
     limit = horizon if as_of is None else int(as_of.timestamp() // 60)
     if stored is not None and stored.cutoff_minute <= limit:
         return LookupAnswer(200, "features at the flight's cutoff", stored.features, _utc(stored.cutoff_minute))
-    if stored is not None or store.scheduled(day, flight_id):
+    if stored is not None or store.has_event(day, scheduled_msg_id(flight_id)):
         return LookupAnswer(425, f"flight {flight_id} is scheduled but its cutoff (scheduled departure − 15 min) "
                                  "has not passed: its prediction is made then", retry_after_s=60)
     return LookupAnswer(404, f"flight {flight_id} is not in the live state: check the key (date, carrier, "

@@ -40,20 +40,36 @@ class BentoModelStore:
         self.tag, self.poll_s = tag, poll_s
         self._champion: Champion | None = None
         self._loaded_tag: str | None = None
+        self._refused: set[str] = set()
         self._checked = 0.0
 
     def current(self) -> Champion:
-        if self._champion is None or time.monotonic() - self._checked > self.poll_s:
-            self._checked = time.monotonic()
-            import bentoml
+        """The champion to score with now: a newer stored model replaces it once verified; one that fails
+        verification is refused (logged once) and the current champion stays, since a stream cannot pause."""
+        if self._champion is not None and time.monotonic() - self._checked <= self.poll_s:
+            return self._champion
+        self._checked = time.monotonic()
+        import bentoml
 
-            from serving.verified_model import load_verified_unit
+        from ml.model import UnitIntegrityError
+        from serving.verified_model import load_verified_unit
 
-            stored = bentoml.models.get(self.tag)
-            if str(stored.tag) != self._loaded_tag:
-                unit = load_verified_unit(stored)
-                version = str(stored.info.metadata.get("mlflow_version") or stored.tag.version)
-                if self._champion is not None:
-                    logger.warning("champion changed: %s -> %s (registry v%s)", self._loaded_tag, stored.tag, version)
-                self._champion, self._loaded_tag = Champion(unit, version), str(stored.tag)
+        stored = bentoml.models.get(self.tag)
+        tag = str(stored.tag)
+        if tag == self._loaded_tag or tag in self._refused:
+            if self._champion is None:
+                raise UnitIntegrityError(f"{tag} was refused and there is no earlier champion to score with")
+            return self._champion
+        try:
+            unit = load_verified_unit(stored)
+        except UnitIntegrityError as exc:
+            self._refused.add(tag)
+            if self._champion is None:
+                raise
+            logger.error("new model %s refused, still scoring with %s: %s", tag, self._loaded_tag, exc)
+            return self._champion
+        version = str(stored.info.metadata.get("mlflow_version") or stored.tag.version)
+        if self._champion is not None:
+            logger.warning("champion changed without a restart: %s -> %s (registry v%s)", self._loaded_tag, tag, version)
+        self._champion, self._loaded_tag = Champion(unit, version), tag
         return self._champion

@@ -22,8 +22,6 @@ from streaming.events import (ARRIVAL_COLUMNS, SCHEDULE_COLUMNS, FlightArrived, 
                               FlightKey, FlightScheduled, WeatherObserved)
 
 SCHEDULE_PUBLISHED_AT = dt.time(18, 0)
-_ORDER = {"flight.scheduled": 0, "weather.observed": 1, "flight.cancelled": 2, "flight.departed": 3,
-          "flight.arrived": 4, "clock.tick": 5}
 
 
 def _utc(minute: int) -> dt.datetime:

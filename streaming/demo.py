@@ -16,9 +16,14 @@ import signal
 import subprocess
 import sys
 
+from zoneinfo import ZoneInfo
+
 from ml import settings
+from ml.flight_times import NEW_YORK as _ZONE
 from streaming import broker
 from streaming.events import PREDICTIONS_SUBJECT_PREFIX, Prediction
+
+NEW_YORK = ZoneInfo(_ZONE)
 
 
 async def _watch(url: str, events, speed: float) -> None:
@@ -28,7 +33,7 @@ async def _watch(url: str, events, speed: float) -> None:
 
     async def show(msg):
         p = Prediction.model_validate_json(msg.data)
-        local = p.cutoff.astimezone(dt.timezone(dt.timedelta(hours=-5 if p.cutoff.month in (1, 2, 12) else -4)))
+        local = p.cutoff.astimezone(NEW_YORK)
         print(f"{local:%Y-%m-%d %H:%M} cutoff  {p.flight.carrier}{p.flight.flight:<5} {p.flight.origin}  "
               f"P(late) {p.delay_probability:.2f}  model v{p.model_version}", flush=True)
 

@@ -80,6 +80,11 @@ class FlightScheduled(_FlightEvent):
     schedule: dict[str, str]
 
 
+def scheduled_msg_id(flight_id: str) -> str:
+    """The message id of a flight's ``flight.scheduled`` event (the store keys events by it)."""
+    return f"flight.scheduled/{flight_id}"
+
+
 class FlightDeparted(_FlightEvent):
     """At the moment of departure: actual time (local hhmm) and delay in minutes."""
 

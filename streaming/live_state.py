@@ -221,6 +221,11 @@ class LiveState:
         if self.watermark is None or minute > self.watermark:
             self.watermark = minute
 
+    def event_count(self) -> int:
+        """Flight and weather events held (what the store holds too)."""
+        return sum(len(d.schedule) + len(d.departed) + len(d.arrived) + len(d.cancelled) for d in self.days.values()) \
+            + sum(len(w) for w in self.weather.values())
+
     def mark_published(self, day: str, flight_id: str) -> None:
         self.day(day).published.add(flight_id)
 

@@ -171,6 +171,8 @@ class Processor:
         if self.state.watermark is not None:
             metrics.WATERMARK.set(self.state.watermark * 60)
         metrics.LAST_COMMIT.set(time.time())
+        metrics.STATE_DAYS.set(len(self.state.days))
+        metrics.STATE_EVENTS.set(self.state.event_count())
 
     async def _predict_due(self, learnt: float, publish: bool = True) -> None:
         due = self.state.due()

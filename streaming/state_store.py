@@ -123,8 +123,8 @@ class StateStore:
         value = self.client.hget(self._key("features", day), flight_id)
         return StoredPrediction(**orjson.loads(value)) if value else None
 
-    def scheduled(self, day: str, flight_id: str) -> bool:
-        return bool(self.client.hexists(self._key("events", day), f"flight.scheduled/{flight_id}"))
+    def has_event(self, day: str, msg_id: str) -> bool:
+        return bool(self.client.hexists(self._key("events", day), msg_id))
 
     def freshness(self) -> Freshness:
         watermark, updated = self.client.hmget(self._key("meta"), "watermark", "updated_at")

@@ -7,6 +7,7 @@ import pytest
 
 from ml.features import FEATURE_COLUMNS
 from serving.prediction_log import read_prediction_log
+from streaming.events import scheduled_msg_id
 from streaming.state_store import StateStore, StoredPrediction
 from tests.serving_helpers import AUTH, TOKEN, asgi_app, january_features
 from tests.streaming_helpers import namespace, redis_or_skip
@@ -24,7 +25,7 @@ def live_state(monkeypatch, tmp_path):
     cutoff = 22_000_000
     store.stage_prediction(day, key, StoredPrediction(features={c: row[c] for c in FEATURE_COLUMNS}, cutoff_minute=cutoff,
                                                       delay_probability=0.5, model_version="x", feature_digest="d"))
-    store.stage_event(day, f"flight.scheduled/{day}/ZZ/9/EWR", b"{}")
+    store.stage_event(day, scheduled_msg_id(f"{day}/ZZ/9/EWR"), b"{}")
     store.stage_watermark(cutoff + 60)
     store.commit()
     store.start_epoch()

@@ -252,3 +252,22 @@ def test_two_replicas_owning_disjoint_origins_make_one_replicas_predictions(unit
     finally:
         for s in stores:
             s.flush_namespace()
+
+
+def test_a_new_champion_in_the_model_store_is_picked_up_and_an_unverifiable_one_refused(unit, caplog):
+    """The processor's model source: the newest stored model, verified; no restart; a bad one never replaces it."""
+    from streaming.champion import BentoModelStore
+    from tests.serving_helpers import store_model
+
+    unit_dir, _, _ = unit
+    store_model(unit_dir, "41")
+    source = BentoModelStore("flight_delay:latest", poll_s=0.0)
+    assert source.current().version == "41"
+    store_model(unit_dir, "42")
+    with caplog.at_level("WARNING", logger="flightdelay.stream"):
+        assert source.current().version == "42"
+    assert "champion changed without a restart" in caplog.text and "(registry v42)" in caplog.text
+    store_model(unit_dir, "43", digest="0" * 64)
+    with caplog.at_level("ERROR", logger="flightdelay.stream"):
+        assert source.current().version == "42"
+    assert "refused, still scoring with" in caplog.text
