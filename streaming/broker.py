@@ -15,12 +15,15 @@ way moto stands in for S3.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+logger = logging.getLogger("flightdelay.stream")
 
 EVENTS_STREAM = "AIRPORT"
 PREDICTIONS_STREAM = "PREDICTIONS"
@@ -32,11 +35,18 @@ DUPLICATE_WINDOW_S = 2 * 3600
 
 
 async def connect(url: str, name: str):
-    """A client that reconnects forever (a broker restart is an outage, not an end)."""
+    """A client that reconnects forever (a broker restart is an outage, not an end); its errors are one log line
+    each, not nats-py's tracebacks."""
     import nats
 
+    async def error(exc: Exception) -> None:
+        logger.warning("%s: %s: %s", name, type(exc).__name__, exc)
+
+    async def reconnected() -> None:
+        logger.warning("%s: reconnected to the broker", name)
+
     return await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                              connect_timeout=5, allow_reconnect=True)
+                              connect_timeout=5, allow_reconnect=True, error_cb=error, reconnected_cb=reconnected)
 
 
 async def ensure_streams(js) -> None:
@@ -88,7 +98,8 @@ class EmbeddedServer:
         log = open(self.directory / "nats-server.log", "ab")
         self.process = subprocess.Popen(
             [server_binary(), "-js", "-sd", str(self.directory), "-a", "127.0.0.1", "-p", str(self.port),
-             "-m", str(self.monitor_port)], stdout=log, stderr=subprocess.STDOUT)
+             "-m", str(self.monitor_port)], stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)  # a terminal's Ctrl-C reaches its owner, which stops it after its clients
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):

@@ -150,6 +150,7 @@ class LiveState:
         self.days: dict[str, FlightDay] = {}
         self.weather: dict[str, dict[str, dict[str, str]]] = {}
         self.watermark: int | None = None
+        self.complete_through: int | None = None
         self._pending: list[tuple[int, str, str]] = []
         self._history: dict[str, tuple[tuple, pd.DataFrame | None]] = {}
         self._weather_typed: dict[str, tuple[int, pd.DataFrame]] = {}
@@ -166,7 +167,7 @@ class LiveState:
             raise Rejected(f"{event.type}: event_time {event.event_time.isoformat()} is {ahead:,.0f} days ahead of the "
                            "stream's watermark (a bad clock?)")
         if isinstance(event, ClockTick):
-            self._advance(event.minute)
+            self._advance(event.minute, complete=True)
             return None
         if isinstance(event, WeatherObserved):
             report = event.report
@@ -217,9 +218,17 @@ class LiveState:
         self._advance(event.minute)
         return day
 
-    def _advance(self, minute: int) -> None:
+    def _advance(self, minute: int, complete: bool = False) -> None:
+        """The newest event time seen, and the newest minute known complete: an event of a later minute (the
+        producer publishes in event-time order), or a clock tick of that minute (published after its events).
+
+        A flight is due once its cutoff minute is complete, not merely reached: three origins' weather reports
+        share a minute, and one at the cutoff counts for the flight (it was issued by then)."""
         if self.watermark is None or minute > self.watermark:
             self.watermark = minute
+        done = minute if complete else minute - 1
+        if self.complete_through is None or done > self.complete_through:
+            self.complete_through = done
 
     def event_count(self) -> int:
         """Flight and weather events held (what the store holds too)."""
@@ -230,10 +239,10 @@ class LiveState:
         self.day(day).published.add(flight_id)
 
     def due(self) -> list[DueFlight]:
-        """Flights whose cutoff the watermark (less the allowed lateness) has reached, not yet predicted; oldest first."""
-        if self.watermark is None:
+        """Flights whose cutoff minute is complete (less the allowed lateness), not yet predicted; oldest first."""
+        if self.complete_through is None:
             return []
-        horizon = self.watermark - self.allowed_lateness
+        horizon = self.complete_through - self.allowed_lateness
         out = []
         while self._pending and self._pending[0][0] <= horizon:
             cutoff, day, fid = heapq.heappop(self._pending)

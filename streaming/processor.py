@@ -234,9 +234,6 @@ class Processor:
         for day in list(self.state.days):
             for flight_id in self.store.published(day):
                 self.state.mark_published(day, flight_id)
-        freshness = self.store.freshness()
-        if freshness.watermark_minute is not None:
-            self.state.watermark = max(self.state.watermark or 0, freshness.watermark_minute)
         logger.info("restored %d events of %d days from the store", len(events), len(self.state.days))
 
     async def _rebuild_from_stream(self) -> None:

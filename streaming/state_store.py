@@ -51,10 +51,11 @@ class StateStore:
 
         self.namespace = namespace
         self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
-        self._pipe = self.client.pipeline(transaction=False)
+        self._pipe = self.client.pipeline(transaction=True)
         self._staged = 0
         self._hashes: dict[str, dict[str, bytes]] = {}
         self._days: set[str] = set()
+        self._meta: dict[str, object] = {}
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))
@@ -74,7 +75,7 @@ class StateStore:
         self._staged += 1
 
     def stage_watermark(self, minute: int) -> None:
-        self._pipe.hset(self._key("meta"), mapping={"watermark": minute, "updated_at": time.time()})
+        self._meta = {"watermark": minute, "updated_at": time.time()}
         self._staged += 1
 
     def forget_days(self, days: list[str]) -> None:
@@ -83,16 +84,19 @@ class StateStore:
             self._pipe.srem(self._key("days"), day)
 
     def commit(self) -> None:
-        """Write what was staged (one round trip); raises when Redis refused it, so nothing is acked."""
+        """Write what was staged as one transaction (MULTI/EXEC: a processor killed mid-write leaves all or
+        nothing of it), the watermark last; raises when Redis refused it, so nothing is acked."""
         for key, mapping in self._hashes.items():
             self._pipe.hset(key, mapping=mapping)
         if self._days:
             self._pipe.sadd(self._key("days"), *sorted(self._days))
+        if self._meta:
+            self._pipe.hset(self._key("meta"), mapping=self._meta)
         if self._staged:
             self._pipe.execute()
-        self._pipe = self.client.pipeline(transaction=False)
+        self._pipe = self.client.pipeline(transaction=True)
         self._staged = 0
-        self._hashes, self._days = {}, set()
+        self._hashes, self._days, self._meta = {}, set(), {}
 
     def epoch(self) -> str | None:
         value = self.client.hget(self._key("meta"), "epoch")

@@ -107,12 +107,13 @@ def run_processor(url: str, redis_url: str, ns: str, unit_dir: Path, digest: str
 
 
 def processor_process(url: str, redis_url: str, ns: str, unit_dir: Path, digest: str, log: Path,
-                      idle_exit_s: float = 3.0) -> subprocess.Popen:
+                      idle_exit_s: float = 3.0, batch: int | None = None) -> subprocess.Popen:
     """``python -m streaming.processor`` as operators run it (a real process to kill)."""
     env = {**os.environ, "NATS_URL": url, "REDIS_URL": redis_url, "STREAM_STATE_NAMESPACE": ns,
            "STREAM_ACK_WAIT_S": "2", "STREAM_PREDICTION_LOG": "false"}
     return subprocess.Popen([sys.executable, "-m", "streaming.processor", "--unit-dir", str(unit_dir),
-                             "--unit-digest", digest, "--model-version", "1", "--idle-exit-s", str(idle_exit_s)],
+                             "--unit-digest", digest, "--model-version", "1", "--idle-exit-s", str(idle_exit_s),
+                             *(["--batch", str(batch)] if batch else [])],
                             env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 

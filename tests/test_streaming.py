@@ -107,7 +107,9 @@ def test_a_processor_killed_mid_day_resumes_with_one_prediction_per_flight(unit,
     unit_dir, digest, trained = unit
     with EmbeddedServer(tmp_path / "nats") as server:
         asyncio.run(publish(server.url, _events(SNOWSTORM, airports), None))
-        first = processor_process(server.url, redis_or_skip(), store.namespace, unit_dir, digest, tmp_path / "p1.log")
+        # small batches: the day takes the first process long enough to be killed in the middle of it
+        first = processor_process(server.url, redis_or_skip(), store.namespace, unit_dir, digest, tmp_path / "p1.log",
+                                  batch=40)
         try:
             wait_until(lambda: stream_count(server.url, broker.PREDICTIONS_STREAM) >= 300, "predictions under way",
                        timeout_s=60, diagnostics=lambda: (tmp_path / "p1.log").read_text()[-2000:])
