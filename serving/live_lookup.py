@@ -18,7 +18,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 
-from streaming.events import FlightKey, scheduled_msg_id
+from streaming.events import FlightKey, at_minute, scheduled_msg_id
 from streaming.state_store import StateStore
 
 
@@ -44,19 +44,15 @@ def look_up(store: StateStore, key: FlightKey, as_of: dt.datetime | None, max_ag
                             retry_after_s=30)
     horizon = freshness.watermark_minute or 0
     if as_of is not None and as_of.timestamp() // 60 > horizon:
-        return LookupAnswer(503, f"the live state has reached {_utc(horizon).isoformat()}, not as_of "
+        return LookupAnswer(503, f"the live state has reached {at_minute(horizon).isoformat()}, not as_of "
                                  f"{as_of.isoformat()} yet", retry_after_s=1)
     day, flight_id = key.date.isoformat(), key.id()
     stored = store.prediction(day, flight_id)
     limit = horizon if as_of is None else int(as_of.timestamp() // 60)
     if stored is not None and stored.cutoff_minute <= limit:
-        return LookupAnswer(200, "features at the flight's cutoff", stored.features, _utc(stored.cutoff_minute))
+        return LookupAnswer(200, "features at the flight's cutoff", stored.features, at_minute(stored.cutoff_minute))
     if stored is not None or store.has_event(day, scheduled_msg_id(flight_id)):
         return LookupAnswer(425, f"flight {flight_id} is scheduled but its cutoff (scheduled departure − 15 min) "
                                  "has not passed: its prediction is made then", retry_after_s=60)
     return LookupAnswer(404, f"flight {flight_id} is not in the live state: check the key (date, carrier, "
                              "flight number, origin), or the stream has not reached or has forgotten that day")
-
-
-def _utc(minute: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(minute * 60, tz=dt.timezone.utc)

@@ -18,14 +18,10 @@ from ml.contracts import FLIGHTS, WEATHER
 from ml.day_so_far import REPORT_DELAY_MINUTES, scheduled_minutes
 from ml.flight_times import NEW_YORK, arrival_minutes
 from ml.parsing import parse_landing_strings
-from streaming.events import (ARRIVAL_COLUMNS, SCHEDULE_COLUMNS, FlightArrived, FlightCancelled, FlightDeparted,
-                              FlightKey, FlightScheduled, WeatherObserved)
+from streaming.events import (ARRIVAL_COLUMNS, SCHEDULE_COLUMNS, TYPE_ORDER, FlightArrived, FlightCancelled,
+                              FlightDeparted, FlightKey, FlightScheduled, WeatherObserved, at_minute)
 
 SCHEDULE_PUBLISHED_AT = dt.time(18, 0)
-
-
-def _utc(minute: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(minute * 60, tz=dt.timezone.utc)
 
 
 def read_csv_strings(data: bytes) -> pd.DataFrame:
@@ -49,28 +45,28 @@ def day_events(day: str, flights: pd.DataFrame | None, weather: pd.DataFrame | N
         arrived = typed["arr_delay"].notna().to_numpy()
         landed = np.zeros(len(typed), dtype="int64")
         landed[arrived] = arrival_minutes(typed[arrived], airports)
-        published = _utc(schedule_minute(day))
+        published = at_minute(schedule_minute(day))
         records = flights.to_dict("records")
         for i, row in enumerate(records):
             key = FlightKey(date=dt.date.fromisoformat(day), carrier=row["carrier"], flight=int(row["flight"]),
                             origin=row["origin"])
-            out.append((schedule_minute(day), 0, FlightScheduled(
+            out.append((schedule_minute(day), TYPE_ORDER["flight.scheduled"], FlightScheduled(
                 event_time=published, flight=key, schedule={c: row[c] for c in SCHEDULE_COLUMNS})))
             if np.isnan(delay[i]):
-                out.append((int(scheduled[i]), 2, FlightCancelled(event_time=_utc(int(scheduled[i])), flight=key)))
+                out.append((int(scheduled[i]), TYPE_ORDER["flight.cancelled"], FlightCancelled(event_time=at_minute(int(scheduled[i])), flight=key)))
             else:
                 left = int(scheduled[i] + delay[i])
-                out.append((left, 3, FlightDeparted(event_time=_utc(left), flight=key, dep_time=row["dep_time"],
+                out.append((left, TYPE_ORDER["flight.departed"], FlightDeparted(event_time=at_minute(left), flight=key, dep_time=row["dep_time"],
                                                     dep_delay=row["dep_delay"])))
             if arrived[i]:
-                out.append((int(landed[i]), 4, FlightArrived(event_time=_utc(int(landed[i])), flight=key,
+                out.append((int(landed[i]), TYPE_ORDER["flight.arrived"], FlightArrived(event_time=at_minute(int(landed[i])), flight=key,
                                                              **{c: row[c] for c in ARRIVAL_COLUMNS})))
     if weather is not None and len(weather):
         typed = parse_landing_strings(weather, WEATHER, f"weather {day}").frame
         issued = (typed["time_hour"].astype("datetime64[ns, UTC]").astype("int64") // 60_000_000_000
                   + REPORT_DELAY_MINUTES).to_numpy()
         for i, row in enumerate(weather.to_dict("records")):
-            out.append((int(issued[i]), 1, WeatherObserved(event_time=_utc(int(issued[i])), origin=row["origin"],
+            out.append((int(issued[i]), TYPE_ORDER["weather.observed"], WeatherObserved(event_time=at_minute(int(issued[i])), origin=row["origin"],
                                                            report=dict(row))))
     return out
 

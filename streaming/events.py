@@ -141,6 +141,16 @@ EVENT_TYPES = ("flight.scheduled", "flight.departed", "flight.cancelled", "fligh
 _ADAPTER = TypeAdapter(AirportEvent)
 
 
+TYPE_ORDER = {"flight.scheduled": 0, "weather.observed": 1, "flight.cancelled": 2, "flight.departed": 3,
+              "flight.arrived": 4, "clock.tick": 5}
+"""Within one minute, the order events are published and applied in (a clock tick closes its minute)."""
+
+
+def at_minute(minute: int) -> dt.datetime:
+    """The UTC instant of ``minute`` (minutes since 1970), the unit every event time and cutoff is counted in."""
+    return dt.datetime.fromtimestamp(minute * 60, tz=dt.timezone.utc)
+
+
 class Prediction(BaseModel):
     """What the processor publishes at a flight's cutoff."""
 

@@ -23,7 +23,7 @@ from ml.features import KEY_COLUMNS, build_features
 from ml.history import HISTORY_DAYS, day_counts
 from ml.parsing import NA_VALUES, parse_frames, parse_landing_strings
 from streaming.events import (ARRIVAL_COLUMNS, DEPARTURE_COLUMNS, SCHEDULE_COLUMNS, ClockTick, FlightArrived, FlightCancelled,
-                              FlightDeparted, FlightScheduled, Rejected, WeatherObserved)
+                              FlightDeparted, FlightScheduled, Rejected, WeatherObserved, at_minute)
 
 FLIGHT_COLUMNS = tuple(c.name for c in FLIGHTS.columns)
 WEATHER_COLUMNS = tuple(c.name for c in WEATHER.columns)
@@ -301,7 +301,7 @@ class LiveState:
         """Days older than the late-rate window needs, forgotten from memory (the caller forgets them in the store)."""
         if self.watermark is None:
             return []
-        today = dt.datetime.fromtimestamp(self.watermark * 60, tz=dt.timezone.utc).date()
+        today = at_minute(self.watermark).date()
         oldest = (today - dt.timedelta(days=KEEP_DAYS)).isoformat()
         old = [d for d in self.days if d < oldest] + [d for d in self.weather if d < oldest and d not in self.days]
         for day in old:

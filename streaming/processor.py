@@ -22,7 +22,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats.errors
@@ -32,14 +32,12 @@ import pandas as pd
 from ml.features import FEATURE_COLUMNS
 from streaming import broker, metrics
 from streaming.events import (DEAD_LETTER_SUBJECT, EVENTS_SUBJECT_PREFIX, MSG_ID_HEADER, REASON_HEADER, Rejected,
-                              decode, prediction_message)
+                              TYPE_ORDER, at_minute, decode, prediction_message)
 from streaming.live_state import LiveState
 from streaming.state_store import StateStore, StoredPrediction
 
 logger = logging.getLogger("flightdelay.stream")
 FOLLOW_UP_S = 0.01
-TYPE_ORDER = {"flight.scheduled": 0, "weather.observed": 1, "flight.cancelled": 2, "flight.departed": 3,
-              "flight.arrived": 4, "clock.tick": 5}
 
 
 @dataclass
@@ -56,17 +54,12 @@ class ProcessorConfig:
     idle_exit_s: float | None = None
     """Exit after this long without an event (benches, tests); None: run until stopped."""
     lag_every_s: float = 2.0
-    extra: dict = field(default_factory=dict)
 
 
 def feature_digest(values: list) -> str:
     """SHA-256 (first 16 hex) of a flight's feature values in ``FEATURE_COLUMNS`` order (NaN as null): equal
     digests, equal features."""
     return hashlib.sha256(orjson.dumps(values)).hexdigest()[:16]
-
-
-def _utc(minute: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(minute * 60, tz=dt.timezone.utc)
 
 
 class Processor:
@@ -190,7 +183,7 @@ class Processor:
         messages, stored = [], []
         for flight, record, score in zip(due, records, scores.tolist()):
             digest = feature_digest(list(record.values()))
-            messages.append(prediction_message(flight.flight_id, _utc(flight.cutoff), score, champion.version, digest,
+            messages.append(prediction_message(flight.flight_id, at_minute(flight.cutoff), score, champion.version, digest,
                                                published_at))
             stored.append(StoredPrediction(features=record, cutoff_minute=flight.cutoff, delay_probability=score,
                                            model_version=champion.version, feature_digest=digest))

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from streaming import broker
-from streaming.events import MSG_ID_HEADER, ClockTick, encode, subject
+from streaming.events import MSG_ID_HEADER, TYPE_ORDER, ClockTick, at_minute, encode, subject
 
 WINDOW = 4000
 """Publishes in flight before waiting for the broker's acks."""
@@ -52,11 +52,11 @@ def events_between(start: dt.date, end: dt.date, airports, ticks: bool) -> list[
         events += day_events(day, flights.get(day), weather.get(day), airports)
     if events and ticks:
         first, last = min(m for m, _, _ in events), max(m for m, _, _ in events)
-        events += [(m, 5, ClockTick(event_time=dt.datetime.fromtimestamp(m * 60, tz=dt.timezone.utc)))
+        events += [(m, TYPE_ORDER["clock.tick"], ClockTick(event_time=at_minute(m)))
                    for m in range(first, last + 2)]
     elif events:
         last = max(m for m, _, _ in events) + 1
-        events.append((last, 5, ClockTick(event_time=dt.datetime.fromtimestamp(last * 60, tz=dt.timezone.utc))))
+        events.append((last, TYPE_ORDER["clock.tick"], ClockTick(event_time=at_minute(last))))
     return ordered(events)
 
 
