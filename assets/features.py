@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from ml.tables import Table
+
 from assets.ingest import airports, planes, raw_flights, raw_weather
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
@@ -81,11 +83,11 @@ def late_history(context: dg.AssetExecutionContext, storage: LakeStorage):
     warehouse = Warehouse(storage)
     previous = (dt.date.fromisoformat(keys[0]) - dt.timedelta(days=1)).isoformat()
     before_first = warehouse.frame(HISTORY_TABLE, previous)
-    airports = warehouse.frame("airports", None)
+    airports = warehouse.frame(Table.AIRPORTS)
     if airports is None:
         raise dg.Failure("late_history: the airports table is missing (arrival times need the destinations' zones); "
                          "materialize `airports` first", allow_retries=False)
-    flights = {d: warehouse.frame("raw_flights", d) for d in [previous, *keys[:-1]]}
+    flights = {d: warehouse.frame(Table.RAW_FLIGHTS, d) for d in [previous, *keys[:-1]]}
     states = history_states(keys, flights, airports, before_first)
     if before_first is None:
         context.log.warning(f"late_history: no state for {previous}; {keys[0]} starts its 28-day window afresh")
@@ -158,7 +160,7 @@ def flight_features(
         )
     keys = context.partition_keys
     warehouse = Warehouse(storage)
-    planes_frame = warehouse.frame("planes")
+    planes_frame = warehouse.frame(Table.PLANES)
     if planes_frame is None:
         raise dg.Failure("flight_features: the planes table is missing; materialize `planes` first", allow_retries=False)
     versions = {upstream: warehouse.partitions(upstream) for upstream in RAW_UPSTREAMS}
@@ -212,7 +214,7 @@ def flight_features(
     else:
         # Checks run before publishing: features that fail them are never written where training reads,
         # and older files of these days go too (built from raw data that has changed since).
-        removed = warehouse.remove("flight_features", keys)
+        removed = warehouse.remove(Table.FLIGHT_FEATURES, keys)
         context.log.error(
             f"flight_features not written ({len(removed)} older file(s) of these days removed): "
             + "; ".join(f"{c.check_name}: {c.description}" for c in checks if not c.passed and FEATURE_CHECK_BLOCKING[c.check_name])

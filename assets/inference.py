@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from ml.tables import Table
+
 from assets.features import flight_features
 from assets.partitions import daily_partitions, on_new_upstream_partition
 from assets.policies import IO_RETRY
@@ -32,7 +34,7 @@ def _champion(registry: MlflowRegistry) -> tuple[str, str]:
 
 def _verified_unit_failure(asset: str, version: str, exc: Exception) -> dg.Failure:
     """A registered unit that fails verification is a fact about the artifact, not a transient fault: no retry."""
-    from ml.redaction import redact
+    from infra.redaction import redact
 
     return dg.Failure(
         description=redact(f"{asset}: champion v{version} refused, nothing of it was loaded: {exc}"),
@@ -119,7 +121,7 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, registry: Mlfl
         context.log.info(f"built {built['bento_tag']} with model {built['model_tag']} (registry v{version})")
 
         try:
-            window = Warehouse(storage).run_output("training_set")
+            window = Warehouse(storage).run_output(Table.TRAINING_SET)
             if window is None:
                 raise dg.Failure("bento: no training_set to draw parity rows from; materialize training_set first", allow_retries=False)
             test_rows = window[window["split"] == "test"] if "split" in window else window
@@ -241,7 +243,7 @@ def batch_predictions(context: dg.AssetExecutionContext, registry: MlflowRegistr
     scored_at = pd.Timestamp.now(tz="UTC")
     out, rows = {}, 0
     for day in context.partition_keys:
-        features = Warehouse(storage).frame("flight_features", day)
+        features = Warehouse(storage).frame(Table.FLIGHT_FEATURES, day)
         if features is None:
             context.log.warning(f"batch_predictions {day}: no flight_features partition; skipped")
             out[day] = None

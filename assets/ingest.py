@@ -12,13 +12,12 @@ from assets.policies import IO_RETRY
 from assets.versions import code_version
 from ml.contracts import AIRPORTS, ALL_ROWS, FLIGHTS, PLANES, WEATHER, Contract
 from ml.landing import landing_key, reference_key
-from resources.storage import LakeStorage, ObjectChanged
+from resources.storage import LakeArea, LakeStorage, ObjectChanged
 
 LANDING_KEY = "landing/key"  # run tag (set by landing_zone_sensor) and materialization metadata
 LANDING_VERSION = "landing/version"
 
 CONTRACT_CHECK = "landing_contract"
-QUARANTINE_PREFIX = "quarantine"
 NULLED_READINGS_REPORT = "nulled_readings.json"
 _MAX_PARTITIONS_IN_METADATA = 20
 
@@ -55,7 +54,7 @@ def _column_schema(contract: Contract) -> dg.TableSchema:
 
 def _quarantine(storage: LakeStorage, contract: Contract, ingested) -> str:
     """Keep a rejected landing file and the reasons beside it; nothing is lost."""
-    folder = f"{QUARANTINE_PREFIX}/{contract.dataset}/{ingested.verdict.partition}"
+    folder = LakeStorage.area_key(LakeArea.QUARANTINE, contract.dataset, ingested.verdict.partition)
     if ingested.landing_bytes is not None:
         storage.write_bytes(f"{folder}/{ingested.source.rsplit('/', 1)[-1]}", ingested.landing_bytes)
     report = {"source": ingested.source, "reasons": ingested.verdict.reasons()}
@@ -65,7 +64,7 @@ def _quarantine(storage: LakeStorage, contract: Contract, ingested) -> str:
 
 def _quarantine_readings(storage: LakeStorage, contract: Contract, ingested) -> str:
     """Record the impossible readings a partition was ingested without (the landing file keeps them)."""
-    key = f"{QUARANTINE_PREFIX}/{contract.dataset}/{ingested.verdict.partition}/{NULLED_READINGS_REPORT}"
+    key = LakeStorage.area_key(LakeArea.QUARANTINE, contract.dataset, ingested.verdict.partition, NULLED_READINGS_REPORT)
     report = {"source": ingested.source, "rows": ingested.verdict.rows,
               "max_nulled_share": contract.max_nulled_share, "nulled": [asdict(n) for n in ingested.nulled]}
     storage.write_bytes(key, json.dumps(report, indent=2, default=str).encode())

@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from ml.tables import Table
+
 from assets.features import flight_features
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
@@ -14,11 +16,10 @@ from ml.gates import (
 )
 from resources.mlflow_registry import MlflowRegistry
 from resources.bento_store import BentoStore
-from resources.storage import LakeStorage
+from resources.storage import LakeArea, LakeStorage
 
 DRIFT_CHECK = "drift_check"
 PERFORMANCE_CHECK = "performance_check"
-DRIFT_REPORTS_PREFIX = "monitoring/drift"
 
 
 class DriftConfig(dg.Config):
@@ -97,7 +98,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, registr
             continue
         result = day_drift(current, reference)
         verdict = gate(result, config.gate_columns, config.column_threshold)
-        key = f"{DRIFT_REPORTS_PREFIX}/date={day}/report.html"
+        key = LakeStorage.area_key(LakeArea.DRIFT_REPORTS, f"date={day}", "report.html")
         storage.write_bytes(key, result.html.encode())
         counted = verdict.share is not None and result.rows_current >= config.min_rows
         if counted and verdict.share >= config.drift_share_threshold:
@@ -181,7 +182,7 @@ def model_performance(context: dg.AssetExecutionContext, config: PerformanceConf
     out, failing, test_aucs = {}, {}, {}
     for day in context.partition_keys:
         predictions, source = _served_or(bentos, storage, day, "batch_predictions")
-        outcomes = Warehouse(storage).frame("flight_features", day)
+        outcomes = Warehouse(storage).frame(Table.FLIGHT_FEATURES, day)
         if predictions is None or outcomes is None:
             context.log.warning(f"model_performance {day}: predictions from {source}, outcomes "
                                 f"{'missing' if outcomes is None else 'present'}; skipped")

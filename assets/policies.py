@@ -11,7 +11,7 @@ version without ``candidate_status=passed``, so it can never be promoted).
 
 import dagster as dg
 
-from ml import settings
+from infra import settings
 
 IO_RETRY = dg.RetryPolicy(
     max_retries=settings.step_max_retries(),

@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from ml.tables import Table
+
 from assets.features import RAW_UPSTREAMS, flight_features
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
@@ -110,11 +112,11 @@ def training_set(
 
     warehouse = Warehouse(storage)
     current = {upstream: warehouse.partitions(upstream) for upstream in RAW_UPSTREAMS}
-    stored = warehouse.partitions("flight_features")
+    stored = warehouse.partitions(Table.FLIGHT_FEATURES)
     candidates = [d for d in set(stored) | set(current["raw_flights"]) if daily_partitions.has_partition_key(d)]
     spec = WindowSpec(config.window_days, config.cutoff, config.validation_days, config.test_days)
     in_window = window_days(candidates, spec)
-    footers = warehouse.footers("flight_features", [d for d in in_window if d in stored])
+    footers = warehouse.footers(Table.FLIGHT_FEATURES, [d for d in in_window if d in stored])
     built_from = {d: (footer or {}).get(BUILT_FROM) for d, footer in footers.items()}
     excluded = unusable_days(in_window, built_from, current)
     days = [d for d in in_window if d not in excluded]
@@ -123,12 +125,12 @@ def training_set(
     if not days:
         raise dg.Failure(
             f"training_set: no usable flight_features days in the window ending {spec.cutoff or 'at the newest day'} "
-            f"under {warehouse.uri('flight_features')}: {dict(list(excluded.items())[:5])}; "
+            f"under {warehouse.uri(Table.FLIGHT_FEATURES)}: {dict(list(excluded.items())[:5])}; "
             "materialize flight_features for these days",
             allow_retries=False,
         )
     splits = split_days(days, spec)
-    frame = dask.compute(warehouse.dask_frame("flight_features", days).map_partitions(assign_splits, splits))
+    frame = dask.compute(warehouse.dask_frame(Table.FLIGHT_FEATURES, days).map_partitions(assign_splits, splits))
     frame = frame.reset_index(drop=True)
     per_split = frame.groupby(SPLIT)["arrived_late"].agg(["size", "mean"])
     return dg.Output(
@@ -177,7 +179,7 @@ def _champion_scores(registry: MlflowRegistry, version: str | None, test):
     if version is None:
         return None
     from ml.model import UnitIntegrityError
-    from ml.redaction import redact
+    from infra.redaction import redact
 
     try:
         unit = registry.load_unit(version)
@@ -204,7 +206,7 @@ def evaluate_and_register(
     from ml.features import FEATURE_COLUMNS
     from ml.promotion import KEEP_CHAMPION, judge
     from ml.train import TrainConfig
-    from ml import settings
+    from infra import settings
 
     parts = {name: training_set[training_set[SPLIT] == name] for name in (TRAIN, VALIDATION, TEST)}
     for name, part in parts.items():

@@ -562,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.bento_env:
             key, _, value = item.partition("=")
             env[key] = value
-        from ml.settings import service_workers
+        from infra.settings import service_workers
 
         bento_workers = int(env.get("SERVICE_WORKERS") or service_workers())
         fastapi_workers = args.fastapi_workers or bento_workers

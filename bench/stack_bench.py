@@ -91,7 +91,7 @@ def bench_chain(root: Path) -> None:
     import dagster as dg
     from dagster_graphql import DagsterGraphQLClient
 
-    from ml.settings import LakeSettings
+    from infra.settings import LakeSettings
     from pipelines.partition_ranges import range_tags
     from pipelines.replay import replay
     from pipelines.stack import LOCATION_NAME, REPOSITORY_NAME

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
+from ml.tables import RAW_UPSTREAMS, Table
+
 VERSION = "2"
 """Bump when the output of features over a range changes (tests/test_module_versions.py)."""
 
 if TYPE_CHECKING:  # pandas loads in the step, not when the code location imports the asset modules
     import pandas as pd
 
-RAW_UPSTREAMS = ("raw_flights", "raw_weather")
-HISTORY_TABLE = "late_history"
+HISTORY_TABLE = Table.LATE_HISTORY
 """Each day's late rates of the days before it (``ml/history.py``); a day without one gets missing history features."""
-"""The daily tables features are built from; their stored versions are recorded with each day."""
 
 FrameReader = Callable[[str, "str | None"], "pd.DataFrame | None"]
 """``read(table, partition)``: a stored table (partition None: unpartitioned) as pandas, or None when absent."""
@@ -49,12 +49,12 @@ def features_for_days(
     from ml.features import build_features
 
     if planes is None:
-        planes = read("planes", None)
-    airports = read("airports", None)
+        planes = read(Table.PLANES, None)
+    airports = read(Table.AIRPORTS, None)
     if airports is None:
         raise FileNotFoundError("flight_features: the airports table is missing; materialize `airports` first")
-    flights = {d: read("raw_flights", d) for d in days}
-    weather = {d: read("raw_weather", d) for d in days}
+    flights = {d: read(Table.RAW_FLIGHTS, d) for d in days}
+    weather = {d: read(Table.RAW_WEATHER, d) for d in days}
     present = [d for d in days if flights[d] is not None]
     out = {d: DayFeatures(None, weather[d] is not None, 0, None) for d in days if flights[d] is None}
     if not present:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 
+LANDING_PREFIX = "landing/"
 LANDING_SUFFIX = ".csv"
-REFERENCE_PREFIX = "landing/reference/"
+REFERENCE_PREFIX = f"{LANDING_PREFIX}reference/"
+
+
+def dataset_prefix(dataset: str) -> str:
+    """The folder producers drop ``dataset``'s days in: ``landing/flights/``."""
+    return f"{LANDING_PREFIX}{dataset}/"
 
 
 def landing_key(dataset: str, partition: str) -> str:
     """Where producers drop a day of ``dataset``: ``landing/flights/date=2013-01-01.csv``."""
-    return f"landing/{dataset}/date={partition}{LANDING_SUFFIX}"
+    return f"{dataset_prefix(dataset)}date={partition}{LANDING_SUFFIX}"
 
 
 def reference_key(dataset: str) -> str:

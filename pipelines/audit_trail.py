@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ml import audit
+from infra import audit
 
 
 @dataclass

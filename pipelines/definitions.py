@@ -5,7 +5,7 @@ import dagster as dg
 import assets  # first: it silences Dagster's beta/preview warnings for the packages below
 import resources
 import sensors
-from ml import structured_logs
+from infra import structured_logs
 from pipelines import jobs, schedules
 from pipelines.executors import executor_from_settings
 from resources.audit import AuditTrail

@@ -287,9 +287,10 @@ def _features_or_held_back(instance, storage, day: str):
     """The day's features; "held back" when a run for them failed (a blocking check); None while waiting."""
     import dagster as dg
 
+    from ml.tables import Table
     from resources.parquet_io import Warehouse
 
-    features = Warehouse(storage).frame("flight_features", day)
+    features = Warehouse(storage).frame(Table.FLIGHT_FEATURES, day)
     if features is not None:
         return features
     failed = instance.get_run_records(

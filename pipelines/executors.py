@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from ml import settings
+from infra import settings
 
 
 def k8s_executor_config() -> dict[str, Any]:

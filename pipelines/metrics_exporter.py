@@ -25,7 +25,7 @@ import dagster as dg
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ml import settings
+from infra import settings
 from ml.gates import DRIFT_SHARE_THRESHOLD, PERFORMANCE_AUC_MARGIN
 
 logger = logging.getLogger(__name__)

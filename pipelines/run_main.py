@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.runner import instance_from_env, run_job_over_range
     from resources import lake_storage_from_env
     from resources.parquet_io import Warehouse
-    from ml import settings
+    from resources.storage import LakeArea
+    from infra import settings
 
     storage = lake_storage_from_env()
     library_log = None if args.verbose else settings.data_dir() / "logs" / "run.log"
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         scoring = run_job_over_range("batch_predictions_job", last_day, last_day, instance, log_level=log_level)
     print("\n".join(scoring.lines(holds_as_warnings=True)))
     print(_model_summary(instance))
-    print(f"Parquet under {Warehouse(storage).root}; quarantined files under {storage.uri('quarantine')}")
+    print(f"Parquet under {Warehouse(storage).root}; quarantined files under {storage.uri(LakeArea.QUARANTINE)}")
     print("See the runs in the UI: make dev  (http://127.0.0.1:3000)"
           + (f"; the libraries' messages: {library_log}" if library_log else ""))
     training = reports[-1]

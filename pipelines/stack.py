@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ml import settings
+from infra import settings
 
 PROJECT_ROOT = settings.PROJECT_ROOT
 WORKSPACE = "deploy/stack/workspace.yaml"

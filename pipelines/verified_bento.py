@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
 
     from pipelines.runner import instance_from_env
-    from ml import settings
+    from infra import settings
 
     with instance_from_env() as instance:
         tag = verified_bento_tag(instance)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ml import settings
+from infra import settings
 from resources.alerts import AlertWebhook
 from resources.compute import DaskCluster, TorchCompute
 from resources.mlflow_registry import MlflowRegistry

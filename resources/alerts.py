@@ -25,7 +25,7 @@ class AlertWebhook(dg.ConfigurableResource):
 
     def post(self, payload: dict) -> str | None:
         """Send ``payload``; None when delivered (or disabled), else why not (without the URL)."""
-        from ml.redaction import redact
+        from infra.redaction import redact
 
         if not self.url:
             return None

@@ -1,4 +1,4 @@
-"""The audit log as a Dagster resource: ``ml.audit.AuditLog`` written through the lake's storage resource."""
+"""The audit log as a Dagster resource: ``infra.audit.AuditLog`` written through the lake's storage resource."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from ml import settings
-from ml.audit import AuditLog
+from infra import settings
+from infra.audit import AuditLog
 from resources.storage import LakeStorage
 
 
 class _LakeAuditStore:
-    """``ml.audit.AuditStore`` over ``LakeStorage``: S3 puts with SSE, or whole-file local writes."""
+    """``infra.audit.AuditStore`` over ``LakeStorage``: S3 puts with SSE, or whole-file local writes."""
 
     def __init__(self, storage: LakeStorage):
         self.storage = storage
@@ -50,7 +50,7 @@ class AuditTrail(dg.ConfigurableResource):
         return AuditLog(_LakeAuditStore(self.storage))
 
     def write(self, records: list[Mapping]) -> str | None:
-        """Store ``records`` (built with ``ml.audit.record``) as one new file; its key."""
+        """Store ``records`` (built with ``infra.audit.record``) as one new file; its key."""
         return self.log().append(list(records))
 
     def records(self, event: str | None = None) -> list[dict]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from ml import settings
+from infra import settings
 from resources.processes import free_port, run_bounded, running_server
 from resources.storage import LakeStorage
 

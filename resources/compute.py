@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from ml import settings
+from infra import settings
 
 
 class TorchCompute(dg.ConfigurableResource):

@@ -7,7 +7,7 @@ Plain dicts only: dagster_k8s is imported by whoever builds Jobs, never here.
 
 from typing import Any
 
-from ml import settings
+from infra import settings
 from resources.compute import TorchCompute
 
 K8S_CONFIG_TAG = "dagster-k8s/config"

@@ -160,7 +160,7 @@ class MlflowRegistry(dg.ConfigurableResource):
         artifacts (``mlflow server --artifacts-destination s3://…``) the server's environment needs
         the same ``MLFLOW_S3_UPLOAD_EXTRA_ARGS``. A value set by the operator is left as it is.
         """
-        from ml import settings
+        from infra import settings
 
         sse = self.artifact_sse or settings.s3_sse() or "none"
         if sse.lower() != "none":
@@ -186,7 +186,7 @@ class MlflowRegistry(dg.ConfigurableResource):
 
     def run_link(self, run_id: str) -> str:
         """Where a person finds the run: the server UI, or the run's id in the local store (credentials masked)."""
-        from ml.redaction import redact
+        from infra.redaction import redact
 
         if self.tracking_uri.startswith("http"):
             return redact(f"{self._uri_without_credentials().rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}")

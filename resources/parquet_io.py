@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 from upath import UPath
 
-from ml.settings import LakeSettings
+from infra.settings import LakeSettings
 from resources.storage import LakeStorage
 
 

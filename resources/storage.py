@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 from upath import UPath
 
-from ml.settings import LakeSettings
+from infra.settings import LakeSettings
 
 _TMP_MARK = ".tmp-"
 
@@ -52,6 +53,13 @@ def content_version(data: bytes) -> str:
     33 MB, warm page cache; docs/reliability-notes/landing.md); on S3 the ETag is free.
     """
     return hashlib.sha256(data).hexdigest()[:32]
+
+
+class LakeArea(StrEnum):
+    """The lake's areas beside the warehouse and landing (`ml/landing.py`, the producers' contract); paths in them are built here (`LakeStorage.area_key`), never in assets."""
+
+    QUARANTINE = "quarantine"
+    DRIFT_REPORTS = "monitoring/drift"
 
 
 class LakeStorage(dg.ConfigurableResource):
@@ -107,6 +115,11 @@ class LakeStorage(dg.ConfigurableResource):
             ).get_client()
         return self._client
 
+    @staticmethod
+    def area_key(area: LakeArea, *parts: str) -> str:
+        """The key of ``parts`` inside ``area``: ``area_key(LakeArea.QUARANTINE, "flights", day)``."""
+        return "/".join([area.value, *(p.strip("/") for p in parts if p)])
+
     def uri(self, key: str = "") -> str:
         """A URI for people and for fsspec: ``s3://bucket/prefix/key`` or an absolute path."""
         return self.settings().uri(key)
@@ -151,7 +164,7 @@ class LakeStorage(dg.ConfigurableResource):
                     answer = self.s3_client().get_bucket_versioning(Bucket=self._bucket_and_prefix()[0])
                     self._versioning = answer.get("Status") or "Disabled"
                 except Exception as exc:  # e.g. AccessDenied: report it, never fail a write for it
-                    from ml.redaction import redact
+                    from infra.redaction import redact
 
                     self._versioning = f"unknown ({redact(type(exc).__name__)}: {redact(exc)[:200]})"
         return self._versioning

@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from ml import settings
+from infra import settings
 
 PREDICTION_COLUMNS = (
     "date", "carrier", "flight", "origin", "cutoff", "delay_probability", "model_version", "feature_digest",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from ml.settings import PROJECT_ROOT
+from infra.settings import PROJECT_ROOT
 from resources.compute import TorchCompute
 from resources.kubernetes import training_pod_spec
 from resources.processes import guarded
@@ -71,7 +71,7 @@ class DistributedTrainer(dg.ConfigurableResource):
     @classmethod
     def from_settings(cls) -> DistributedTrainer:
         """The trainer from ``TRAINING_*`` settings; its k8s staging area in the lake's settings."""
-        from ml import settings
+        from infra import settings
 
         lake = settings.lake_settings()
         staging = dataclasses.replace(lake, url=settings.training_staging_url())

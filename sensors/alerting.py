@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from ml.redaction import redact
+from infra.redaction import redact
 from resources.alerts import AlertWebhook
 from sensors.runs import RETRY_NUMBER_TAG, WILL_RETRY_TAG
 

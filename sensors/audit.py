@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 
-from ml import audit
-from ml import settings
-from ml.redaction import redact
+from infra import audit
+from infra import settings
+from infra.redaction import redact
 from resources.audit import AuditTrail
 from resources.mlflow_registry import MlflowRegistry
 

@@ -9,7 +9,7 @@ a sensor (it reacts to check results, with a cooldown).
 
 import dagster as dg
 
-from ml import settings
+from infra import settings
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation_sensor",

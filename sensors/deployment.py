@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from ml import settings
-from ml.redaction import redact
+from infra import settings
+from infra.redaction import redact
 from resources.mlflow_registry import MlflowRegistry
 from sensors.runs import BENTO_JOB, TRAINING_JOB, in_flight_run
 

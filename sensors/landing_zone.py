@@ -14,9 +14,9 @@ import dagster as dg
 
 from assets.ingest import LANDING_KEY as LANDING_KEY_TAG, LANDING_VERSION as LANDING_VERSION_TAG
 from assets.partitions import daily_partitions
-from ml.landing import REFERENCE_PREFIX, daily_partition_of, reference_dataset_of, why_not_a_landing_file
+from ml.landing import REFERENCE_PREFIX, daily_partition_of, dataset_prefix, reference_dataset_of, why_not_a_landing_file
 from resources.storage import LakeStorage, StoredObject
-from ml import settings
+from infra import settings
 
 DATASET_ASSETS = {"flights": "raw_flights", "weather": "raw_weather"}
 REFERENCE_ASSETS = {"planes": "planes", "airports": "airports"}
@@ -175,9 +175,9 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, storage: LakeStorag
     listed: list[tuple[str, StoredObject]] = []
     for dataset in (*DATASET_ASSETS, REFERENCE):
         try:
-            objects = storage.list(f"landing/{dataset}/")
+            objects = storage.list(dataset_prefix(dataset))
         except Exception as exc:  # storage down: skip the tick, keep the cursor, never crash
-            from ml.redaction import redact
+            from infra.redaction import redact
 
             return dg.SkipReason(f"cannot list landing/{dataset}/: {redact(str(exc))}")
         listed.extend((dataset, o) for o in objects)

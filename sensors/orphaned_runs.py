@@ -15,7 +15,7 @@ workers elsewhere and bring their own health check.
 
 import dagster as dg
 
-from ml import settings
+from infra import settings
 
 _STARTED_PREFIX = "Started process for run"
 _PID_REUSE_SLACK_S = 2.0

@@ -19,8 +19,8 @@ import dagster as dg
 
 from assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
 from assets.training import NOT_PROMOTED, OUTCOME_TAG, PROMOTED
-from ml import settings
-from ml.redaction import redact
+from infra import settings
+from infra.redaction import redact
 from ml.retraining_policy import DRIFT, PERFORMANCE, LoopState, PolicySettings, backoff_warning, decide
 from resources.alerts import AlertWebhook
 from sensors.check_history import FAILED, PLANNED, CheckExecution, check_executions

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ml import settings
+from infra import settings
 from serving.schema import Flight
 
 MAX_EXPLAIN_FLIGHTS = settings.explain_max_flights()

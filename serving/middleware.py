@@ -16,8 +16,8 @@ import re
 import time
 import uuid
 
-from ml.audit import token_id
-from ml.structured_logs import REQUEST_ID
+from infra.audit import token_id
+from infra.structured_logs import REQUEST_ID
 from serving.batching import ARRIVAL
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, b
 
 
 CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="anonymous")
-"""The caller's token id (``ml.audit.token_id``: a short hash, never the token), set by ``RequestContext``."""
+"""The caller's token id (``infra.audit.token_id``: a short hash, never the token), set by ``RequestContext``."""
 _REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 
@@ -101,7 +101,7 @@ class RequestContext:
     """
 
     def __init__(self, app, access_log: bool | None = None):
-        from ml import settings
+        from infra import settings
 
         self.app = app
         self.access_log = settings.service_access_log() if access_log is None else access_log

@@ -4,7 +4,7 @@ Requests only append rows to an in-memory buffer under a lock; a background thre
 file per flush (``flush_rows`` rows or ``flush_seconds``, and at shutdown), so storage latency never
 reaches a response. Files are partitioned by the flight's scheduled date, the key delayed labels
 and monitoring join on. ``url`` is a local folder or ``s3://bucket/prefix`` (s3fs), reached with the
-lake's settings (endpoint, region, SSE: ``ml/settings.py``).
+lake's settings (endpoint, region, SSE: ``infra/settings.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ml import settings
+from infra import settings
 from ml.features import NUMERIC_FEATURES
-from ml.periodic_flush import PeriodicFlush
-from ml.redaction import redact
+from infra.periodic_flush import PeriodicFlush
+from infra.redaction import redact
 
 logger = logging.getLogger(__name__)
 

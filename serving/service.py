@@ -21,7 +21,7 @@ import bentoml
 import numpy as np
 from bentoml.validators import ContentType
 
-from ml import audit, settings, structured_logs
+from infra import audit, settings, structured_logs
 from ml.model import ModelUnit, UnitIntegrityError
 from serving.batching import MicroBatcher, Overloaded
 from serving.explain import ExplainRequest, ExplainSlots, FlightExplanation, to_response

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from zoneinfo import ZoneInfo
 
-from ml import settings
+from infra import settings
 from ml.flight_times import NEW_YORK as _ZONE
 from streaming import broker
 from streaming.events import PREDICTIONS_SUBJECT_PREFIX, Prediction

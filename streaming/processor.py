@@ -301,7 +301,7 @@ def reference_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ml import settings
+    from infra import settings
 
     parser = argparse.ArgumentParser(prog="flightdelay stream-process", description=__doc__.split("\n\n")[0])
     parser.add_argument("--origins", default="", help="comma-separated origins this replica predicts (default: all)")

@@ -111,7 +111,7 @@ async def publish(url: str, events: list[tuple[int, object]], speed: float | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ml import settings
+    from infra import settings
     from streaming.processor import reference_tables
 
     parser = argparse.ArgumentParser(prog="flightdelay stream-replay", description=__doc__.split("\n\n")[0])

@@ -229,7 +229,7 @@ def postgres_missing(reason: str, required: bool):
 @pytest.fixture(scope="session")
 def postgres_server() -> dict:
     """The machine's Postgres (host, port, user): skipped with what to install where it is missing, failed under REQUIRE_POSTGRES=1."""
-    from ml import settings
+    from infra import settings
 
     server = {"host": settings.postgres_host(), "port": 5432, "user": settings.postgres_user()}
     reason = postgres_unavailable(**server, password=settings.postgres_password())

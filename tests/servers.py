@@ -114,7 +114,7 @@ def fresh_postgres_databases(server: dict, *stems: str):
     import psycopg2
     from psycopg2 import sql
 
-    from ml import settings
+    from infra import settings
 
     suffix = uuid.uuid4().hex[:8]
     names = [f"test_{stem}_{suffix}" for stem in stems]

@@ -24,7 +24,7 @@ def redis_or_skip() -> str:
     """The machine's Redis URL; skipped with what to start where it is missing, failed under REQUIRE_REDIS=1 (CI)."""
     import redis
 
-    from ml import settings
+    from infra import settings
 
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()

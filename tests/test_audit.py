@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from ml import audit
-from ml.audit import AuditLog, BufferedAuditLog, FsspecAuditStore
+from infra import audit
+from infra.audit import AuditLog, BufferedAuditLog, FsspecAuditStore
 from resources.audit import AuditTrail
 from resources.storage import LakeStorage
 
@@ -42,7 +42,7 @@ def test_retention_deletes_whole_files_past_the_cutoff_only(tmp_path, monkeypatc
     assert log.expire(30, today) == [old]
     assert set(log.files()) == {edge, kept}
     assert (tmp_path / "audit" / "notes" / "readme.txt").exists()
-    from ml import settings
+    from infra import settings
 
     monkeypatch.setenv("AUDIT_RETENTION_DAYS", "0")
     with pytest.raises(ValueError, match="AUDIT_RETENTION_DAYS=0"):

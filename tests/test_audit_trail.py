@@ -12,7 +12,7 @@ import pytest
 from assets.features import flight_features
 from assets.inference import bento
 from assets.training import champion_model, delay_model, training_set
-from ml import audit
+from infra import audit
 from resources.audit import AuditTrail
 from resources.bento_store import BentoStore
 from resources.mlflow_registry import CHAMPION_ALIAS

@@ -27,7 +27,7 @@ def test_bentofile_builds_the_service_with_its_sources():
 
     config = BentoBuildConfig.from_file(str(DEPLOY / "bentofile.yaml"))  # raises on a schema error
     assert config.service == "serving.service:FlightDelay"
-    assert {"serving/*.py", "ml/*.py"} <= set(config.include)
+    assert {"serving/*.py", "ml/*.py", "infra/*.py"} <= set(config.include)
     assert config.python.lock_packages is False, "locking would need the network at build time"
 
 

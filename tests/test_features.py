@@ -164,7 +164,7 @@ def test_storage_settings_travel_whole_to_dask_workers(tmp_path):
     """Workers get the lake as one frozen value: every field of the resource's config is in it."""
     import pickle
 
-    from ml.settings import LakeSettings
+    from infra.settings import LakeSettings
     from resources.parquet_io import Warehouse, frame_reader, parquet_bytes, warehouse_key
     from resources.storage import LakeStorage
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ml.redaction import redact
+from infra.redaction import redact
 
 CANARY = "s3cr3t-CANARY-8c1f"
 

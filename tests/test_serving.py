@@ -76,7 +76,7 @@ def test_service_class_scores_like_the_unit_and_logs_every_prediction(model_tag,
 def test_the_largest_valid_batch_fits_the_default_body_limit(features, monkeypatch):
     """A full batch of real flights with every feature is under the body limit, with room for longer numbers:
     a batch the schema accepts is never a 413."""
-    from ml import settings
+    from infra import settings
 
     monkeypatch.delenv("SERVICE_MAX_BODY_BYTES", raising=False)
     batch = records_from_features(features.sample(n=MAX_FLIGHTS_PER_REQUEST, replace=True, random_state=2))
@@ -153,7 +153,7 @@ def test_served_process_over_http(model_tag, sample, tmp_path, scheme):
     """The same calls over plain HTTP and over HTTPS (SERVICE_TLS_CERTFILE/KEYFILE; a throwaway CA the client verifies)."""
     import httpx
 
-    from ml.settings import service_max_body_bytes
+    from infra.settings import service_max_body_bytes
     from tests.tls import make_tls_files, plain_http_refused, untrusted_client_refused
 
     tag, unit = model_tag

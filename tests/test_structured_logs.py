@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ml import audit, structured_logs
+from infra import audit, structured_logs
 from tests.serving_helpers import AUTH, TOKEN, january_features, serve_env, served, store_model, train_small_unit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_sentry_reports_scrubbed_errors_only_when_a_dsn_is_set(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     child = (
         "import sentry_sdk\n"
-        "from ml import structured_logs\n"
+        "from infra import structured_logs\n"
         "started = structured_logs.init_sentry('test')\n"
         "print('started' if started else 'off')\n"
         "try:\n"

@@ -211,11 +211,10 @@ def test_iam_policies_grant_named_actions_on_named_resources_only(tf, document):
 
 def test_the_code_policy_covers_exactly_the_prefixes_the_code_writes(tf, monkeypatch):
     """Each prefix from where the code (or the Helm values, for Dagster's compute logs) names it."""
-    from assets.ingest import QUARANTINE_PREFIX
-    from assets.monitoring import DRIFT_REPORTS_PREFIX
-    from ml import settings
+    from infra import settings
     from ml.landing import landing_key
     from resources.parquet_io import WAREHOUSE_PREFIX
+    from resources.storage import LakeArea
     from serving.prediction_log import PREDICTIONS_PREFIX
 
     values = _helm_values("values.yaml")
@@ -231,7 +230,7 @@ def test_the_code_policy_covers_exactly_the_prefixes_the_code_writes(tf, monkeyp
 
     compute_logs = _compute_logs(values)["prefix"].split("/")
     assert compute_logs[0] == tf["variable"]["lake_prefix"]["default"], "compute logs live under the lake"
-    used = {QUARANTINE_PREFIX, DRIFT_REPORTS_PREFIX.split("/")[0], landing_key("flights", "2013-01-01").split("/")[0],
+    used = {*(area.value.split("/")[0] for area in LakeArea), landing_key("flights", "2013-01-01").split("/")[0],
             WAREHOUSE_PREFIX, PREDICTIONS_PREFIX, under_the_lake(settings.prediction_log_url()),
             under_the_lake(settings.training_staging_url()), compute_logs[1]}
     assert set(tf["variable"]["code_prefixes"]["default"]) == used
@@ -274,7 +273,7 @@ def test_the_helm_values_use_the_terraform_outputs_and_prefixes(tf, files):
 @pytest.mark.parametrize("files", HELM_VALUES_FILES, ids=lambda files: "+".join(files))
 def test_no_helm_value_asks_for_an_encryption_the_bucket_policy_denies(tf, files, monkeypatch):
     """The lake's puts (LakeSettings from the deployment's env) and the compute-log uploads both pass."""
-    from ml import settings
+    from infra import settings
     from tests.k8s import chart
 
     values = _helm_values(*files)

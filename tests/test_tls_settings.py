@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ml import settings
+from infra import settings
 from tests.tls import make_tls_files
 
 

@@ -52,6 +52,7 @@ WORKDIR /app
 COPY pyproject.toml ./
 COPY deploy/bentofile.yaml deploy/bentofile.yaml
 COPY ml ml
+COPY infra infra
 COPY serving serving
 COPY streaming streaming
 COPY assets assets

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ml import settings
+from infra import settings
 from tests.k8s.conftest import load_code_location
 
 LAUNCH_PATHS = {

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from ml import settings
+from infra import settings
 from resources.compute import TorchCompute
 from resources.kubernetes import GPU_RESOURCE, K8S_CONFIG_TAG, training_step_k8s_config, training_step_op_tags
 from tests.k8s import chart

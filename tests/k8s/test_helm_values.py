@@ -95,7 +95,7 @@ def test_the_deployments_env_loads_a_code_location_on_the_k8s_executor(values):
 
 def test_no_secret_value_is_in_the_values(values):
     """Secrets come from Secrets by name: no password in our values, no variable that may carry one set inline."""
-    from ml.settings import SECRET_VARIABLES
+    from infra.settings import SECRET_VARIABLES
 
     assert "postgresqlPassword" not in values["postgresql"]
     assert values["generatePostgresqlPasswordSecret"] is False and values["global"]["postgresqlSecretName"]

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from ml import settings
+from infra import settings
 
 
 def prometheus_binary(name: str) -> str:

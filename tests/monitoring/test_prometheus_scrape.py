@@ -112,7 +112,7 @@ def _logs(stack):
 @pytest.fixture(scope="module")
 def traffic(stack):
     """Requests of each outcome sent to the Bento, and the moment Prometheus has scraped their counts."""
-    from ml.settings import service_max_body_bytes
+    from infra.settings import service_max_body_bytes
     from serving.schema import records_from_features
     from tests.serving_helpers import january_features
 

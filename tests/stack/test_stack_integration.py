@@ -50,7 +50,7 @@ class Live:
     def rows(self, database: str, query: str, params: tuple = ()) -> list[tuple]:
         import psycopg2
 
-        from ml import settings
+        from infra import settings
 
         with psycopg2.connect(**self.postgres, password=settings.postgres_password(), dbname=database) as connection:
             with connection.cursor() as cursor:
@@ -70,7 +70,7 @@ def live(postgres_server, tmp_path_factory):
     import boto3
     from dagster_graphql import DagsterGraphQLClient
 
-    from ml import settings
+    from infra import settings
     from resources.processes import free_port
     from tests.servers import fresh_postgres_databases
 
@@ -108,7 +108,7 @@ def live(postgres_server, tmp_path_factory):
 
 
 def _lake(live: Live):
-    from ml.settings import LakeSettings
+    from infra.settings import LakeSettings
     from resources.storage import LakeStorage
 
     config = live.stack.config

@@ -29,7 +29,7 @@ def test_services_are_the_compose_contract_in_start_order():
 
 
 def test_the_code_servers_environment_is_read_by_the_projects_settings(monkeypatch):
-    from ml import settings
+    from infra import settings
 
     config = StackConfig(s3_port=9100, mlflow_port=5100)
     code = {s.name: s for s in stack_services(config)}["user-code"]
@@ -115,7 +115,7 @@ def test_missing_postgres_skips_with_what_to_install_and_fails_where_it_is_requi
 
 @pytest.mark.parametrize(("value", "required"), [("1", True), ("true", True), ("", False), ("0", False)])
 def test_require_postgres_is_read_from_the_environment(monkeypatch, value, required):
-    from ml import settings
+    from infra import settings
 
     monkeypatch.setenv("REQUIRE_POSTGRES", value)
     assert settings.require_postgres() is required

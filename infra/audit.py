@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from ml.periodic_flush import PeriodicFlush
-from ml.redaction import redact
+from infra.periodic_flush import PeriodicFlush
+from infra.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class AuditLog:
         for r in records:
             missing = {"id", "at", "event", "actor"} - set(r)
             if missing:
-                raise ValueError(f"audit: record {dict(r)!r} lacks {sorted(missing)}; build it with ml.audit.record")
+                raise ValueError(f"audit: record {dict(r)!r} lacks {sorted(missing)}; build it with infra.audit.record")
         now = dt.datetime.now(dt.timezone.utc)
         key = f"date={now:%Y-%m-%d}/{now:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}.jsonl"
         self.store.write_bytes(key, _jsonl(records))
@@ -164,7 +164,7 @@ class FsspecAuditStore:
     def __init__(self, url: str, lake=None):
         import fsspec
 
-        from ml import settings
+        from infra import settings
 
         self.url = url
         if url.startswith("s3://"):
@@ -248,6 +248,6 @@ class BufferedAuditLog(PeriodicFlush):
 
 def open_audit_log(url: str | None = None) -> AuditLog:
     """The audit log at ``url`` (default ``AUDIT_URL``) through fsspec: for code without the Dagster resource."""
-    from ml import settings
+    from infra import settings
 
     return AuditLog(FsspecAuditStore(url or settings.audit_url()))

@@ -3,7 +3,7 @@
 One formatter (python-json-logger) for the service and the pipeline. Each line carries ``timestamp``,
 ``level``, ``logger``, ``message`` and, where known, the request id (the service, from a context
 variable set by its middleware) or the Dagster run id, job, step, asset and partition (flattened from
-the record Dagster's log manager builds). Messages and tracebacks go through ``ml.redaction.redact``;
+the record Dagster's log manager builds). Messages and tracebacks go through ``infra.redaction.redact``;
 nothing here logs a request's payload. Framework-free: the Dagster logger that uses it lives in
 ``pipelines/structured_logging.py``, the service configures it in ``serving/service.py``.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from ml.redaction import redact
+from infra.redaction import redact
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 """The id of the HTTP request being served (``X-Request-ID``), set by the service's middleware."""
@@ -52,7 +52,7 @@ class JsonLogsRequested(logging.Filter):
 
     def __init__(self, name: str = "") -> None:
         super().__init__(name)
-        from ml import settings
+        from infra import settings
 
         self.requested = settings.pipeline_json_logs()
 
@@ -93,7 +93,7 @@ class StructuredFormatter(JsonFormatter):
 
 def formatter(log_format: str | None = None) -> logging.Formatter:
     """The formatter ``LOG_FORMAT`` asks for: JSON (default) or plain text for a terminal."""
-    from ml import settings
+    from infra import settings
 
     if (log_format or settings.log_format()) == "text":
         return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -153,7 +153,7 @@ def init_sentry(component: str) -> bool:
     No personal data (``send_default_pii=False``), no performance tracing, every event scrubbed by
     ``scrub_sentry_event`` before it leaves the process.
     """
-    from ml import settings
+    from infra import settings
 
     dsn = settings.sentry_dsn()
     if not dsn:
