@@ -1,16 +1,20 @@
 """Features: validated raw days → one row per scheduled flight with pre-departure features and the label."""
 
-import dagster as dg
+from typing import TYPE_CHECKING
 
-from ml.tables import Table
+import dagster as dg
 
 from assets.ingest import airports, planes, raw_flights, raw_weather
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
-from ml.feature_days import HISTORY_TABLE, RAW_UPSTREAMS
 from assets.versions import code_version
-from resources.compute import DaskCluster
+from ml.feature_days import HISTORY_TABLE, RAW_UPSTREAMS, FeatureRange
+from ml.tables import Table
+from resources.compute import DaskCluster, Engine
 from resources.storage import LakeStorage
+
+if TYPE_CHECKING:
+    from resources.parquet_io import Warehouse
 
 FEATURE_NULLS_CHECK = "feature_null_shares"
 LABEL_RATE_CHECK = "label_rate_in_bounds"
@@ -28,32 +32,22 @@ class FeaturesConfig(dg.Config):
     """Days per Dask task: enough rows to amortise pandas' per-call overhead."""
 
 
-def _features_condition() -> dg.AutomationCondition:
-    """``on_new_upstream_partition`` that does not wait for ``late_history``: a day whose state never comes
-    (the first day replayed) gets missing history features, and is rebuilt when its state appears."""
-    return (
-        (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
-        & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(HISTORY_TABLE))
-        & ~dg.AutomationCondition.any_deps_in_progress()
-        & ~dg.AutomationCondition.in_progress()
-    ).with_label("eager, any partition, late_history may be missing")
+def _eager_without_waiting_for_history(label: str) -> dg.AutomationCondition:
+    """``on_new_upstream_partition`` that waits for every dependency but ``late_history``.
 
-
-PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
-
-
-def _history_condition() -> dg.AutomationCondition:
-    """Rebuild a day's state when yesterday's flights or state change; only once yesterday's flights exist.
-
-    Yesterday's state may be missing (the first day replayed, a gap): the day then starts afresh from
-    yesterday's flights, and is rebuilt when yesterday's state appears.
+    A day's history may never come (the first day replayed, a gap): features then get missing history
+    features and ``late_history`` starts its 28-day window afresh from yesterday's flights; either is
+    rebuilt when the missing state appears (a dependency updated).
     """
     return (
         (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
         & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(HISTORY_TABLE))
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
-    ).with_label("any partition, once yesterday's flights exist")
+    ).with_label(label)
+
+
+PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
 
 @dg.asset(
@@ -64,7 +58,7 @@ def _history_condition() -> dg.AutomationCondition:
     deps=[dg.AssetDep(raw_flights, partition_mapping=PREVIOUS_DAY), dg.AssetDep(HISTORY_TABLE, partition_mapping=PREVIOUS_DAY),
           airports],
     code_version=code_version("ml.history"),
-    automation_condition=_history_condition(),
+    automation_condition=_eager_without_waiting_for_history("any partition, once yesterday's flights exist"),
     retry_policy=IO_RETRY,
 )
 def late_history(context: dg.AssetExecutionContext, storage: LakeStorage):
@@ -130,7 +124,7 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
     ],
     code_version=code_version("ml.features", "ml.day_so_far", "ml.feature_days"),
     output_required=False,
-    automation_condition=_features_condition(),
+    automation_condition=_eager_without_waiting_for_history("eager, any partition, late_history may be missing"),
     retry_policy=IO_RETRY,
 )
 def flight_features(
@@ -147,76 +141,70 @@ def flight_features(
     (`built_from`), so training can tell current features from stale ones. A day whose raw flights
     were held back has no features; a day whose weather was held back gets missing weather. Long ranges run on the Dask cluster, a day in process.
     """
-    from ml import feature_checks
-    from ml.feature_days import features_for_days
-    from resources.parquet_io import BUILT_FROM, Warehouse, frame_reader
+    from resources.parquet_io import Warehouse
 
-    if dask.scheduler_address and not storage.is_s3:
-        raise dg.Failure(
-            f"flight_features: DASK_SCHEDULER_ADDRESS={dask.scheduler_address} but the lake is the local "
-            f"folder {storage.url}, which remote workers cannot read; set LAKE_URL to an s3:// lake or unset "
-            "DASK_SCHEDULER_ADDRESS",
-            allow_retries=False,
-        )
+    dask.require_shared_lake(storage, "flight_features")
     keys = context.partition_keys
     warehouse = Warehouse(storage)
     planes_frame = warehouse.frame(Table.PLANES)
     if planes_frame is None:
         raise dg.Failure("flight_features: the planes table is missing; materialize `planes` first", allow_retries=False)
     versions = {upstream: warehouse.partitions(upstream) for upstream in RAW_UPSTREAMS}
-    if len(keys) >= config.dask_min_partitions or dask.scheduler_address:
-        read = frame_reader(storage.settings())
-        chunks = [keys[i : i + config.days_per_task] for i in range(0, len(keys), config.days_per_task)]
-        n = len(chunks)
-        with dask.client() as client:
-            built = {}
-            for part in client.gather(client.map(features_for_days, [read] * n, chunks, [versions] * n, pure=False)):
-                built.update(part)
-        engine = "dask"
-    else:
-        built = features_for_days(warehouse.frame, keys, versions, planes_frame)
-        engine = "pandas"
-
-    frames = {k: f for k, (f, _, _, _) in built.items() if f is not None}
-    no_flights = sorted(k for k, (f, _, _, _) in built.items() if f is None)
-    no_weather = {k for k, (f, has_weather, _, _) in built.items() if f is not None and not has_weather}
-    raw_rows = {k: rows for k, (f, _, rows, _) in built.items() if f is not None}
-    built_from = {k: lineage for k, (f, _, _, lineage) in built.items() if f is not None}
-    cancelled = int(sum(f["arrived_late"].isna().sum() for f in frames.values()))
-    rows = int(sum(len(f) for f in frames.values()))
-    for key in no_flights:
+    features, engine = dask.features_for_days(
+        storage, keys, versions, planes_frame,
+        min_partitions=config.dask_min_partitions, days_per_task=config.days_per_task,
+    )
+    for key in features.days_without_flights:
         context.log.warning(f"flight_features {key}: raw_flights has no Parquet (held back or not ingested)")
-
-    checks = [
-        _check(MODEL_INPUTS_CHECK, feature_checks.model_inputs_intact(frames)),
-        _check(FEATURE_NULLS_CHECK, feature_checks.null_shares(frames, no_weather)),
-        _check(LABEL_RATE_CHECK, feature_checks.label_rate(frames), {"cancelled": float(cancelled)}),
-        _check(ROW_COUNT_CHECK, feature_checks.row_counts_match(frames, raw_rows)),
-    ]
+    checks = _feature_checks(features)
     if all(c.passed for c in checks if FEATURE_CHECK_BLOCKING[c.check_name]):
-        for day, shares in feature_checks.null_shares_by_day(frames).items():  # the per-day trend the UI plots
-            context.log_event(dg.AssetObservation(
-                "flight_features", partition=day, metadata={f"null_share_{c}": round(v, 5) for c, v in shares.items()}
-            ))
-        for day, frame in frames.items():  # each day's lineage goes with its file and its materialization
-            frame.attrs[BUILT_FROM] = built_from[day]
-            context.add_asset_metadata({BUILT_FROM: dg.MetadataValue.json(built_from[day])}, partition_key=day)
-        yield dg.Output(
-            {k: frames.get(k) for k in keys},
-            metadata={
-                "engine": engine,
-                "dagster/row_count": rows,
-                "cancelled_flights": cancelled,
-                "partitions_without_raw_flights": dg.MetadataValue.json(no_flights),
-                "partitions_without_weather": dg.MetadataValue.json(sorted(no_weather)),
-            },
-        )
+        yield _published(context, keys, features, engine)
     else:
-        # Checks run before publishing: features that fail them are never written where training reads,
-        # and older files of these days go too (built from raw data that has changed since).
-        removed = warehouse.remove(Table.FLIGHT_FEATURES, keys)
-        context.log.error(
-            f"flight_features not written ({len(removed)} older file(s) of these days removed): "
-            + "; ".join(f"{c.check_name}: {c.description}" for c in checks if not c.passed and FEATURE_CHECK_BLOCKING[c.check_name])
-        )
+        _withdraw(context, warehouse, keys, checks)
     yield from checks
+
+
+def _feature_checks(features: FeatureRange) -> list[dg.AssetCheckResult]:
+    """Every feature check of the range, blocking or not, before anything is written."""
+    from ml import feature_checks
+
+    return [
+        _check(MODEL_INPUTS_CHECK, feature_checks.model_inputs_intact(features.frames)),
+        _check(FEATURE_NULLS_CHECK, feature_checks.null_shares(features.frames, features.days_without_weather)),
+        _check(LABEL_RATE_CHECK, feature_checks.label_rate(features.frames), {"cancelled": float(features.cancelled)}),
+        _check(ROW_COUNT_CHECK, feature_checks.row_counts_match(features.frames, features.raw_rows)),
+    ]
+
+
+def _published(context: dg.AssetExecutionContext, keys: list[str], features: FeatureRange, engine: Engine) -> dg.Output:
+    """The range's output, each day with its lineage (a day without flights as None: its older file goes),
+    after each day's null shares (the trend the UI plots) and lineage are recorded with its partition."""
+    from ml import feature_checks
+    from resources.parquet_io import BUILT_FROM, FrameWithLineage
+
+    for day, shares in feature_checks.null_shares_by_day(features.frames).items():
+        context.log_event(dg.AssetObservation(
+            "flight_features", partition=day, metadata={f"null_share_{c}": round(v, 5) for c, v in shares.items()}
+        ))
+    for day in features.frames:
+        context.add_asset_metadata({BUILT_FROM: dg.MetadataValue.json(features.built_from[day])}, partition_key=day)
+    return dg.Output(
+        {k: FrameWithLineage(features.frames[k], features.built_from[k]) if k in features.frames else None for k in keys},
+        metadata={
+            "engine": engine,
+            "dagster/row_count": features.rows,
+            "cancelled_flights": features.cancelled,
+            "partitions_without_raw_flights": dg.MetadataValue.json(features.days_without_flights),
+            "partitions_without_weather": dg.MetadataValue.json(sorted(features.days_without_weather)),
+        },
+    )
+
+
+def _withdraw(context: dg.AssetExecutionContext, warehouse: "Warehouse", keys: list[str], checks: list[dg.AssetCheckResult]) -> None:
+    """Publish nothing, and remove the older files of these days: features that fail their blocking checks
+    are never where training reads, nor are older ones built from raw data that has changed since."""
+    removed = warehouse.remove(Table.FLIGHT_FEATURES, keys)
+    context.log.error(
+        f"flight_features not written ({len(removed)} older file(s) of these days removed): "
+        + "; ".join(f"{c.check_name}: {c.description}" for c in checks if not c.passed and FEATURE_CHECK_BLOCKING[c.check_name])
+    )

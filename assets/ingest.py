@@ -1,9 +1,10 @@
 """Ingestion: landing CSVs → typed Parquet, guarded by blocking Great Expectations checks."""
 
 
+import inspect
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 
 import dagster as dg
 
@@ -12,6 +13,7 @@ from assets.policies import IO_RETRY
 from assets.versions import code_version
 from ml.contracts import AIRPORTS, ALL_ROWS, FLIGHTS, PLANES, WEATHER, Contract
 from ml.landing import landing_key, reference_key
+from ml.tables import Table
 from resources.storage import LakeArea, LakeStorage, ObjectChanged
 
 LANDING_KEY = "landing/key"  # run tag (set by landing_zone_sensor) and materialization metadata
@@ -171,41 +173,36 @@ def _landing_metadata(key: str, version: str | None, result) -> dict[str, object
     return metadata
 
 
+@dataclass(frozen=True)
+class _Landing:
+    """A landing dataset and the table it becomes: a file a day (partitioned) or one reference file."""
+
+    table: Table
+    contract: Contract
+    description: str
+    """The asset's catalog description (written as a docstring)."""
+
+    @property
+    def daily(self) -> bool:
+        return self.contract.date_columns is not None
+
+    def key_of(self, partition: str) -> str:
+        """Where the landing file of ``partition`` lies (a reference table has one, whatever the partition)."""
+        if self.daily:
+            return landing_key(self.contract.dataset, partition)
+        return reference_key(self.contract.dataset)
+
+
 def _ingest(
     context: dg.AssetExecutionContext,
     storage: LakeStorage,
     config: LandingConfig,
-    contract: Contract,
-    asset: str,
-    partitions: Iterable[str],
-    key_of,
+    landing: _Landing,
+    partitions: list[str],
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    from ml.ingestion import ingest_partitions
-
-    partitions = list(partitions)
-    expected = _expected_versions(context, partitions, key_of)
-    versions: dict[str, str] = {}
-
-    def read(partition: str) -> bytes:
-        data, versions[partition] = storage.read_versioned(key_of(partition), expected.get(partition))
-        return data
-
-    try:
-        results = ingest_partitions(
-            partitions,
-            contract,
-            read=read,
-            source_of=lambda p: storage.uri(key_of(p)),
-            reject_extra_columns=config.reject_extra_columns,
-        )
-    except ObjectChanged as exc:
-        raise dg.Failure(
-            f"{asset}: {exc}. This run was requested for version {exc.expected} and ingests exactly "
-            "that version or nothing: nothing was written. The landing sensor requests a new run for "
-            "the new version.",
-            metadata={"landing/file": exc.key, "expected_version": exc.expected, "found_version": str(exc.found)},
-            allow_retries=False,
-        ) from None
+    """Ingest ``partitions`` of one landing dataset; keep what was left out; yield the output and its check."""
+    results, versions = _validated(context, storage, config, landing, partitions)
+    asset, contract = landing.table.value, landing.contract
     quarantined, nulled_reports = _keep_what_was_left_out(context, storage, contract, asset, results)
     # A day with no landing file keeps whatever it had; a day that failed its checks loses it.
     frames = {key: r.frame for key, r in results.items() if not r.missing}
@@ -213,93 +210,110 @@ def _ingest(
         "dagster/column_schema": _column_schema(contract),
         "partitions_held_back": dg.MetadataValue.json(sorted(quarantined)),
     }
-    if not contract.date_columns:
-        if results[ALL_ROWS].missing:
-            raise dg.Failure(
-                f"{asset}: {results[ALL_ROWS].verdict.error}; replay or upload it (nothing was changed)",
-                allow_retries=False,
-            )
-        frame = frames[ALL_ROWS]
-        metadata.update(_landing_metadata(key_of(ALL_ROWS), versions.get(ALL_ROWS), results[ALL_ROWS]))
-        yield dg.Output(frame, metadata={**metadata, "dagster/row_count": len(frame) if frame is not None else 0})
-    else:
+    if landing.daily:
         for key in frames:
             context.add_asset_metadata(
-                _landing_metadata(key_of(key), versions.get(key), results[key]), partition_key=key
+                _landing_metadata(landing.key_of(key), versions.get(key), results[key]), partition_key=key
             )
         yield dg.Output(frames, metadata=metadata)
+    else:
+        yield _reference_output(landing, results, frames, versions, metadata)
     yield _check_result(asset, contract, results, quarantined, nulled_reports)
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="ingest",
-    kinds={"pandas", "parquet"},
-    check_specs=[_contract_check_spec("raw_flights", FLIGHTS)],
-    code_version=code_version("ml.contracts", "ml.parsing", "ml.expectations", "ml.ingestion"),
-    retry_policy=IO_RETRY,
-)
-def raw_flights(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
-    """Flights of one day, typed and validated.
+def _validated(
+    context: dg.AssetExecutionContext,
+    storage: LakeStorage,
+    config: LandingConfig,
+    landing: _Landing,
+    partitions: list[str],
+) -> tuple[dict, dict[str, str]]:
+    """Each partition's landing file read, typed and validated, and the landing version read of each.
+
+    A run requested for one landing version (by the sensor) reads exactly it: a file replaced since
+    fails the run, nothing written.
+    """
+    from ml.ingestion import ingest_partitions
+
+    expected = _expected_versions(context, partitions, landing.key_of)
+    versions: dict[str, str] = {}
+
+    def read(partition: str) -> bytes:
+        data, versions[partition] = storage.read_versioned(landing.key_of(partition), expected.get(partition))
+        return data
+
+    try:
+        results = ingest_partitions(
+            partitions,
+            landing.contract,
+            read=read,
+            source_of=lambda p: storage.uri(landing.key_of(p)),
+            reject_extra_columns=config.reject_extra_columns,
+        )
+    except ObjectChanged as exc:
+        raise dg.Failure(
+            f"{landing.table}: {exc}. This run was requested for version {exc.expected} and ingests exactly "
+            "that version or nothing: nothing was written. The landing sensor requests a new run for "
+            "the new version.",
+            metadata={"landing/file": exc.key, "expected_version": exc.expected, "found_version": str(exc.found)},
+            allow_retries=False,
+        ) from None
+    return results, versions
+
+
+def _reference_output(landing: _Landing, results: dict, frames: dict, versions: dict[str, str], metadata: dict) -> dg.Output:
+    """A reference table's one output (None: held back); a missing landing file fails, changing nothing."""
+    if results[ALL_ROWS].missing:
+        raise dg.Failure(
+            f"{landing.table}: {results[ALL_ROWS].verdict.error}; replay or upload it (nothing was changed)",
+            allow_retries=False,
+        )
+    frame = frames[ALL_ROWS]
+    metadata = {**metadata, **_landing_metadata(landing.key_of(ALL_ROWS), versions.get(ALL_ROWS), results[ALL_ROWS])}
+    return dg.Output(frame, metadata={**metadata, "dagster/row_count": len(frame) if frame is not None else 0})
+
+
+def _ingest_asset(landing: _Landing) -> dg.AssetsDefinition:
+    """The asset that ingests ``landing``, guarded by its blocking contract check; a range of days is one step."""
+
+    @dg.asset(
+        name=landing.table.value,
+        description=inspect.cleandoc(landing.description),
+        partitions_def=daily_partitions if landing.daily else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if landing.daily else None,
+        group_name="ingest",
+        kinds={"pandas", "parquet"},
+        check_specs=[_contract_check_spec(landing.table.value, landing.contract)],
+        code_version=code_version("ml.contracts", "ml.parsing", "ml.expectations", "ml.ingestion"),
+        retry_policy=IO_RETRY,
+    )
+    def ingested(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
+        partitions = list(context.partition_keys) if landing.daily else [ALL_ROWS]
+        yield from _ingest(context, storage, config, landing, partitions)
+
+    return ingested
+
+
+raw_flights = _ingest_asset(_Landing(Table.RAW_FLIGHTS, FLIGHTS, """Flights of one day, typed and validated.
 
     Read from `landing/flights/date=YYYY-MM-DD.csv`, typed by the flights contract (`ml/contracts.py`)
     and written as one Parquet file per day. A day that fails the blocking `landing_contract` check
     is quarantined instead (`quarantine/flights/<day>/`) and no Parquet exists for it.
     A range of days runs as one step.
-    """
-    yield from _ingest(
-        context, storage, config, FLIGHTS, "raw_flights", context.partition_keys,
-        lambda p: landing_key("flights", p),
-    )
+    """))
 
-
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="ingest",
-    kinds={"pandas", "parquet"},
-    check_specs=[_contract_check_spec("raw_weather", WEATHER)],
-    code_version=code_version("ml.contracts", "ml.parsing", "ml.expectations", "ml.ingestion"),
-    retry_policy=IO_RETRY,
-)
-def raw_weather(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
-    """Hourly weather at EWR, JFK and LGA for one day, typed and validated.
+raw_weather = _ingest_asset(_Landing(Table.RAW_WEATHER, WEATHER, """Hourly weather at EWR, JFK and LGA for one day, typed and validated.
 
     Read from `landing/weather/date=YYYY-MM-DD.csv`; physical ranges are checked (a 1,048 mph wind
     is a sensor fault, not weather). Days that fail the blocking check are quarantined.
-    """
-    yield from _ingest(
-        context, storage, config, WEATHER, "raw_weather", context.partition_keys,
-        lambda p: landing_key("weather", p),
-    )
+    """))
 
-
-@dg.asset(
-    group_name="ingest",
-    kinds={"pandas", "parquet"},
-    check_specs=[_contract_check_spec("planes", PLANES)],
-    code_version=code_version("ml.contracts", "ml.parsing", "ml.expectations", "ml.ingestion"),
-    retry_policy=IO_RETRY,
-)
-def planes(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
-    """Aircraft registry by tail number (build year, maker, model, engines, seats).
+planes = _ingest_asset(_Landing(Table.PLANES, PLANES, """Aircraft registry by tail number (build year, maker, model, engines, seats).
 
     Reference table from `landing/reference/planes.csv`.
-    """
-    yield from _ingest(context, storage, config, PLANES, "planes", [ALL_ROWS], lambda _: reference_key("planes"))
+    """))
 
-
-@dg.asset(
-    group_name="ingest",
-    kinds={"pandas", "parquet"},
-    check_specs=[_contract_check_spec("airports", AIRPORTS)],
-    code_version=code_version("ml.contracts", "ml.parsing", "ml.expectations", "ml.ingestion"),
-    retry_policy=IO_RETRY,
-)
-def airports(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
-    """Airports by FAA code with location, altitude and time zone.
+airports = _ingest_asset(_Landing(Table.AIRPORTS, AIRPORTS, """Airports by FAA code with location, altitude and time zone.
 
     Reference table from `landing/reference/airports.csv`.
-    """
-    yield from _ingest(context, storage, config, AIRPORTS, "airports", [ALL_ROWS], lambda _: reference_key("airports"))
+    """))

@@ -24,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bootstrap  # noqa: E402  (the project on sys.path, the shared set-up)
 
 YEAR = (dt.date(2013, 1, 1), dt.date(2013, 12, 31))
 QUALITY_WINDOW = {"window_days": 365, "cutoff": "2013-12-31", "validation_days": 31, "test_days": 61}
@@ -260,10 +259,7 @@ def replicated_dask(storage, copies: int = 10) -> dict[str, float]:
 
 
 def main() -> int:
-    root = Path(tempfile.mkdtemp(prefix="chain-bench-"))
-    os.environ["DATA_DIR"] = str(root / "dagster")
-    os.environ.pop("LAKE_URL", None)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    root = _bootstrap.scratch_lake("chain-bench-")  # the Dagster side's; the plain script's under plain/
 
     import torch
 

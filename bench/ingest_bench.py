@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import resource
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _bootstrap  # the project on sys.path, the shared set-up
 
 
 def plain_ingest(storage, first: dt.date, last: dt.date) -> dict[str, int]:
@@ -55,9 +52,7 @@ def main() -> int:
     parser.add_argument("--to", type=dt.date.fromisoformat, default=dt.date(2013, 12, 31))
     args = parser.parse_args()
     first, last = dt.date(2013, 1, 1), args.to
-    root = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
-    os.environ["DATA_DIR"] = str(root)
-    os.environ.pop("LAKE_URL", None)
+    root = _bootstrap.scratch_lake("ingest-bench-")
 
     import dagster as dg
 

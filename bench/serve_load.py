@@ -54,8 +54,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _bootstrap import ROOT, bento_env  # the project on sys.path, the shared set-up
 
 from resources.processes import free_port, running_server  # noqa: E402
 
@@ -553,10 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         expected = ModelUnit.load(unit_dir).predict_proba(
             frame_of([Flight.model_validate(r) for r in records[:20]], *service_columns())
         )
-        env = {**os.environ, "BENTOML_HOME": str(workdir / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
-               "PREDICTION_LOG_URL": str(workdir / "predictions"), "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        env["SERVICE_API_TOKEN"] = BENCH_TOKEN
-        os.environ["BENTOML_HOME"] = env["BENTOML_HOME"]
+        env = {**bento_env(workdir), "SERVICE_API_TOKEN": BENCH_TOKEN}
         model_tag = save_to_store(unit_dir) if "bentoml" in targets else ""
         env["FLIGHT_DELAY_MODEL_TAG"] = model_tag
         for item in args.bento_env:

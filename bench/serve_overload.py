@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import statistics
 import sys
@@ -26,11 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(BENCH))
-
+import _bootstrap  # the project on sys.path, the shared set-up
 import serve_load  # noqa: E402  (the unit, the store, the servers)
 
 
@@ -109,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         big_body = json.dumps({"flights": big}, separators=(",", ":")).encode()
         one_body = json.dumps({"flights": records[:1]}, separators=(",", ":")).encode()
         token = secrets.token_urlsafe(16)
-        env = {**os.environ, "BENTOML_HOME": str(workdir / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
-               "PREDICTION_LOG_URL": str(workdir / "predictions"), "SERVICE_API_TOKEN": token,
-               "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        os.environ["BENTOML_HOME"] = env["BENTOML_HOME"]
+        env = {**_bootstrap.bento_env(workdir), "SERVICE_API_TOKEN": token}
         env["FLIGHT_DELAY_MODEL_TAG"] = serve_load.save_to_store(unit_dir)
         for item in args.service_env:
             key, _, value = item.partition("=")

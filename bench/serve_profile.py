@@ -47,11 +47,7 @@ import textwrap
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(BENCH))
-
+from _bootstrap import ROOT, bento_env  # the project on sys.path, the shared set-up
 import serve_load  # noqa: E402  (the unit, the servers, the load generator)
 
 TRIVIAL_SERVICES = '''
@@ -387,10 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         records = serve_load.request_records(pd.read_parquet(test_path))
         bodies_file = workdir / "bodies.jsonl"
         bodies_file.write_text("".join(json.dumps({"flights": [r]}, separators=(",", ":")) + "\n" for r in records))
-        env = {**os.environ, "BENTOML_HOME": str(workdir / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
-               "PREDICTION_LOG_URL": str(workdir / "predictions"), "PYTHONPATH": os.pathsep.join([str(ROOT), str(workdir), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        env["SERVICE_API_TOKEN"] = serve_load.BENCH_TOKEN
-        os.environ["BENTOML_HOME"] = env["BENTOML_HOME"]
+        env = {**bento_env(workdir, workdir), "SERVICE_API_TOKEN": serve_load.BENCH_TOKEN}  # variants in workdir
         env["FLIGHT_DELAY_MODEL_TAG"] = serve_load.save_to_store(unit_dir)
         for item in args.service_env:
             key, _, value = item.partition("=")

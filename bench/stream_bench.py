@@ -15,12 +15,10 @@ import asyncio
 import datetime as dt
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
+
+import _bootstrap  # the project on sys.path, the shared set-up
 
 
 def _p(values, q):
@@ -31,7 +29,6 @@ def _p(values, q):
 def main(argv=None) -> int:
     import psutil
 
-    from ml.model import unit_digest
     from streaming import broker
     from streaming.broker import EmbeddedServer
     from streaming.processor import reference_tables
@@ -44,22 +41,18 @@ def main(argv=None) -> int:
     parser.add_argument("--from", dest="start", default="2013-07-01")
     parser.add_argument("--to", dest="end", default="2013-07-07")
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="stream-bench-"))
+    root = _bootstrap.scratch_folder("stream-bench-")
     unit_dir, unit = train_small_unit(january_features(6), root)
     planes, airports = reference_tables()
     started = time.perf_counter()
     events = events_between(dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end), airports, False)
     build_s = time.perf_counter() - started
     ns = f"bench-{uuid.uuid4().hex[:8]}"
-    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    store = StateStore(redis_url, ns)
+    store = StateStore(_bootstrap.redis_url(), ns)
     with EmbeddedServer(root / "nats") as server:
         summary = asyncio.run(publish(server.url, events, None))
-        env = {**os.environ, "NATS_URL": server.url, "REDIS_URL": redis_url, "STREAM_STATE_NAMESPACE": ns,
-               "STREAM_PREDICTION_LOG": "false"}
         started = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", "streaming.processor", "--unit-dir", str(unit_dir),
-                                    "--unit-digest", unit_digest(unit_dir), "--idle-exit-s", "2"], env=env)
+        process = _bootstrap.stream_processor(server.url, ns, unit_dir, idle_exit_s=2)
         peak = 0
         watched = psutil.Process(process.pid)
         while process.poll() is None:

@@ -16,19 +16,16 @@ import argparse
 import asyncio
 import datetime as dt
 import os
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
+
+import _bootstrap  # the project on sys.path, the shared set-up
 
 
 def main(argv=None) -> int:
     import pandas as pd
 
     from ml.flight_times import NEW_YORK
-    from ml.model import unit_digest
     from streaming.broker import EmbeddedServer
     from streaming.predictions import read_predictions
     from streaming.processor import reference_tables
@@ -42,7 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=int, default=60)
     parser.add_argument("--speed", type=float, default=100.0)
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="stream-latency-"))
+    root = _bootstrap.scratch_folder("stream-latency-")
     unit_dir, _ = train_small_unit(january_features(6), root)
     _, airports = reference_tables()
     day = dt.date.fromisoformat(args.day)
@@ -50,15 +47,11 @@ def main(argv=None) -> int:
     t0 = int(pd.Timestamp(f"{args.day} {args.start}").tz_localize(NEW_YORK).tz_convert("UTC").value // 60_000_000_000)
     before = [e for e in events if e[0] < t0]
     window = [e for e in events if t0 <= e[0] < t0 + args.minutes]
-    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     ns = f"latency-{uuid.uuid4().hex[:8]}"
     with EmbeddedServer(root / "nats") as server:
         asyncio.run(publish(server.url, before, None))
-        env = {**os.environ, "NATS_URL": server.url, "REDIS_URL": redis_url, "STREAM_STATE_NAMESPACE": ns,
-               "STREAM_PREDICTION_LOG": "false"}
-        process = subprocess.Popen([sys.executable, "-m", "streaming.processor", "--unit-dir", str(unit_dir),
-                                    "--unit-digest", unit_digest(unit_dir), "--idle-exit-s", "5"], env=env)
-        store = StateStore(redis_url, ns)
+        process = _bootstrap.stream_processor(server.url, ns, unit_dir, idle_exit_s=5)
+        store = StateStore(_bootstrap.redis_url(), ns)
         while (store.freshness().watermark_minute or 0) < before[-1][0]:  # caught up with the fast part
             time.sleep(0.2)
         started = time.time()

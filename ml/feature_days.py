@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ml.tables import RAW_UPSTREAMS, Table
 
@@ -20,13 +21,49 @@ FrameReader = Callable[[str, "str | None"], "pd.DataFrame | None"]
 """``read(table, partition)``: a stored table (partition None: unpartitioned) as pandas, or None when absent."""
 
 
-class DayFeatures(NamedTuple):
+@dataclass(frozen=True)
+class DayFeatures:
     """One day's outcome: its features (None: no raw flights), whether weather was there, raw rows, lineage."""
 
     features: pd.DataFrame | None
     had_weather: bool
     raw_rows: int
     built_from: dict[str, str | None] | None
+
+
+@dataclass(frozen=True)
+class FeatureRange:
+    """A range of days' features, and what the checks and the catalog say about them."""
+
+    frames: dict[str, pd.DataFrame]
+    """``{day: features}`` of the days that had raw flights."""
+    days_without_flights: list[str]
+    """Days with no raw flights (held back or never ingested), sorted: they get no features."""
+    days_without_weather: set[str]
+    """Days with features but no raw weather (held back): their weather features are missing."""
+    raw_rows: dict[str, int]
+    """Raw flights of each day with features: the checks expect one feature row each."""
+    built_from: dict[str, dict[str, str | None]]
+    """Each day's lineage, ``{upstream: stored version}``, recorded with its file."""
+    cancelled: int
+    """Flights with a missing label (cancelled or diverted): kept, left out of training."""
+    rows: int
+
+    @classmethod
+    def of(cls, parts: Iterable[Mapping[str, DayFeatures]]) -> FeatureRange:
+        """The range made of per-day outcomes (one mapping, or one per chunk of days)."""
+        days = {day: outcome for part in parts for day, outcome in part.items()}
+        built = {day: d for day, d in days.items() if d.features is not None}
+        frames = {day: d.features for day, d in built.items()}
+        return cls(
+            frames=frames,
+            days_without_flights=sorted(day for day in days if day not in built),
+            days_without_weather={day for day, d in built.items() if not d.had_weather},
+            raw_rows={day: d.raw_rows for day, d in built.items()},
+            built_from={day: d.built_from for day, d in built.items()},
+            cancelled=int(sum(f["arrived_late"].isna().sum() for f in frames.values())),
+            rows=int(sum(len(f) for f in frames.values())),
+        )
 
 
 def features_for_days(

@@ -1,12 +1,26 @@
 """Compute: the torch device for training, and the Dask cluster for feature ranges and training windows."""
 
+from __future__ import annotations
+
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import dagster as dg
 
 from infra import settings
+
+if TYPE_CHECKING:  # pandas loads in the step, not when the code location imports the resources
+    import pandas as pd
+
+    from ml.feature_days import FeatureRange
+    from resources.storage import LakeStorage
+
+Engine = Literal["pandas", "dask"]
+"""What built a range: pandas in this process, or Dask tasks on the cluster."""
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 class TorchCompute(dg.ConfigurableResource):
@@ -71,6 +85,53 @@ class DaskCluster(dg.ConfigurableResource):
             with self.client() as client:
                 return client.compute(collection).result()
         return collection.compute(scheduler="threads", num_workers=self.n_workers * self.threads_per_worker)
+
+    def features_for_days(
+        self,
+        storage: LakeStorage,
+        days: list[str],
+        versions: Mapping[str, Mapping[str, str]],
+        planes: pd.DataFrame,
+        *,
+        min_partitions: int,
+        days_per_task: int,
+    ) -> tuple[FeatureRange, Engine]:
+        """Features of ``days`` (``ml/feature_days.py``) and the engine that built them.
+
+        A range of ``min_partitions`` days or more (any range when a scheduler is set) goes to the cluster
+        in tasks of ``days_per_task`` days, which read the lake through its settings; a shorter one is
+        built by pandas in this process: locally a year fits in memory and is faster so
+        (bench/chain_bench.py). The features are the same either way.
+        """
+        from ml.feature_days import FeatureRange, features_for_days
+        from resources.parquet_io import Warehouse, frame_reader
+
+        if not self.takes(len(days), min_partitions):
+            return FeatureRange.of([features_for_days(Warehouse(storage).frame, days, versions, planes)]), "pandas"
+        task = functools.partial(features_for_days, frame_reader(storage.settings()), versions=versions, planes=planes)
+        return FeatureRange.of(self.map_chunks(task, days, days_per_task)), "dask"
+
+    def takes(self, items: int, min_items: int) -> bool:
+        """Whether work of ``items`` goes to the cluster: always with a scheduler, else from ``min_items``."""
+        return bool(self.scheduler_address) or items >= min_items
+
+    def require_shared_lake(self, storage: LakeStorage, asset: str) -> None:
+        """Refuse a remote scheduler over a local lake: its workers would find no files, not fail."""
+        if self.scheduler_address and not storage.is_s3:
+            raise dg.Failure(
+                f"{asset}: DASK_SCHEDULER_ADDRESS={self.scheduler_address} but the lake is the local "
+                f"folder {storage.url}, which remote workers cannot read; set LAKE_URL to an s3:// lake or unset "
+                "DASK_SCHEDULER_ADDRESS",
+                allow_retries=False,
+            )
+
+    def map_chunks(
+        self, task: Callable[[list[Item]], Result], items: Sequence[Item], chunk_size: int
+    ) -> list[Result]:
+        """``task`` of each run of ``chunk_size`` items, as one cluster task each (``task`` must pickle), in order."""
+        chunks = [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
+        with self.client() as client:
+            return client.gather(client.map(task, chunks, pure=False))
 
     @contextlib.contextmanager
     def client(self) -> Iterator[Any]:

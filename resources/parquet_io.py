@@ -5,13 +5,18 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from upath import UPath
 
 from infra.settings import LakeSettings
+from ml.tables import Table
 from resources.storage import LakeStorage
+
+if TYPE_CHECKING:  # pandas loads in the step, not when the code location imports the resources
+    import pandas as pd
 
 
 WAREHOUSE_PREFIX = "warehouse"
@@ -22,13 +27,25 @@ FOOTER_ATTR = "lake"
 RUN_SCOPED = "lake/run_scoped"
 """Definition metadata of an asset stored once per run (``<asset>/<run_id>.parquet``), never shared."""
 BUILT_FROM = "built_from"
-"""``DataFrame.attrs`` entry of a partition's frame, ``{upstream: stored version}``: recorded in its footer."""
+"""Footer (and materialization metadata) entry of a partition, ``{upstream: stored version}``."""
 FINGERPRINT = "data_fingerprint"
 """Output metadata recorded in the footer too, so a reader can tell which window a file holds."""
 _EPHEMERAL_RUN_ID = "__EPHEMERAL_RUN_ID"
 
 
-def warehouse_key(asset: str, partition: str | None = None) -> str:
+@dataclass(frozen=True)
+class FrameWithLineage:
+    """A partition's frame and the stored upstream versions it was built from (``{upstream: version}``).
+
+    An asset returns it in place of the bare frame for the IO manager to record ``built_from`` in
+    that partition's own footer: each file then says what it was made of, never the whole range.
+    """
+
+    frame: pd.DataFrame
+    built_from: Mapping[str, str | None]
+
+
+def warehouse_key(asset: Table, partition: str | None = None) -> str:
     """The lake key where the IO manager keeps an asset (one file per partition)."""
     return f"{WAREHOUSE_PREFIX}/{asset}/{partition}.parquet" if partition else f"{WAREHOUSE_PREFIX}/{asset}.parquet"
 
@@ -48,18 +65,18 @@ class Warehouse:
         """Where every asset lives (``s3://…/warehouse`` or an absolute path), for people."""
         return self.storage.uri(WAREHOUSE_PREFIX)
 
-    def uri(self, asset: str, partition: str | None = None) -> str:
+    def uri(self, asset: Table, partition: str | None = None) -> str:
         """Where an asset (partition) lives, for messages: ``s3://…`` or an absolute path."""
         return self.storage.uri(warehouse_key(asset, partition) if partition else f"{WAREHOUSE_PREFIX}/{asset}")
 
-    def frame(self, asset: str, partition: str | None = None):
+    def frame(self, asset: Table, partition: str | None = None):
         """A stored asset partition as pandas, or None when it does not exist (never made, or held back)."""
         try:
             return frame_from_bytes(self.storage.read_bytes(warehouse_key(asset, partition)))
         except FileNotFoundError:
             return None
 
-    def partitions(self, asset: str) -> dict[str, str]:
+    def partitions(self, asset: Table) -> dict[str, str]:
         """``{partition: stored version}`` of an asset's Parquet files; writers' temporaries never count."""
         prefix = f"{WAREHOUSE_PREFIX}/{asset}/"
         found = {}
@@ -70,7 +87,7 @@ class Warehouse:
             found[name.removesuffix(".parquet")] = stored.version
         return found
 
-    def footers(self, asset: str, partitions: list[str]) -> dict[str, dict | None]:
+    def footers(self, asset: Table, partitions: list[str]) -> dict[str, dict | None]:
         """Each partition's footer (what the IO manager recorded with it), None for a file without one.
 
         Reads only the Parquet footer (a few KiB) of each file, not its rows.
@@ -84,7 +101,7 @@ class Warehouse:
                 out[partition] = _footer(pq.read_schema(handle).metadata)
         return out
 
-    def dask_frame(self, asset: str, partitions: list[str]):
+    def dask_frame(self, asset: Table, partitions: list[str]):
         """The partitions' files as one lazy Dask DataFrame (read on the cluster, storage options included)."""
         import dask.dataframe as dd
 
@@ -92,7 +109,7 @@ class Warehouse:
             [self.uri(asset, p) for p in partitions], storage_options=self.storage.storage_options() or None
         )
 
-    def remove(self, asset: str, partitions: list[str]) -> list[str]:
+    def remove(self, asset: Table, partitions: list[str]) -> list[str]:
         """Delete the stored files of ``partitions`` (e.g. older features whose rebuild failed its checks)."""
         stored = self.partitions(asset)
         removed = [p for p in partitions if p in stored]
@@ -100,7 +117,7 @@ class Warehouse:
             self.storage.delete(warehouse_key(asset, partition))
         return removed
 
-    def run_output(self, asset: str, run_id: str | None = None):
+    def run_output(self, asset: Table, run_id: str | None = None):
         """A run-scoped asset as the run ``run_id`` stored it, or the newest whole one; None if there is none.
 
         A file counts only when its footer names the run its file name does (the IO manager writes
@@ -188,8 +205,8 @@ def _footer(metadata: Mapping[bytes, bytes] | None) -> dict | None:
 class PartitionedParquetIOManager(dg.UPathIOManager):
     """Writes ``{partition: DataFrame}`` as ``<asset>/<partition>.parquet`` and reads them back.
 
-    A step that covers a range of partitions (single-run backfill) returns one frame per partition;
-    a partition mapped to ``None`` was held back by a blocking check: any older file at its path is
+    A step that covers a range of partitions (single-run backfill) returns one frame per partition
+    (or a ``FrameWithLineage``, whose lineage goes into that file's footer); a partition mapped to ``None`` was held back by a blocking check: any older file at its path is
     removed, so downstream can never read rows that failed validation. A partition left out of the
     mapping is left as it is. Every file is serialised first and stored whole (one S3 put, or a
     hidden local temporary renamed into place), so neither a crash nor a killed process leaves a
@@ -221,25 +238,28 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
             return self._get_path_without_extension(context) / f"{_producing_run(context)}{self.extension}"
         return super()._get_path(context)
 
-    def _footer_for(self, context: dg.OutputContext, obj: Any) -> dict:
-        """The run (run-scoped assets), the fingerprint (output metadata) and the partition's lineage:
-        ``attrs[BUILT_FROM]`` of the partition's own frame, so each file (and each partition's
-        materialization) carries its own lineage, never the whole range's."""
+    def _footer_for(self, context: dg.OutputContext, built_from: Mapping[str, str | None] | None) -> dict:
+        """The run (run-scoped assets), the fingerprint (output metadata) and the partition's lineage
+        (given with its frame as ``FrameWithLineage``)."""
         metadata = context.output_metadata or {}
         footer: dict[str, Any] = {}
         if _run_scoped(context.definition_metadata):
             footer["run_id"] = context.run_id
         if FINGERPRINT in metadata:
             footer[FINGERPRINT] = _plain(metadata[FINGERPRINT])
-        built_from = getattr(obj, "attrs", {}).get(BUILT_FROM)
         if built_from is not None:
-            footer[BUILT_FROM] = built_from
+            footer[BUILT_FROM] = dict(built_from)
         return footer
 
-    def _write(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+    def _write(self, context: dg.OutputContext, obj: Any, path: UPath) -> int:
+        """Store one frame (a ``FrameWithLineage``'s with its lineage) whole; its rows."""
+        built_from = None
+        if isinstance(obj, FrameWithLineage):
+            obj, built_from = obj.frame, obj.built_from
         if _is_dask_frame_type(type(obj)):
             obj = obj.compute()
-        self._storage.write_bytes(self._key(path), parquet_bytes(obj, self._footer_for(context, obj)))
+        self._storage.write_bytes(self._key(path), parquet_bytes(obj, self._footer_for(context, built_from)))
+        return len(obj)
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         self._write(context, obj, path)
@@ -289,9 +309,8 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
                     self.unlink(path)
                     removed += 1
                 continue
-            self._write(context, frame, path)
+            rows += self._write(context, frame, path)
             written += 1
-            rows += len(frame)
         context.add_output_metadata(
             {
                 "partitions_written": written,
