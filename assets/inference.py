@@ -1,5 +1,8 @@
 """Inference: the champion as a Bento (checked against the registry over HTTP), its release, and batch scoring of feature days."""
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
 from ml.tables import Table
@@ -12,6 +15,13 @@ from assets.training import champion_model
 from resources.mlflow_registry import MlflowRegistry
 from resources.bento_store import BentoStore
 from resources.storage import LakeStorage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml.model import ModelUnit
+    from resources.bento_store import BuiltBento
+    from serving.parity import ParityReport
 
 PARITY_CHECK = "serves_registry_predictions"
 
@@ -58,16 +68,62 @@ def verified_bento_tags(instance: dg.DagsterInstance, keep: int) -> list[dict[st
     return out
 
 
-def _post_all(served, records: list[dict], chunk: int = 250) -> list[float]:
-    import httpx
+def _parity_sample(storage: LakeStorage, rows: int) -> "pd.DataFrame":
+    """The flights the parity check sends: up to ``rows`` of the newest training window's test days."""
+    from resources.parquet_io import Warehouse
+    from serving.parity import parity_sample
 
-    scores: list[float] = []
-    with httpx.Client(base_url=served.url, headers=served.headers, timeout=60) as client:
-        for start in range(0, len(records), chunk):
-            response = client.post("/predict", json={"flights": records[start : start + chunk]})
-            response.raise_for_status()
-            scores += [p["delay_probability"] for p in response.json()]
-    return scores
+    window = Warehouse(storage).run_output(Table.TRAINING_SET)
+    if window is None:
+        raise dg.Failure("bento: no training_set to draw parity rows from; materialize training_set first", allow_retries=False)
+    return parity_sample(window, rows)
+
+
+def _prune_unverified(context: dg.AssetExecutionContext, bentos: BentoStore, keep: int) -> list[str]:
+    """Delete what no verified run recorded (left by a crash); the tags deleted. Run under ``bentos.exclusive()``."""
+    verified = verified_bento_tags(context.instance, keep)
+    pruned = bentos.prune({tag for v in verified for tag in v.values() if tag})
+    if pruned:
+        context.log.warning(f"pruned {len(pruned)} Bento(s)/model(s) no verified run recorded: {pruned}")
+    return pruned
+
+
+def _download_verified_unit(registry: MlflowRegistry, version: str, into: str) -> tuple[str, Path, "ModelUnit"]:
+    """The champion's registered digest, its unit's folder under ``into`` and the unit loaded from it, verified."""
+    from ml.model import ModelUnit, UnitIntegrityError
+
+    try:
+        digest = registry.registered_digest(version)
+        unit_dir = registry.download_verified_unit(version, into)
+        return digest, unit_dir, ModelUnit.load(unit_dir, expected_digest=digest)
+    except UnitIntegrityError as exc:
+        raise _verified_unit_failure("bento", version, exc) from None
+
+
+def _parity_check_result(report: "ParityReport", model_uri: str) -> dg.AssetCheckResult:
+    """The parity report as the blocking check's result."""
+    return dg.AssetCheckResult(
+        check_name=PARITY_CHECK,
+        passed=report.passed,
+        description=f"{report.rows} rows over HTTP vs the verified unit of {model_uri}: max |diff| {report.max_abs_diff:.2e}",
+        metadata={"rows": report.rows, "max_abs_diff": report.max_abs_diff, "tolerance": report.tolerance},
+    )
+
+
+def _bento_metadata(built: "BuiltBento", version: str, model_uri: str, digest: str, pruned: list[str],
+                    bentoml_home: str) -> dict:
+    """What a verified Bento's materialization records: `bento_tag` is what serving and deployments use."""
+    return {
+        "bento_tag": built.bento_tag,
+        "bentoml_model": built.model_tag,
+        "model_version": version,
+        "model_uri": model_uri,
+        "unit_sha256": digest,
+        "size_bytes": built.size_bytes,
+        "bento_path": dg.MetadataValue.path(built.path),
+        "pruned": dg.MetadataValue.json(pruned),
+        "serve": dg.MetadataValue.text(f"SERVICE_API_TOKEN=… BENTOML_HOME={bentoml_home} bentoml serve {built.bento_tag}"),
+    }
 
 
 @dg.asset(
@@ -95,74 +151,23 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, registry: Mlfl
     Bentos and models no verified run recorded (left by a crash) are pruned when the next run starts.
     """
     import tempfile
-    from pathlib import Path
-
-    import numpy as np
-
-    from ml.features import FEATURE_COLUMNS
-    from ml.model import ModelUnit, UnitIntegrityError
-    from resources.parquet_io import Warehouse
-    from serving.schema import records_from_features
 
     version, run_id = _champion(registry)
     model_uri = registry.model_uri(version)
+    sample = _parity_sample(storage, config.parity_rows)
     with bentos.exclusive(), tempfile.TemporaryDirectory(prefix="bento-") as tmp:
-        verified = verified_bento_tags(context.instance, config.keep_verified)
-        pruned = bentos.prune({tag for v in verified for tag in v.values() if tag})
-        if pruned:
-            context.log.warning(f"pruned {len(pruned)} Bento(s)/model(s) no verified run recorded: {pruned}")
-        try:
-            digest = registry.registered_digest(version)
-            unit_dir = registry.download_verified_unit(version, tmp)
-            unit = ModelUnit.load(unit_dir, expected_digest=digest)
-        except UnitIntegrityError as exc:
-            raise _verified_unit_failure("bento", version, exc) from None
+        pruned = _prune_unverified(context, bentos, config.keep_verified)
+        digest, unit_dir, unit = _download_verified_unit(registry, version, tmp)
         built = bentos.build(unit_dir, digest, version, run_id, model_uri)
-        context.log.info(f"built {built['bento_tag']} with model {built['model_tag']} (registry v{version})")
-
-        try:
-            window = Warehouse(storage).run_output(Table.TRAINING_SET)
-            if window is None:
-                raise dg.Failure("bento: no training_set to draw parity rows from; materialize training_set first", allow_retries=False)
-            test_rows = window[window["split"] == "test"] if "split" in window else window
-            sample = test_rows.sample(n=min(config.parity_rows, len(test_rows)), random_state=0)
-            expected = np.asarray(unit.predict_proba(sample[list(FEATURE_COLUMNS)]), dtype="float64")
-            log = Path(tmp) / "serve.log"
-            with bentos.serve(built["bento_tag"], log, prediction_log_url=str(Path(tmp) / "plog")) as served:
-                scores = np.asarray(_post_all(served, records_from_features(sample)), dtype="float64")
-        except BaseException:
-            # Never leave an unchecked Bento behind, whatever stopped the check (a kill -9 is pruned next run).
-            bentos.delete(built["bento_tag"])
-            raise
-
-        worst = float(np.max(np.abs(scores - expected))) if len(sample) else 0.0
-        passed = len(sample) > 0 and worst <= config.parity_tolerance
-        check = dg.AssetCheckResult(
-            check_name=PARITY_CHECK,
-            passed=passed,
-            description=f"{len(sample)} rows over HTTP vs the verified unit of {model_uri}: max |diff| {worst:.2e}",
-            metadata={"rows": len(sample), "max_abs_diff": worst, "tolerance": config.parity_tolerance},
-        )
-        if passed:
+        context.log.info(f"built {built.bento_tag} with model {built.model_tag} (registry v{version})")
+        report = bentos.check_parity(built.bento_tag, sample, unit, config.parity_tolerance, Path(tmp))
+        check = _parity_check_result(report, model_uri)
+        if report.passed:
             # Recorded while the lock is held: a run that starts next must see this Bento as verified.
-            yield dg.MaterializeResult(
-                metadata={
-                    "bento_tag": built["bento_tag"],
-                    "bentoml_model": built["model_tag"],
-                    "model_version": version,
-                    "model_uri": model_uri,
-                    "unit_sha256": digest,
-                    "size_bytes": built["size_bytes"],
-                    "bento_path": dg.MetadataValue.path(built["path"]),
-                    "pruned": dg.MetadataValue.json(pruned),
-                    "serve": dg.MetadataValue.text(
-                        f"SERVICE_API_TOKEN=… BENTOML_HOME={bentos.bentoml_home} bentoml serve {built['bento_tag']}"
-                    ),
-                }
-            )
+            yield dg.MaterializeResult(metadata=_bento_metadata(built, version, model_uri, digest, pruned,
+                                                                bentos.bentoml_home))
         else:
-            bentos.delete(built["bento_tag"])
-            context.log.error(f"bento {built['bento_tag']} failed parity and was deleted: {check.description}")
+            context.log.error(f"bento {built.bento_tag} failed parity and was deleted: {check.description}")
         yield check
 
 

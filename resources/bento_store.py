@@ -1,7 +1,6 @@
 """Serving: where Bentos are built and kept (BentoML's home) and how a built Bento is served."""
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -12,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
@@ -19,6 +19,12 @@ from pydantic import Field
 from infra import settings
 from resources.processes import free_port, run_bounded, running_server
 from resources.storage import LakeStorage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml.model import ModelUnit
+    from serving.parity import ParityReport
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,16 @@ class ServedBento:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass(frozen=True)
+class BuiltBento:
+    """A Bento just built (``serving/build.py``): its tag, the BentoML model packed in it, its size and folder."""
+
+    bento_tag: str
+    model_tag: str
+    size_bytes: int
+    path: str
 
 
 @dataclass(frozen=True)
@@ -74,9 +90,9 @@ class BentoStore(dg.ConfigurableResource):
     python: str = sys.executable
     build_timeout_s: int = 900
     command_timeout_s: int = 120
-    export_url: str | None = Field(default_factory=settings.bento_export_url)
+    export_url: str | None = Field(default_factory=lambda: settings.release().export_url)
     """Where verified Bentos are exported (``s3://bucket/prefix`` or a folder); ``BENTO_EXPORT_URL`` unless given."""
-    image_repository: str | None = Field(default_factory=settings.bento_image_repository)
+    image_repository: str | None = Field(default_factory=lambda: settings.release().image_repository)
     """The registry repository of the service's images; ``BENTO_IMAGE_REPOSITORY`` unless given."""
 
     def env(self, **overrides: str) -> dict[str, str]:
@@ -99,8 +115,8 @@ class BentoStore(dg.ConfigurableResource):
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def build(self, unit_dir: Path, unit_sha256: str, model_version: str, run_id: str, model_uri: str) -> dict:
-        """Verify the unit, save it as a BentoML model and build the Bento (``serving/build.py``); its JSON summary."""
+    def build(self, unit_dir: Path, unit_sha256: str, model_version: str, run_id: str, model_uri: str) -> BuiltBento:
+        """Verify the unit, save it as a BentoML model and build the Bento (``serving/build.py``)."""
         command = [
             self.python, "-m", "serving.build", "--unit", str(unit_dir), "--unit-sha256", unit_sha256,
             "--model-version", model_version, "--run-id", run_id, "--model-uri", model_uri,
@@ -108,7 +124,7 @@ class BentoStore(dg.ConfigurableResource):
         done = run_bounded(command, self.build_timeout_s, "bento build", env=self.env(), cwd=_project_root())
         if done.returncode != 0:
             raise RuntimeError(f"bento build failed (exit {done.returncode}): {done.stderr[-3000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return BuiltBento(**json.loads(done.stdout.strip().splitlines()[-1]))
 
     def delete(self, bento_tag: str) -> bool:
         """Remove a Bento (one that failed or missed its parity check must never be served); False if that failed."""
@@ -160,6 +176,26 @@ class BentoStore(dg.ConfigurableResource):
         with running_server(command, f"{url}/readyz", log, timeout_s=120, env=env):
             yield ServedBento(url, token)
 
+    def check_parity(self, bento_tag: str, sample: "pd.DataFrame", unit: "ModelUnit", tolerance: float,
+                     workdir: Path) -> "ParityReport":
+        """Serve the Bento and compare its HTTP answers on ``sample`` with ``unit``'s (``serving.parity``).
+
+        A Bento that fails, or whose check did not finish (whatever stopped it), is deleted here: an
+        unchecked Bento is never left in the store (one a kill -9 leaves behind is pruned next run).
+        Its server writes its prediction log under ``workdir``, never into the monitored one.
+        """
+        from serving.parity import check_parity
+
+        try:
+            with self.serve(bento_tag, workdir / "serve.log", prediction_log_url=str(workdir / "plog")) as served:
+                report = check_parity(served.url, served.headers, sample, unit, tolerance)
+        except BaseException:
+            self.delete(bento_tag)
+            raise
+        if not report.passed:
+            self.delete(bento_tag)
+        return report
+
     def export_destination(self) -> LakeStorage:
         """The release location as object storage: ``export_url`` with the lake's S3 endpoint, region and SSE (KMS key included).
 
@@ -173,7 +209,7 @@ class BentoStore(dg.ConfigurableResource):
             raise ValueError("no export location: set BENTO_EXPORT_URL (s3://bucket/prefix or a folder)")
         if "://" in self.export_url and not self.export_url.startswith("s3://"):
             raise ValueError(f"BENTO_EXPORT_URL={self.export_url!r}: only s3://bucket/prefix or a local folder is supported")
-        return LakeStorage.from_settings(dataclasses.replace(settings.lake_settings(), url=self.export_url))
+        return LakeStorage.from_settings(settings.lake().under(self.export_url))
 
     def export(self, bento_tag: str) -> ExportedBento:
         """Export a built Bento (``bentoml export``) and upload the archive to ``export_url``.

@@ -1,8 +1,12 @@
-"""The service's request metrics: an ASGI middleware that counts and times every request.
+"""The service's Prometheus metrics, every one declared here, and the middleware that counts and times requests.
 
-Added outermost (``serving.service``), so it also sees what the other middlewares answer before
-BentoML does: 401 (auth), 503 (load shedding), 413 (size limit). BentoML's own request metrics
-only count the API routes it handles. Endpoints outside ``ENDPOINTS`` are counted as ``other``:
+A metric name may be registered only once per process, so each is declared once, at import of this
+module, and ``serving.service`` imports them. Their names are what the alert rules and dashboards
+(``deploy/monitoring``) query: renaming one silently empties a panel or an alert.
+
+``RequestMetrics`` is added outermost (``serving.service``), so it also sees what the other middlewares
+answer before BentoML does: 401 (auth), 503 (load shedding), 413 (size limit). BentoML's own request
+metrics only count the API routes it handles. Endpoints outside ``ENDPOINTS`` are counted as ``other``:
 a scanner probing random paths cannot grow the number of series.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 import time
 
 import bentoml
+import numpy as np
 
 ENDPOINTS = frozenset({"/predict", "/livez", "/readyz", "/healthz", "/metrics"})
 OTHER_ENDPOINT = "other"
@@ -40,6 +45,25 @@ BATCH_SIZE = bentoml.metrics.Histogram(
     name="flight_delay_batch_size_rows",
     documentation="Flights scored together in one model call (the micro-batcher merges concurrent requests)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+SCORE_HISTOGRAM = bentoml.metrics.Histogram(
+    name="flight_delay_score",
+    documentation="Predicted probability of a 15+ minute arrival delay, per scored flight",
+    buckets=tuple(np.round(np.linspace(0.05, 1.0, 20), 2)),
+)
+MODEL_INFO = bentoml.metrics.Gauge(
+    name="flight_delay_model_info",
+    documentation="1 for the model version this worker serves",
+    labelnames=["model_version", "bento_model"],
+)
+SHED_REQUESTS = bentoml.metrics.Counter(
+    name="flight_delay_shed_requests",
+    documentation="Requests answered 503 because they could not be served in time (queue: refused at once; late: waited too long; explain: /explain busy)",
+    labelnames=["reason"],
+)
+LOG_DROPPED_ROWS = bentoml.metrics.Counter(
+    name="flight_delay_prediction_log_dropped_rows",
+    documentation="Prediction log rows dropped (oldest first) because its buffer was full: storage too slow or down",
 )
 
 

@@ -25,7 +25,7 @@ from infra import audit, settings, structured_logs
 from ml.model import ModelUnit, UnitIntegrityError
 from serving.batching import MicroBatcher, Overloaded
 from serving.explain import ExplainRequest, ExplainSlots, FlightExplanation, to_response
-from serving.metrics import BATCH_SIZE, RequestMetrics
+from serving.metrics import BATCH_SIZE, LOG_DROPPED_ROWS, MODEL_INFO, SCORE_HISTOGRAM, SHED_REQUESTS, RequestMetrics
 from serving.middleware import (CALLER, AuthConfigError, BearerTokenAuth, BodySizeLimit, LoadShedding, RequestContext,
                                 auth_token)
 from serving.prediction_log import SCORE, PredictionLog
@@ -36,35 +36,14 @@ from serving.schema import Flights, Prediction, PredictRequest
 logger = logging.getLogger("bentoml.flight_delay")
 
 MODEL_NAME = "flight_delay"
-MODEL_TAG = settings.service_model_tag(f"{MODEL_NAME}:latest")
+MODEL_TAG = settings.serving().model_tag or f"{MODEL_NAME}:latest"
 MAX_BATCH_ROWS = 256
-MAX_WAIT_S = settings.service_max_wait_s()
+MAX_WAIT_S = settings.serving().max_wait_s
 """How long a request may wait for its batch before it is shed (503): well inside the 10 s request timeout."""
-
-
-SCORE_HISTOGRAM = bentoml.metrics.Histogram(
-    name="flight_delay_score",
-    documentation="Predicted probability of a 15+ minute arrival delay, per scored flight",
-    buckets=tuple(np.round(np.linspace(0.05, 1.0, 20), 2)),
-)
-MODEL_INFO = bentoml.metrics.Gauge(
-    name="flight_delay_model_info",
-    documentation="1 for the model version this worker serves",
-    labelnames=["model_version", "bento_model"],
-)
-SHED_REQUESTS = bentoml.metrics.Counter(
-    name="flight_delay_shed_requests",
-    documentation="Requests answered 503 because they could not be served in time (queue: refused at once; late: waited too long; explain: /explain busy)",
-    labelnames=["reason"],
-)
-LOG_DROPPED_ROWS = bentoml.metrics.Counter(
-    name="flight_delay_prediction_log_dropped_rows",
-    documentation="Prediction log rows dropped (oldest first) because its buffer was full: storage too slow or down",
-)
 
 BATCHER = MicroBatcher(max_batch_rows=MAX_BATCH_ROWS, max_wait_s=MAX_WAIT_S)
 """One per worker process: the middleware sheds by its queue, the service scores through it."""
-EXPLAIN_SLOTS = ExplainSlots(settings.explain_concurrency())
+EXPLAIN_SLOTS = ExplainSlots(settings.explain().concurrency)
 
 
 @bentoml.service(
@@ -73,15 +52,15 @@ EXPLAIN_SLOTS = ExplainSlots(settings.explain_concurrency())
     # two processes on 2 cores: per-request work is BentoML's event loop, GIL-bound; one worker's loop
     # peaks near 800 req/s even in process (bench/serve_profile.py), two served 1,000-1,100 req/s over
     # HTTP at 64 clients (bench/serve_load.py); ~0.4 GB RSS each
-    workers=settings.service_workers(),
+    workers=settings.serving().workers,
     # SERVICE_ACCESS_LOG: serving.middleware.RequestContext logs each request with its id instead
     logging={"access": {"enabled": False}},
     metrics={"enabled": True},
-    ssl=settings.service_ssl_config(),  # HTTPS only when SERVICE_TLS_CERTFILE is set (docs/tls.md)
+    ssl=settings.serving().ssl_config(),  # HTTPS only when SERVICE_TLS_CERTFILE is set (docs/tls.md)
     # BentoML's OpenTelemetry middleware builds spans for every request even at its default sample
     # rate of 0 (~0.5-1 ms of event-loop CPU per request here, bench/serve_profile.py): /predict is
     # left out unless SERVICE_TRACING=true (then also set BentoML's tracing.sample_rate).
-    tracing={} if settings.service_tracing() else {"excluded_urls": ["/predict", "/explain"]},
+    tracing={} if settings.serving().tracing else {"excluded_urls": ["/predict", "/explain"]},
 )
 class FlightDelay:
     model = bentoml.models.BentoModel(MODEL_TAG)
@@ -99,15 +78,15 @@ class FlightDelay:
         except (AuthConfigError, UnitIntegrityError) as error:
             _stop_server(error)
             raise
-        torch.set_num_threads(settings.service_torch_threads())
+        torch.set_num_threads(settings.serving().torch_threads)
         self.model_version = str(stored.info.metadata.get("mlflow_version", stored.tag.version))
         self.bento_model = str(stored.tag)
         MODEL_INFO.labels(model_version=self.model_version, bento_model=self.bento_model).set(1)
         if not settings.prediction_log_location_set():
             # A served Bento runs from its own src/ folder: a default there lands where monitoring never looks.
             logger.warning("prediction log: none of PREDICTION_LOG_URL, LAKE_URL, DATA_DIR is set; writing under %s",
-                           settings.prediction_log_url())
-        self.prediction_log = PredictionLog(settings.prediction_log_url(), on_drop=LOG_DROPPED_ROWS.inc)
+                           settings.prediction_log().url)
+        self.prediction_log = PredictionLog(settings.prediction_log().url, on_drop=LOG_DROPPED_ROWS.inc)
         self.audit_log = audit.BufferedAuditLog(audit.open_audit_log())
         BATCHER.start(self.score)
         # Everything loaded so far lives as long as the worker: keep it out of the collector's scans
@@ -161,7 +140,7 @@ class FlightDelay:
             key = FlightKey(date=date, carrier=carrier, flight=flight, origin=origin)
         except ValueError as error:
             return JSONResponse({"error": f"not a flight key: {error}"}, status_code=422)
-        stream = settings.stream_settings()
+        stream = settings.stream()
         answer = look_up(self._live_state(stream), key, as_of, stream.max_state_age_s)
         if answer.status != 200:
             headers = {"Retry-After": str(answer.retry_after_s)} if answer.retry_after_s else {}
@@ -185,7 +164,7 @@ class FlightDelay:
         if getattr(self, "live_state", None) is None:
             from streaming.state_store import StateStore
 
-            self.live_state = StateStore(stream.redis_url, stream.namespace)
+            self.live_state = StateStore(stream.redis_url_value(), stream.namespace)
         return self.live_state
 
     @bentoml.api(route="/explain", input_spec=ExplainRequest)
@@ -205,7 +184,7 @@ class FlightDelay:
                                 status_code=503, headers={"Retry-After": "1"})
         try:
             rows = [f.__dict__ for f in flights]
-            return to_response(explain_records(self.unit, rows, top_k, settings.explain_steps()), self.model_version)
+            return to_response(explain_records(self.unit, rows, top_k, settings.explain().ig_steps), self.model_version)
         finally:
             EXPLAIN_SLOTS.release()
 
@@ -252,4 +231,4 @@ FlightDelay.add_asgi_middleware(RequestMetrics)
 FlightDelay.add_asgi_middleware(RequestContext)
 FlightDelay.add_asgi_middleware(BearerTokenAuth)
 FlightDelay.add_asgi_middleware(LoadShedding, batcher=BATCHER, on_shed=lambda reason: SHED_REQUESTS.labels(reason=reason).inc())
-FlightDelay.add_asgi_middleware(BodySizeLimit, max_bytes=settings.service_max_body_bytes())
+FlightDelay.add_asgi_middleware(BodySizeLimit, max_bytes=settings.serving().max_body_bytes)

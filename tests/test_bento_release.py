@@ -36,7 +36,7 @@ def built_bento(tmp_path_factory):
     unit_dir, _ = train_small_unit(january_features(5), root)
     store = _store(root / "bentoml")
     built = store.build(unit_dir, unit_digest(unit_dir), "1", "0" * 32, "models:/flight_delay/1")
-    return root, built["bento_tag"]
+    return root, built.bento_tag
 
 
 def test_release_names_follow_the_bento_tag():
