@@ -1,5 +1,7 @@
 """Monitoring: what the service saw vs what the champion learned from (drift), and how it did (delayed labels)."""
 
+from typing import Literal
+
 import dagster as dg
 
 from ml.tables import Table
@@ -31,6 +33,15 @@ class DriftConfig(dg.Config):
     """The check fails on a day whose share of drifted gate columns is at or above this (docs/monitoring.md)."""
     min_rows: int = DRIFT_MIN_ROWS
     """Days with fewer current rows are reported but never fail the check (too few to tell)."""
+    engine: Literal["evidently", "fast"] = "evidently"
+    """"evidently": Evidently's own report (HTML + JSON) per day. "fast": the same tests with scipy, a JSON of
+    figures only, for backfills of many days where Evidently's ~1.5 s a day adds up (ml/drift_day.py)."""
+
+    def spec(self):
+        """The gate as the framework-free code takes it."""
+        from ml.drift import GateSpec
+
+        return GateSpec(tuple(self.gate_columns), self.column_threshold, self.drift_share_threshold, self.min_rows)
 
 
 class PerformanceConfig(dg.Config):
@@ -52,103 +63,87 @@ def _served_or(bentos: BentoStore, storage: LakeStorage, day: str, fallback: str
     return (stored, fallback.replace("_", " ")) if stored is not None and len(stored) else (None, "none")
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="monitoring",
-    kinds={"scipy", "html", "parquet"},
-    deps=[flight_features, champion_model],
-    check_specs=[
-        dg.AssetCheckSpec(DRIFT_CHECK, asset="drift_report",
-                          description=f"Temperature and dew point within {DRIFT_COLUMN_THRESHOLD} reference SDs (normed Wasserstein) on every day of the run."),
-    ],
-    code_version=code_version("ml.drift", "ml.drift_html"),
-    retry_policy=IO_RETRY,
-)
-def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, registry: MlflowRegistry,
-                 storage: LakeStorage, bentos: BentoStore):
-    """Data drift of each day against the champion's reference sample: Evidently's tests, run with scipy.
-
-    Current: the day's served requests from the prediction log, or the day's feature partition when
-    no traffic was served. Reference: the stratified training sample logged with the champion in
-    MLflow. Per column the test Evidently's DataDriftPreset would pick (ml/drift.py, cross-checked
-    against Evidently in the tests) at a fraction of its cost. The HTML report (per column: test,
-    score, verdict, both distributions) goes to `monitoring/drift/date=<day>/report.html` in the lake; drift
-    share and per-column scores are metadata of each partition, and the stored Parquet (one row per column).
-    """
+def _champion_reference(registry: MlflowRegistry):
+    """The champion's version and the training sample logged with it (the drift reference)."""
     import tempfile
 
     import pandas as pd
-
-    from ml.drift import drift_report as day_drift
-    from ml.drift import gate
 
     version = registry.champion_version()
     if version is None:
         raise dg.Failure("drift_report: no champion yet; its training sample is the reference", allow_retries=False)
     with tempfile.TemporaryDirectory(prefix="reference-") as tmp:
-        reference = pd.read_parquet(registry.download_reference(version, tmp))
+        return version, pd.read_parquet(registry.download_reference(version, tmp))
 
-    out, drifted_days, worst = {}, {}, 0.0
+
+def _store_report(storage: LakeStorage, day: str, files: dict[str, bytes]) -> dict[str, str]:
+    """Write the day's report files to the lake's drift reports area; their keys by file name."""
+    keys = {}
+    for name, content in files.items():
+        keys[name] = LakeStorage.area_key(LakeArea.DRIFT_REPORTS, f"date={day}", name)
+        storage.write_bytes(keys[name], content)
+    return keys
+
+
+def _link(storage: LakeStorage, key: str):
+    uri = storage.uri(key)
+    return dg.MetadataValue.url(uri) if storage.is_s3 else dg.MetadataValue.path(uri)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="monitoring",
+    kinds={"evidently", "html", "parquet"},
+    deps=[flight_features, champion_model],
+    check_specs=[
+        dg.AssetCheckSpec(DRIFT_CHECK, asset="drift_report",
+                          description=f"Temperature and dew point within {DRIFT_COLUMN_THRESHOLD} reference SDs (normed Wasserstein) on every day of the run."),
+    ],
+    code_version=code_version("ml.drift", "ml.drift_evidently", "ml.drift_day"),
+    retry_policy=IO_RETRY,
+)
+def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, registry: MlflowRegistry,
+                 storage: LakeStorage, bentos: BentoStore):
+    """Data drift of each day against the champion's reference sample: Evidently's report, and the drift gate.
+
+    Current: the day's served requests from the prediction log, or the day's feature partition when
+    no traffic was served. Reference: the stratified training sample logged with the champion in
+    MLflow. Evidently's DataDriftPreset over every feature, with the gate (share of temp and dew point
+    at or beyond the normed Wasserstein threshold) as Evidently metrics in the same report; its HTML
+    and JSON go to `monitoring/drift/date=<day>/` in the lake, linked from each partition's
+    metadata, which carries the gate's share and per-column scores read from that JSON. The stored
+    Parquet has one row per column. `engine: fast` (config) runs the same tests with scipy for large
+    backfills and stores a JSON of its figures instead.
+    """
+    from ml.drift_day import REPORT_JSON, day_drift, day_metadata, day_table, drift_check
+
+    version, reference = _champion_reference(registry)
+    spec = config.spec()
+    out, days = {}, {}
     for day in context.partition_keys:
         current, source = _served_or(bentos, storage, day, "flight_features")
         if current is None:
             context.log.warning(f"drift_report {day}: no traffic and no features; nothing to compare")
             out[day] = None
             continue
-        result = day_drift(current, reference)
-        verdict = gate(result, config.gate_columns, config.column_threshold)
-        key = LakeStorage.area_key(LakeArea.DRIFT_REPORTS, f"date={day}", "report.html")
-        storage.write_bytes(key, result.html.encode())
-        counted = verdict.share is not None and result.rows_current >= config.min_rows
-        if counted and verdict.share >= config.drift_share_threshold:
-            drifted_days[day] = round(verdict.share, 4)
-        if counted:
-            worst = max(worst, verdict.share)
+        days[day] = drift = day_drift(current, reference, spec, config.engine)
+        keys = _store_report(storage, day, drift.files)
         context.add_asset_metadata(
-            {
-                "drift_share": round(verdict.share, 4) if verdict.share is not None else "not evaluated",
-                "drifted_gate_columns": dg.MetadataValue.json(verdict.drifted),
-                "evidently_drift_share": round(result.drift_share, 4),
-                "evidently_drifted_columns": dg.MetadataValue.json(result.drifted_columns),
-                "skipped_columns": dg.MetadataValue.json(result.skipped_columns),
-                "current_source": source,
-                "rows_current": result.rows_current,
-                "reference_version": version,
-                "report": dg.MetadataValue.url(storage.uri(key)) if storage.is_s3 else dg.MetadataValue.path(storage.uri(key)),
-                **{f"score_{k}": round(v, 4) for k, v in result.column_scores.items()},
-            },
+            {**day_metadata(drift), "current_source": source, "reference_version": version,
+             "report": _link(storage, keys[drift.report_name()]), "report_json": _link(storage, keys[REPORT_JSON])},
             partition_key=day,
         )
-        out[day] = pd.DataFrame(
-            {
-                "date": day,
-                "column": list(result.column_scores),
-                "score": list(result.column_scores.values()),
-                "test": [result.column_tests[c] for c in result.column_scores],
-                "drifted": [c in result.drifted_columns for c in result.column_scores],
-                "gate_column": [c in verdict.scores for c in result.column_scores],
-                "gate_drift_share": verdict.share,
-                "source": source,
-                "reference_version": version,
-            }
-        )
+        out[day] = day_table(drift, day, source, version)
     yield dg.Output(out)
+    check = drift_check(days, spec)
     yield dg.AssetCheckResult(
         check_name=DRIFT_CHECK,
-        passed=not drifted_days,
-        description=(
-            f"drifted days (share of {config.gate_columns} >= {config.drift_share_threshold}): {drifted_days}"
-            if drifted_days
-            else f"no day at drift share {config.drift_share_threshold} of {config.gate_columns} (worst {worst:.3f})"
-        ),
-        metadata={
-            "drifted_days": dg.MetadataValue.json(drifted_days),
-            "last_day": context.partition_keys[-1],
-            "worst_drift_share": round(worst, 4),
-            "threshold": config.drift_share_threshold,
-            "champion_version": version,
-        },
+        passed=check.passed,
+        description=check.description,
+        metadata={"drifted_days": dg.MetadataValue.json(check.drifted_days), "last_day": context.partition_keys[-1],
+                  "worst_drift_share": round(check.worst, 4), "threshold": config.drift_share_threshold,
+                  "champion_version": version},
     )
 
 
@@ -206,11 +201,15 @@ def model_performance(context: dg.AssetExecutionContext, config: PerformanceConf
         )
         out[day] = pd.DataFrame([{**metrics, "date": day, "source": source, "model_version": version}])
     yield dg.Output(out)
-    yield dg.AssetCheckResult(
+    yield _performance_check(failing, config.auc_margin, context.partition_keys[-1])
+
+
+def _performance_check(failing: dict, margin: float, last_day: str) -> dg.AssetCheckResult:
+    """The performance check over a run's days: it fails when any scored day fell more than ``margin`` below."""
+    return dg.AssetCheckResult(
         check_name=PERFORMANCE_CHECK,
         passed=not failing,
-        description=(f"ROC AUC more than {config.auc_margin} below test: {failing}" if failing
-                     else f"every scored day within {config.auc_margin} of the model's test ROC AUC"),
-        metadata={"failing_days": dg.MetadataValue.json(failing), "last_day": context.partition_keys[-1],
-                  "margin": config.auc_margin},
+        description=(f"ROC AUC more than {margin} below test: {failing}" if failing
+                     else f"every scored day within {margin} of the model's test ROC AUC"),
+        metadata={"failing_days": dg.MetadataValue.json(failing), "last_day": last_day, "margin": margin},
     )

@@ -12,7 +12,7 @@ cancelled ones included, as served traffic has them). Current: each sampled day 
 flights. Every day is scored once with ``scipy_drift`` over all FEATURE_COLUMNS (with a 10k
 reference every test is a distance, so a setting's drifted columns are the scores >= its
 threshold); the settings below are read off those scores, and the script checks on a few days that
-``scipy_drift`` run with the setting's own columns and threshold, and Evidently's ``drift_report``,
+``scipy_drift`` run with the setting's own columns and threshold, and Evidently's ``evidently_report``,
 give the same answer.
 
 Settings: (A) all FEATURE_COLUMNS at 0.1 (Evidently's default); (B) without the day-level columns
@@ -158,8 +158,9 @@ def _month_table(shares: dict[str, pd.Series]) -> str:
 
 
 def _cross_check(features, reference) -> None:
-    """Read-off shares == scipy_drift with the setting's own arguments == Evidently's drift_report."""
-    from ml.drift import drift_report, scipy_drift
+    """Read-off shares == scipy_drift with the setting's own arguments == Evidently's evidently_report."""
+    from ml.drift import scipy_drift
+    from ml.drift_evidently import evidently_report
 
     by_day = {day: features[features.date == day] for day in CROSS_CHECK_DAYS}
     scores = _scores(by_day, reference, FEATURE_COLUMNS)
@@ -179,7 +180,7 @@ def _cross_check(features, reference) -> None:
         _, columns, threshold = SETTINGS[key]
         for day in by_day:
             started = time.perf_counter()
-            ev = drift_report(by_day[day], reference, columns=columns, threshold=threshold)
+            ev = evidently_report(by_day[day], reference, columns=columns, threshold=threshold).result
             seconds = time.perf_counter() - started
             sp = scipy_drift(by_day[day], reference, columns=columns, threshold=threshold)
             worst = max(
@@ -187,7 +188,7 @@ def _cross_check(features, reference) -> None:
             )
             same = ev.drifted_columns == sp.drifted_columns and ev.skipped_columns == sp.skipped_columns
             print(
-                f"check: drift_report vs scipy_drift, setting {key}, {day}: share {ev.drift_share:.3f} vs {sp.drift_share:.3f}, "
+                f"check: evidently_report vs scipy_drift, setting {key}, {day}: share {ev.drift_share:.3f} vs {sp.drift_share:.3f}, "
                 f"same drifted and skipped columns: {same}, worst relative score gap {worst:.1e} (Evidently {seconds:.1f} s)"
             )
             if not same or worst > 1e-6:
@@ -199,7 +200,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--step", type=int, default=1, help="score every N-th day of 2013 (default 1: all)")
-    parser.add_argument("--no-evidently", action="store_true", help="skip the drift_report cross-check")
+    parser.add_argument("--no-evidently", action="store_true", help="skip the Evidently cross-check")
     args = parser.parse_args()
 
     t0 = time.perf_counter()

