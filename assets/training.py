@@ -4,16 +4,18 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from assets.run_tags import TrainingOutcome, TrainingRunTags
+
 from ml.tables import Table
 
 from assets.features import RAW_UPSTREAMS, flight_features
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
 from ml.gates import BASELINE_TOLERANCE, CHAMPION_TOLERANCE
-from assets.versions import code_version
+from assets.versions import derived_code_version
 from resources.compute import DaskCluster, TorchCompute
 from resources.kubernetes import training_step_op_tags
-from resources.mlflow_registry import MlflowRegistry
+from resources.mlflow_registry import Candidate, MlflowRegistry, Provenance
 from resources.parquet_io import RUN_SCOPED
 from resources.storage import LakeStorage
 from resources.trainer import DistributedTrainer
@@ -39,12 +41,6 @@ def materialization_record(context: dg.AssetExecutionContext, asset: str) -> tup
         run_id = run.parent_run_id if run is not None else None
     event = context.instance.get_latest_materialization_event(key)
     return (event.run_id, event.asset_materialization.metadata) if event and event.asset_materialization else None
-
-
-def materialization_metadata(context: dg.AssetExecutionContext, asset: str) -> dict | None:
-    """Metadata of ``asset`` as materialized by this run, or its latest when this run did not make it."""
-    record = materialization_record(context, asset)
-    return record[1] if record else None
 
 
 def verify_own_window(context: dg.AssetExecutionContext, window) -> str:
@@ -86,11 +82,11 @@ class TrainingWindowConfig(dg.Config):
     """Last days of the window held out for evaluation; default 15 % of the window."""
 
 
+@derived_code_version
 @dg.asset(
     group_name="training",
     kinds={"dask", "parquet"},
     deps=[flight_features, "raw_flights", "raw_weather"],  # their stored versions decide which days are current
-    code_version=code_version("ml.dataset"),
     metadata={RUN_SCOPED: True},
     retry_policy=IO_RETRY,
 )
@@ -164,183 +160,158 @@ class DelayModelConfig(dg.Config):
     behaviour_sample: int = 2000
 
 
-@dataclass
+@dataclass(frozen=True)
 class RegisteredCandidate:
+    """What delay_model yields: the registered candidate, its metadata and its checks."""
+
+    candidate: Candidate
     metadata: dict
     checks: list = field(default_factory=list)
 
 
-def _champion_scores(registry: MlflowRegistry, version: str | None, test):
-    """The current champion's scores on the candidate's test set (same rows, same labels).
-
-    The champion's unit is verified against the digest recorded at its registration: a tampered or
-    pickled champion fails the run (UnitIntegrityError) instead of judging the candidate.
-    """
-    if version is None:
-        return None
-    from ml.model import UnitIntegrityError
-    from infra.redaction import redact
-
-    try:
-        unit = registry.load_unit(version)
-    except UnitIntegrityError as exc:
-        raise dg.Failure(
-            description=redact(f"delay_model: the champion v{version} is refused, so no candidate can be judged "
-                               f"against it: {exc}; restore or retrain it, or move the champion alias"),
-            allow_retries=False,
-        ) from None
-    return unit.predict_proba(test)
-
-
 def evaluate_and_register(
-    context, config, training_set, registry: MlflowRegistry, compute, trainer: DistributedTrainer | None = None
+    context, config, training_set, registry: MlflowRegistry, compute, trainer: DistributedTrainer | None = None,
+    fingerprint: str = "unknown",
 ) -> RegisteredCandidate:
-    """Train (with ``trainer``'s launcher; in process without one), score the model, the baseline and the
-    champion on the same test days, judge, register."""
+    """Train (with ``trainer``'s launcher; in process without one), evaluate against the baseline and the
+    champion on the same test days (``ml.evaluation``), register the evaluated candidate."""
     import time
-    from dataclasses import asdict
 
-    from ml.dataset import SPLIT, TEST, TRAIN, VALIDATION
-    from ml.drift import reference_sample
-    from ml.evaluate import Baseline, behavioural_suite, classification_metrics, labels
-    from ml.features import FEATURE_COLUMNS
-    from ml.promotion import KEEP_CHAMPION, judge
-    from ml.train import TrainConfig
     from infra import settings
+    from ml.dataset import TEST, TRAIN, VALIDATION
+    from ml.evaluation import evaluate_candidate
+
+    parts = _splits(training_set)
+    started = time.perf_counter()
+    launched = (trainer or DistributedTrainer()).train(
+        context, parts[TRAIN], parts[VALIDATION], _train_config(config), compute.torch_device())
+    train_seconds = time.perf_counter() - started
+    trained = launched.result
+    champion = _champion_for_judging(registry)
+    evaluation = evaluate_candidate(
+        trained.unit.predict_proba, [*trained.unit.preprocessor.categorical, *trained.unit.preprocessor.numeric],
+        parts[TRAIN], parts[TEST],
+        champion_score=champion.unit.predict_proba if champion else None,
+        champion_version=champion.version if champion else None, settings=_evaluation_settings(config),
+    )
+    trained.unit.info = {"data_fingerprint": fingerprint, "test_roc_auc": evaluation.roc_auc}
+    candidate = registry.register(evaluation, trained, Provenance(
+        run_name=f"delay_model {context.run_id[:8]}", params=_params(config, launched, len(parts[TRAIN])),
+        data_fingerprint=fingerprint, code_version=settings.project().current_code_version(), dagster_run_id=context.run_id,
+        window_last_day=str(training_set["date"].max()),
+    ))
+    metadata = {
+        **candidate_metadata(candidate, evaluation, trained, launched, train_seconds),
+        "mlflow_run": registry.run_link_value(candidate.run_id),
+        "feature_importance": _importance_table(evaluation.importance.groups, champion),
+    }
+    return RegisteredCandidate(candidate, metadata, evaluation_checks(evaluation))
+
+
+def _splits(training_set) -> dict:
+    from ml.dataset import SPLIT, TEST, TRAIN, VALIDATION
 
     parts = {name: training_set[training_set[SPLIT] == name] for name in (TRAIN, VALIDATION, TEST)}
     for name, part in parts.items():
         if part.empty:
             raise dg.Failure(f"delay_model: the {name} split of training_set is empty", allow_retries=False)
-    device = compute.torch_device()
-    train_config = TrainConfig(
-        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-        patience=config.patience, seed=config.seed, amp=config.amp,
-    )
-    trainer = trainer or DistributedTrainer()
-    started = time.perf_counter()
-    launched = trainer.train(context, parts[TRAIN], parts[VALIDATION], train_config, device)
-    train_seconds = time.perf_counter() - started
+    return parts
+
+
+def _train_config(config: "DelayModelConfig"):
+    from ml.train import TrainConfig
+
+    return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                       patience=config.patience, seed=config.seed, amp=config.amp)
+
+
+def _evaluation_settings(config: "DelayModelConfig"):
+    from ml.evaluation import EvaluationSettings
+
+    return EvaluationSettings(seed=config.seed, behaviour_sample=config.behaviour_sample,
+                              baseline_tolerance=config.baseline_tolerance, champion_tolerance=config.champion_tolerance)
+
+
+def _params(config: "DelayModelConfig", launched, train_rows: int) -> dict:
     trained = launched.result
-    test, y_test = parts[TEST], labels(parts[TEST])
-    model_metrics = classification_metrics(y_test, trained.unit.predict_proba(test))
-    baseline = Baseline(seed=config.seed).fit(parts[TRAIN])
-    baseline_metrics = classification_metrics(y_test, baseline.predict_proba(test))
+    return {
+        **config.model_dump(),
+        "hidden": str(trained.unit.config.hidden), "members": trained.unit.config.members,
+        "dropout": trained.unit.config.dropout, "device": trained.device, "best_epoch": trained.best_epoch,
+        "train_rows": train_rows, "train_processes": launched.processes, "train_launcher": launched.launcher,
+    }
 
-    champion = registry.champion_version()
-    champion_scores = _champion_scores(registry, champion, test)
-    champion_metrics = classification_metrics(y_test, champion_scores) if champion_scores is not None else None
-    sample = test.sample(min(config.behaviour_sample, len(test)), random_state=config.seed)
-    behaviour = behavioural_suite(trained.unit.predict_proba, sample)
-    importance = _importance(trained.unit, test, y_test, config.seed)
-    verdict = judge(
-        model_metrics["roc_auc"], baseline_metrics["roc_auc"],
-        champion_metrics["roc_auc"] if champion_metrics else None, behaviour, champion_version=champion,
-        baseline_tolerance=config.baseline_tolerance, champion_tolerance=config.champion_tolerance,
-    )
 
-    fingerprint = _upstream_fingerprint(context)
-    trained.unit.info = {"data_fingerprint": fingerprint, "test_roc_auc": model_metrics["roc_auc"]}
-    candidate = registry.log_candidate(
-        unit=trained.unit,
-        example=test[list(FEATURE_COLUMNS)].head(20),
-        run_name=f"delay_model {context.run_id[:8]}",
-        params={
-            **config.model_dump(),
-            "hidden": str(trained.unit.config.hidden),
-            "members": trained.unit.config.members,
-            "dropout": trained.unit.config.dropout,
-            "device": trained.device,
-            "best_epoch": trained.best_epoch,
-            "train_rows": len(parts[TRAIN]),
-            "train_processes": launched.processes,
-            "train_launcher": launched.launcher,
-        },
-        epoch_metrics=[asdict(stats) for stats in trained.history],
-        test_metrics=model_metrics,
-        baseline_metrics=baseline_metrics,
-        champion_metrics=champion_metrics,
-        evaluated_against=champion,
-        verdict=verdict,
-        reference=reference_sample(parts[TRAIN]),
-        data_fingerprint=fingerprint,
-        code_version=settings.code_version(),
-        dagster_run_id=context.run_id,
-        device=trained.device,
-    )
-    registry.log_importance(candidate.run_id, *importance)
-    champion_importance = registry.importance(champion) if champion else None
+def _champion_for_judging(registry: MlflowRegistry):
+    """The champion to judge against (None without one); a tampered or pickled champion fails the run."""
+    from infra.redaction import redact
+    from ml.model import UnitIntegrityError
 
-    samples_per_s = max((h.samples_per_s for h in trained.history), default=0.0)
-    metadata = {
+    try:
+        return registry.champion_for_judging()
+    except UnitIntegrityError as exc:
+        raise dg.Failure(
+            description=redact(f"delay_model: the champion is refused, so no candidate can be judged against it: "
+                               f"{exc}; restore or retrain it, or move the champion alias"),
+            allow_retries=False,
+        ) from None
+
+
+def candidate_metadata(candidate: Candidate, evaluation, trained, launched, train_seconds: float) -> dict:
+    """The registered candidate's figures as the materialization shows them."""
+    return {
         "model_version": candidate.version,
         "model_uri": candidate.model_uri,
-        "mlflow_run": registry.run_link_value(candidate.run_id),
-        "unit_sha256": registry.registered_digest(candidate.version),
+        "unit_sha256": candidate.unit_digest,
         "mlflow_run_id": candidate.run_id,
-        "evaluated_against_champion": champion or "none",
-        "test_roc_auc": round(model_metrics["roc_auc"], 4),
-        "test_pr_auc": round(model_metrics["pr_auc"], 4),
-        "test_log_loss": round(model_metrics["log_loss"], 4),
-        "test_ece": round(model_metrics["ece"], 4),
+        **evaluation.summary(),
         "temperature": round(trained.unit.temperature, 4),
-        "baseline_test_roc_auc": round(baseline_metrics["roc_auc"], 4),
-        "champion_test_roc_auc": round(champion_metrics["roc_auc"], 4) if champion_metrics else "n/a",
         "best_epoch": trained.best_epoch,
         "epochs_run": len(trained.history),
         "ensemble_members": trained.unit.config.members,
         "train_seconds": round(train_seconds, 1),
-        "train_samples_per_s": round(samples_per_s),
+        "train_samples_per_s": round(max((h.samples_per_s for h in trained.history), default=0.0)),
         "device": trained.device,
-        "data_fingerprint": fingerprint,
-        "verdict": verdict.outcome,
-        "verdict_reasons": "; ".join(verdict.reasons) or "none",
+        "data_fingerprint": candidate.data_fingerprint,
         **{k: v for k, v in launched.reported.items() if k.startswith("train_")},
         "train_processes": launched.processes,
-        "feature_importance": _importance_table(importance[1], champion, champion_importance),
     }
-    # WARN while a champion serves: the candidate is not promoted and the champion stays (an outcome);
-    # ERROR with no champion to fall back on, where nothing would serve.
+
+
+def evaluation_checks(evaluation) -> list[dg.AssetCheckResult]:
+    """The three blocking checks, from the evaluation's verdict.
+
+    The baseline check is WARN while a champion serves (the candidate is not promoted and the champion
+    stays: an outcome), ERROR with no champion to fall back on, where nothing would serve. The champion
+    check is WARN: a sound candidate that is not better is an outcome, not a fault.
+    """
+    from ml.promotion import KEEP_CHAMPION
+
+    verdict = evaluation.verdict
     kept = verdict.outcome == KEEP_CHAMPION
-    checks = [
+    not_promoted = ": not promoted, the champion stays"
+    return [
         dg.AssetCheckResult(
             check_name=BASELINE_CHECK, passed=verdict.beats_baseline,
             severity=dg.AssetCheckSeverity.WARN if kept else dg.AssetCheckSeverity.ERROR,
-            description=f"model {model_metrics['roc_auc']:.4f} vs baseline {baseline_metrics['roc_auc']:.4f} (tolerance {config.baseline_tolerance})"
-                        f"{': not promoted, the champion stays' if kept and not verdict.beats_baseline else ''}",
-            metadata={"model_roc_auc": model_metrics["roc_auc"], "baseline_roc_auc": baseline_metrics["roc_auc"]},
+            description=evaluation.baseline_description() + (not_promoted if kept and not verdict.beats_baseline else ""),
+            metadata={"model_roc_auc": evaluation.roc_auc, "baseline_roc_auc": evaluation.baseline["roc_auc"]},
         ),
-        # WARN: a sound candidate that is not better is an outcome (champion_model keeps the champion), not a fault.
         dg.AssetCheckResult(
             check_name=CHAMPION_CHECK, passed=verdict.beats_champion, severity=dg.AssetCheckSeverity.WARN,
-            description=(
-                f"model {model_metrics['roc_auc']:.4f} vs champion v{champion} {champion_metrics['roc_auc']:.4f}"
-                f"{'' if verdict.beats_champion else ': not promoted, the champion stays'}"
-                if champion_metrics else "no champion yet"
-            ),
-            metadata={"champion_version": champion or "none", "verdict": verdict.outcome},
+            description=evaluation.champion_description()
+                        + (not_promoted if evaluation.champion and not verdict.beats_champion else ""),
+            metadata={"champion_version": evaluation.champion_version or "none", "verdict": verdict.outcome},
         ),
-        dg.AssetCheckResult(
-            check_name=BEHAVIOUR_CHECK, passed=verdict.behaves,
-            description="; ".join(f"{b.name}: {'ok' if b.passed else 'FAILED'} ({b.detail})" for b in behaviour),
-        ),
+        dg.AssetCheckResult(check_name=BEHAVIOUR_CHECK, passed=verdict.behaves,
+                            description=evaluation.behaviour_description()),
     ]
-    return RegisteredCandidate(metadata=metadata, checks=checks)
 
 
-def _importance(unit, test, y_test, seed: int) -> tuple[float, list[dict], str]:
-    """Permutation importance by feature group on the test set: (test ROC AUC, rows, markdown table)."""
-    from ml.importance import as_records, feature_groups, markdown_table, permutation_importance
-
-    features = [*unit.preprocessor.categorical, *unit.preprocessor.numeric]
-    auc, groups = permutation_importance(unit.predict_proba, test, y_test, feature_groups(features), seed=seed)
-    return auc, as_records(groups), markdown_table(auc, groups)
-
-
-def _importance_table(groups: list[dict], champion: str | None, champion_importance: dict | None):
+def _importance_table(groups, champion):
     """The groups as a table the UI renders, beside the champion's drop for the same group where it has one."""
-    theirs = {g["group"]: g["auc_drop"] for g in (champion_importance or {}).get("groups", [])}
-    column = f"champion v{champion} drop" if champion else "champion drop"
+    theirs = {g["group"]: g["auc_drop"] for g in ((champion.importance if champion else None) or {}).get("groups", [])}
+    column = f"champion v{champion.version} drop" if champion else "champion drop"
     return dg.MetadataValue.table(
         records=[
             dg.TableRecord({"group": g["group"], "roc_auc_drop": round(g["auc_drop"], 4), "std": round(g["auc_drop_std"], 4),
@@ -355,12 +326,7 @@ def _importance_table(groups: list[dict], champion: str | None, champion_importa
     )
 
 
-def _upstream_fingerprint(context) -> str:
-    metadata = materialization_metadata(context, "training_set") or {}
-    value = metadata.get("data_fingerprint")
-    return str(value.value) if value is not None else "unknown"
-
-
+@derived_code_version
 @dg.asset(
     group_name="training",
     kinds={"pytorch", "mlflow", "scikitlearn"},
@@ -378,8 +344,8 @@ def _upstream_fingerprint(context) -> str:
         dg.AssetCheckSpec(BEHAVIOUR_CHECK, asset="delay_model", blocking=True,
                           description="Invariance to flight number, heavy rain does not lower delay, obvious cases."),
     ],
-    code_version=code_version("ml.train", "ml.model", "ml.preprocess", "ml.evaluate"),
     retry_policy=IO_RETRY,
+    io_manager_key="value_io_manager",
 )
 def delay_model(
     context: dg.AssetExecutionContext,
@@ -402,25 +368,19 @@ def delay_model(
     Trained in process by default, or data-parallel (DDP under torchrun, here or in a GPU pod, through
     Dagster Pipes) as `trainer` says (`TRAINING_LAUNCHER`, `TRAINING_PROCESSES`; docs/distributed-training.md).
     """
-    verify_own_window(context, training_set)
-    result = evaluate_and_register(context, config, training_set, registry, compute, trainer)
-    yield dg.MaterializeResult(metadata=result.metadata)
-    for check in result.checks:
-        yield check
+    fingerprint = verify_own_window(context, training_set)
+    result = evaluate_and_register(context, config, training_set, registry, compute, trainer, fingerprint)
+    yield dg.Output(result.candidate, metadata=result.metadata)
+    yield from result.checks
 
 
-OUTCOME_TAG = "training/outcome"
-"""Run tag champion_model sets on a training run: PROMOTED or NOT_PROMOTED (the retraining sensor's history)."""
-WINDOW_LAST_DAY_TAG = "training/window_last_day"
-PROMOTED, NOT_PROMOTED = "promoted", "not_promoted"
-
-
-@dg.asset(group_name="training", kinds={"mlflow"}, deps=[delay_model], pool="champion_promotion",
-          code_version=code_version("ml.promotion", "ml.gates"), retry_policy=IO_RETRY, output_required=False)
-def champion_model(context: dg.AssetExecutionContext, registry: MlflowRegistry):
+@derived_code_version
+@dg.asset(group_name="training", kinds={"mlflow"}, pool="champion_promotion",
+          retry_policy=IO_RETRY, output_required=False)
+def champion_model(context: dg.AssetExecutionContext, delay_model: Candidate, registry: MlflowRegistry):
     """The registered version behind the `champion` alias: what serving loads.
 
-    Promotes the `delay_model` version of this run (or the newest one, when run alone) once its
+    Promotes the candidate `delay_model` registered in this run (or its newest, when run alone) once its
     checks passed, by compare-and-swap:
     only if the champion is still the one the candidate was compared with, so two trainings cannot
     both win. The version records previous_version, promoted_by and the reason as tags.
@@ -429,49 +389,49 @@ def champion_model(context: dg.AssetExecutionContext, registry: MlflowRegistry):
     serves (verdict ``keep_champion``), is a completed evaluation: nothing is materialized (so no Bento is
     built downstream), an observation records "not promoted" and why, and the run succeeds. A misbehaving
     candidate, or one below the baseline with no champion, fails the run.
-    The outcome is tagged on the run (``training/outcome``) for the retraining sensor.
+    The outcome is tagged on the run (``assets/run_tags.py``) for the retraining sensor.
     """
     from ml.promotion import KEEP_CHAMPION
 
-    metadata = materialization_metadata(context, "delay_model")
-    if metadata is None:
-        raise dg.Failure("champion_model: delay_model has never been materialized", allow_retries=False)
-    candidate = registry.candidate(str(metadata["model_version"].value))
-    window = materialization_metadata(context, "training_set") or {}
-    window_tag = {WINDOW_LAST_DAY_TAG: str(window["last_day"].value)} if "last_day" in window else {}
+    candidate = delay_model
     if not candidate.passed:
-        verdict = metadata["verdict"].value if "verdict" in metadata else None
-        if verdict != KEEP_CHAMPION:
+        if candidate.outcome != KEEP_CHAMPION:
             raise dg.Failure(f"champion_model: v{candidate.version} did not pass its checks: {candidate.reason or None}",
                              allow_retries=False)
-        champion = registry.champion_version()
-        context.log.info(f"champion_model: v{candidate.version} not promoted ({candidate.reason}); "
-                         f"champion v{champion} stays")
-        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata={
-            "promoted": False,
-            "candidate_version": candidate.version,
-            "champion_version": champion or "none",
-            "reason": candidate.reason,
-            "mlflow_run": registry.run_link(candidate.run_id),
-        }))
-        context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: NOT_PROMOTED, **window_tag})
+        _record_not_promoted(context, candidate, registry.champion_version())
         return
-    expected = candidate.evaluated_against
     reason = (
         f"test ROC AUC {_auc(candidate.test_roc_auc)} vs baseline {_auc(candidate.baseline_roc_auc)}"
-        f" and champion v{expected or 'none'} {_auc(candidate.champion_roc_auc)}"
+        f" and champion v{candidate.evaluated_against or 'none'} {_auc(candidate.champion_roc_auc)}"
     )
-    previous = registry.promote(candidate, expected, promoted_by=f"dagster run {context.run_id}", reason=reason)
-    context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: PROMOTED, **window_tag})
+    previous = registry.promote(candidate, candidate.evaluated_against, promoted_by=f"dagster run {context.run_id}",
+                                reason=reason)
+    _tag_outcome(context, TrainingOutcome.PROMOTED, candidate)
     yield dg.MaterializeResult(
         metadata={
             "champion_version": candidate.version,
-            "mlflow_run": registry.run_link(candidate.run_id),
+            "mlflow_run": candidate.run_link,
             "previous_version": previous or "none",
             "model_uri": registry.champion_uri(),
             "reason": reason,
         }
     )
+
+
+def _record_not_promoted(context: dg.AssetExecutionContext, candidate: Candidate, champion: str | None) -> None:
+    context.log.info(f"champion_model: v{candidate.version} not promoted ({candidate.reason}); champion v{champion} stays")
+    context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata={
+        "promoted": False,
+        "candidate_version": candidate.version,
+        "champion_version": champion or "none",
+        "reason": candidate.reason,
+        "mlflow_run": candidate.run_link,
+    }))
+    _tag_outcome(context, TrainingOutcome.NOT_PROMOTED, candidate)
+
+
+def _tag_outcome(context: dg.AssetExecutionContext, outcome: TrainingOutcome, candidate: Candidate) -> None:
+    context.instance.add_run_tags(context.run_id, TrainingRunTags(outcome, candidate.window_last_day).format())
 
 
 def _auc(value: float | None) -> str:

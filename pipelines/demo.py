@@ -146,6 +146,8 @@ def loop_counts(instance, since: float, alerts: list[dict] | None) -> LoopCounts
     """Count from the instance: training runs, promotions (champion_model materializations), failures."""
     import dagster as dg
 
+    from assets.run_tags import TrainingOutcome, TrainingRunTags
+
     records = [r for r in instance.get_run_records() if r.create_timestamp.timestamp() >= since]
     training = [r for r in records if r.dagster_run.job_name == "training_job"]
     promotions = sum(
@@ -153,7 +155,8 @@ def loop_counts(instance, since: float, alerts: list[dict] | None) -> LoopCounts
         for e in instance.get_records_for_run(r.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
         if e.asset_key == dg.AssetKey("champion_model")
     )
-    not_promoted = sum(1 for r in training if r.dagster_run.tags.get("training/outcome") == "not_promoted")
+    outcomes = [TrainingRunTags.parse(r.dagster_run.tags) for r in training]
+    not_promoted = sum(1 for o in outcomes if o is not None and o.outcome == TrainingOutcome.NOT_PROMOTED)
     failed = sum(1 for r in records if r.dagster_run.status == dg.DagsterRunStatus.FAILURE)
     by_severity: dict[str, int] | None = None
     if alerts is not None:

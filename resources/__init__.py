@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+from pydantic import SecretStr
 
 from infra import settings
 from resources.alerts import AlertWebhook
@@ -13,10 +14,11 @@ from resources.bento_store import BentoStore
 from resources.storage import LakeStorage
 from resources.stream import AirportStream
 from resources.trainer import DistributedTrainer
+from resources.value_io import LakeValueIOManager
 
 
 def lake_storage_from_env() -> LakeStorage:
-    return LakeStorage.from_settings(settings.lake_settings())
+    return LakeStorage.from_settings(settings.lake())
 
 
 def resources_from_env() -> dict[str, object]:
@@ -28,23 +30,31 @@ def resources_from_env() -> dict[str, object]:
     storage = lake_storage_from_env()
     return {
         "storage": storage,
-        "io_manager": LakeParquetIOManager(storage=storage),
+        **io_managers(storage),
         "registry": mlflow_registry_from_env(secrets_as_env_vars=True),
-        "alerts": AlertWebhook(url=_secret("ALERT_WEBHOOK_URL", settings.alert_webhook_url())),
+        "alerts": AlertWebhook(url=_secret("ALERT_WEBHOOK_URL", settings.observability().alert_webhook_url)),
         "compute": TorchCompute.from_settings(),
         "trainer": DistributedTrainer.from_settings(),
-        "dask": DaskCluster(scheduler_address=settings.dask_scheduler_address()),
+        "dask": DaskCluster(scheduler_address=settings.compute().dask_scheduler_address),
         "bentos": BentoStore(
-            bentoml_home=settings.bentoml_home(), prediction_log_url=settings.prediction_log_url()
+            bentoml_home=settings.project().bentoml_home, prediction_log_url=settings.prediction_log().url
         ),
         # NATS_URL may carry credentials (nats://user:password@host): bound by name when set
-        "stream": AirportStream(nats_url=_secret("NATS_URL", settings.stream_settings().nats_url)),
+        "stream": AirportStream(nats_url=_secret("NATS_URL", settings.stream().nats_url)),
     }
 
 
-def _secret(variable: str, value: str | None):
-    """``dg.EnvVar(variable)`` when the variable is set, else the embedded default ``value``."""
-    return dg.EnvVar(variable) if settings.is_set(variable) else value
+def io_managers(storage: LakeStorage, **parquet_options) -> dict[str, dg.ConfigurableIOManagerFactory | dg.ConfigurableIOManager]:
+    """Tables as Parquet (``io_manager``) and typed values as JSON (``value_io_manager``), both in the lake."""
+    return {"io_manager": LakeParquetIOManager(storage=storage, **parquet_options),
+            "value_io_manager": LakeValueIOManager(storage=storage)}
+
+
+def _secret(variable: str, value: SecretStr | None) -> dg.EnvVar | str | None:
+    """``dg.EnvVar(variable)`` when the variable is set, else the embedded default ``value``'s text."""
+    if settings.is_set(variable):
+        return dg.EnvVar(variable)
+    return value.get_secret_value() if value is not None else None
 
 
 def mlflow_registry_from_env(secrets_as_env_vars: bool = False) -> MlflowRegistry:
@@ -53,11 +63,12 @@ def mlflow_registry_from_env(secrets_as_env_vars: bool = False) -> MlflowRegistr
     Code outside Dagster (CLIs, tests) uses the resource directly, where an ``EnvVar`` is never resolved:
     it gets the value.
     """
-    uri = settings.mlflow_tracking_uri()
+    registry = settings.registry()
+    uri = registry.tracking_uri
     return MlflowRegistry(
-        tracking_uri=_secret("MLFLOW_TRACKING_URI", uri) if secrets_as_env_vars else uri,
-        artifact_location=settings.mlflow_artifact_location(),
-        lock_path=str(settings.data_dir() / "mlflow" / "promotion.lock"),
+        tracking_uri=_secret("MLFLOW_TRACKING_URI", uri) if secrets_as_env_vars else uri.get_secret_value(),
+        artifact_location=registry.artifact_location,
+        lock_path=str(settings.project().data_dir / "mlflow" / "promotion.lock"),
     )
 
 

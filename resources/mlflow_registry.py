@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import BaseModel, PrivateAttr
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ml.evaluation import Evaluation, Importance
     from ml.model import ModelUnit
-    from ml.promotion import Verdict
+    from ml.train import TrainResult
 
 CHAMPION_ALIAS = "champion"
 UNIT_ARTIFACT_PATH = "artifacts/unit"  # where the pyfunc model keeps the saved ModelUnit
@@ -41,13 +42,14 @@ IMPORTANCE_ARTIFACT = "explainability/permutation_importance.json"
 """A version's permutation importance by feature group (``ml.importance``), logged with its training run."""
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(BaseModel, frozen=True):
     """A registered version of the delay model and its verdict, as recorded at registration.
 
     ``passed`` is the verdict of its blocking checks; ``reason`` why it was rejected ("" when it
-    passed). ROC AUCs are on the candidate's own test set (``champion_roc_auc`` None: there was no
-    champion to compare with). A version registered without a verdict (by hand) has not passed.
+    passed); ``outcome`` the verdict's (``ml.promotion``: promote, keep_champion, reject; "" for a
+    version registered by hand). ROC AUCs are on the candidate's own test set (``champion_roc_auc``
+    None: there was no champion to compare with). A version registered without a verdict has not passed.
+    What `delay_model` hands `champion_model` (stored as JSON by ``resources/value_io.py``).
     """
 
     version: str
@@ -63,6 +65,46 @@ class Candidate:
     data_fingerprint: str
     unit_digest: str
     dagster_run_id: str
+    outcome: str = ""
+    window_last_day: str | None = None
+    """The last day of the training window (the retraining sensor counts new labelled days from it)."""
+    run_link: str = ""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a candidate comes from: what MLflow records beside its evaluation."""
+
+    run_name: str
+    params: Mapping[str, Any]
+    data_fingerprint: str
+    code_version: str
+    dagster_run_id: str
+    window_last_day: str | None = None
+
+
+@dataclass(frozen=True)
+class JudgedAgainst:
+    """The champion a candidate is judged against."""
+
+    version: str
+    unit: "ModelUnit"
+    importance: dict | None
+
+
+def _version_tags(evaluation: "Evaluation", provenance: Provenance) -> dict[str, str]:
+    return {
+        "candidate_status": PASSED if evaluation.verdict.passed else REJECTED,
+        "verdict": evaluation.verdict.outcome,
+        "rejection_reason": "; ".join(evaluation.verdict.reasons) or NONE,
+        "evaluated_against_champion": evaluation.champion_version or NONE,
+        "test_roc_auc": f"{evaluation.metrics['roc_auc']:.4f}",
+        "baseline_test_roc_auc": f"{evaluation.baseline['roc_auc']:.4f}",
+        "champion_test_roc_auc": f"{evaluation.champion['roc_auc']:.4f}" if evaluation.champion else NOT_AVAILABLE,
+        "data_fingerprint": provenance.data_fingerprint,
+        "dagster_run_id": provenance.dagster_run_id,
+        "window_last_day": provenance.window_last_day or NONE,
+    }
 
 
 def register_unit(registry: "MlflowRegistry", unit: "ModelUnit", example: "pd.DataFrame") -> str:
@@ -162,10 +204,10 @@ class MlflowRegistry(dg.ConfigurableResource):
         """
         from infra import settings
 
-        sse = self.artifact_sse or settings.s3_sse() or "none"
+        lake = settings.lake()
+        sse = self.artifact_sse or lake.sse or "none"
         if sse.lower() != "none":
-            lake = settings.lake_settings()
-            arguments = dataclasses.replace(lake, sse=sse).sse_arguments()
+            arguments = lake.model_copy(update={"sse": sse}).sse_arguments()
             os.environ.setdefault("MLFLOW_S3_UPLOAD_EXTRA_ARGS", json.dumps(arguments))
 
     def _artifact_location(self) -> str | None:
@@ -237,6 +279,9 @@ class MlflowRegistry(dg.ConfigurableResource):
             data_fingerprint=tags.get("data_fingerprint", ""),
             unit_digest=tags.get(UNIT_DIGEST_TAG, ""),
             dagster_run_id=tags.get("dagster_run_id", ""),
+            outcome=tags.get("verdict", ""),
+            window_last_day=None if tags.get("window_last_day", NONE) == NONE else tags["window_last_day"],
+            run_link=self.run_link(found.run_id),
         )
 
     def champion(self) -> Candidate | None:
@@ -244,77 +289,47 @@ class MlflowRegistry(dg.ConfigurableResource):
         version = self.champion_version()
         return None if version is None else self.candidate(version)
 
-    def log_candidate(
-        self,
-        *,
-        unit: "ModelUnit",
-        example: "pd.DataFrame",
-        run_name: str,
-        params: Mapping[str, Any],
-        epoch_metrics: Sequence[Mapping[str, float]],
-        test_metrics: Mapping[str, float],
-        baseline_metrics: Mapping[str, float],
-        champion_metrics: Mapping[str, float] | None,
-        evaluated_against: str | None,
-        verdict: "Verdict",
-        reference: "pd.DataFrame",
-        data_fingerprint: str,
-        code_version: str,
-        dagster_run_id: str,
-        device: str,
-    ) -> Candidate:
-        """Log a trained candidate as one MLflow run, register it as a new version, record its verdict.
+    def register(self, evaluation: "Evaluation", trained: "TrainResult", provenance: Provenance) -> Candidate:
+        """Log an evaluated candidate as one MLflow run, register it as a new version, record its verdict.
 
-        The run gets ``params``, one step per epoch of ``epoch_metrics`` (``epoch`` is the step; an ensemble's
-        first network logs ``epoch_*``, the others ``member<k>_epoch_*``),
-        the test metrics of the model, the baseline and the champion, and the drift ``reference``
-        sample. The version gets its unit (with the digest of its files) and the verdict as tags: a
-        rejected version stays registered with its reason and is never promoted.
+        The run gets the training params, one step per epoch (``epoch`` is the step; an ensemble's first
+        network logs ``epoch_*``, the others ``member<k>_epoch_*``), the test metrics of the model, the
+        baseline and the champion, the permutation importance and the drift reference sample. The version
+        gets its unit (with the digest of its files) and the verdict as tags: a rejected version stays
+        registered with its reason and is never promoted.
         """
+        import mlflow
+
+        with mlflow.start_run(experiment_id=self.experiment_id(), run_name=provenance.run_name) as run:
+            self._log_training(run.info.run_id, evaluation, trained, provenance)
+            version = register_unit(self, trained.unit, evaluation.example)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / REFERENCE_FILE
+                evaluation.reference.to_parquet(path, index=False)
+                mlflow.log_artifact(str(path), artifact_path=REFERENCE_ARTIFACT_DIR)
+        self._log_importance(run.info.run_id, evaluation.importance)
+        for key, value in _version_tags(evaluation, provenance).items():
+            self.client().set_model_version_tag(self.model_name, version, key, value)
+        return self.candidate(version)
+
+    def _log_training(self, run_id: str, evaluation: "Evaluation", trained: "TrainResult", provenance: Provenance) -> None:
         import mlflow
         from mlflow.entities import Metric, Param
 
-        client = self.client()
-        with mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name) as run:
-            run_id = run.info.run_id
-            now = int(time.time() * 1000)
-            metrics = [
-                Metric(f"{_member_prefix(epoch)}epoch_{name}", float(epoch[name]), now, int(epoch["epoch"]))
-                for epoch in epoch_metrics for name in EPOCH_METRICS
-            ]
-            client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
-            mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
-            mlflow.log_metrics({f"baseline_test_{k}": v for k, v in baseline_metrics.items()})
-            if champion_metrics:
-                mlflow.log_metrics({f"champion_test_{k}": v for k, v in champion_metrics.items()})
-            mlflow.set_tags(
-                {
-                    "data_fingerprint": data_fingerprint,
-                    "code_version": code_version,
-                    "dagster_run_id": dagster_run_id,
-                    "device": device,
-                }
-            )
-            version = register_unit(self, unit, example)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / REFERENCE_FILE
-                reference.to_parquet(path, index=False)
-                mlflow.log_artifact(str(path), artifact_path=REFERENCE_ARTIFACT_DIR)
-        version_tags = {
-            "candidate_status": PASSED if verdict.passed else REJECTED,
-            "rejection_reason": "; ".join(verdict.reasons) or NONE,
-            "evaluated_against_champion": evaluated_against or NONE,
-            "test_roc_auc": f"{test_metrics['roc_auc']:.4f}",
-            "baseline_test_roc_auc": f"{baseline_metrics['roc_auc']:.4f}",
-            "champion_test_roc_auc": f"{champion_metrics['roc_auc']:.4f}" if champion_metrics else NOT_AVAILABLE,
-            "data_fingerprint": data_fingerprint,
-            "dagster_run_id": dagster_run_id,
-        }
-        for key, value in version_tags.items():
-            client.set_model_version_tag(self.model_name, version, key, value)
-        return self.candidate(version)
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"{_member_prefix(epoch)}epoch_{name}", float(epoch[name]), now, int(epoch["epoch"]))
+            for epoch in (dataclasses.asdict(stats) for stats in trained.history) for name in EPOCH_METRICS
+        ]
+        self.client().log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in provenance.params.items()])
+        mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
+        mlflow.log_metrics({f"baseline_test_{k}": v for k, v in evaluation.baseline.items()})
+        if evaluation.champion:
+            mlflow.log_metrics({f"champion_test_{k}": v for k, v in evaluation.champion.items()})
+        mlflow.set_tags({"data_fingerprint": provenance.data_fingerprint, "code_version": provenance.code_version,
+                         "dagster_run_id": provenance.dagster_run_id, "device": trained.device})
 
-    def log_importance(self, run_id: str, test_roc_auc: float, groups: Sequence[Mapping[str, Any]], table: str) -> None:
+    def _log_importance(self, run_id: str, importance: "Importance") -> None:
         """A candidate's permutation importance with its training run: the JSON artifact, the markdown table
         beside it, and one ``importance_<group>`` metric per group (versions compare side by side in MLflow)."""
         import re
@@ -322,12 +337,25 @@ class MlflowRegistry(dg.ConfigurableResource):
         from mlflow.entities import Metric
 
         client = self.client()
-        client.log_dict(run_id, {"test_roc_auc": test_roc_auc, "groups": list(groups)}, IMPORTANCE_ARTIFACT)
-        client.log_text(run_id, table, IMPORTANCE_ARTIFACT.replace(".json", ".md"))
+        client.log_dict(run_id, {"test_roc_auc": importance.test_roc_auc, "groups": list(importance.groups)},
+                        IMPORTANCE_ARTIFACT)
+        client.log_text(run_id, importance.table, IMPORTANCE_ARTIFACT.replace(".json", ".md"))
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[
-            Metric(f"importance_{re.sub(r'[^A-Za-z0-9_.-]', '_', g['group'])}", float(g["auc_drop"]), now, 0) for g in groups
+            Metric(f"importance_{re.sub(r'[^A-Za-z0-9_.-]', '_', g['group'])}", float(g["auc_drop"]), now, 0)
+            for g in importance.groups
         ])
+
+    def champion_for_judging(self) -> JudgedAgainst | None:
+        """The champion a candidate is judged against: its version, verified unit and importance; None without one.
+
+        The unit is verified against the digest recorded at its registration: a tampered or pickled
+        champion raises ``UnitIntegrityError`` instead of judging the candidate.
+        """
+        version = self.champion_version()
+        if version is None:
+            return None
+        return JudgedAgainst(version=version, unit=self.load_unit(version), importance=self.importance(version))
 
     def importance(self, version: str) -> dict | None:
         """The permutation importance logged with a version's run (``log_importance``), None where it has none."""

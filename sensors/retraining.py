@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
-from assets.training import NOT_PROMOTED, OUTCOME_TAG, PROMOTED
+from assets.run_tags import RetrainRequestTags, TrainingOutcome, TrainingRunTags
 from infra import settings
 from infra.redaction import redact
 from ml.retraining_policy import DRIFT, PERFORMANCE, LoopState, PolicySettings, backoff_warning, decide
@@ -35,11 +35,6 @@ BACKOFF_SEVERITY = "warning"
 """The backoff warning's severity in the webhook payload (run failures are ``error``)."""
 _HISTORY = 50
 """Training runs read to find the rejection streak (a longer streak is capped by the backoff anyway)."""
-
-
-def retrain_cooldown_s() -> float:
-    """``RETRAIN_COOLDOWN_S``: the least time between two retrainings the sensor starts (default 6 h)."""
-    return settings.retrain_cooldown_s()
 
 
 def _failed_evaluations(instance: dg.DagsterInstance, after_id: int, limit: int = 50):
@@ -110,10 +105,11 @@ def training_history(instance: dg.DagsterInstance) -> TrainingHistory:
     records = instance.get_run_records(dg.RunsFilter(job_name=TRAINING_JOB), limit=_HISTORY)
     rejections, streak_id = 0, ""
     for record in records:
-        outcome = record.dagster_run.tags.get(OUTCOME_TAG)
-        if outcome == PROMOTED:
+        recorded = TrainingRunTags.parse(record.dagster_run.tags)
+        outcome = recorded.outcome if recorded else None
+        if outcome == TrainingOutcome.PROMOTED:
             break
-        if outcome == NOT_PROMOTED:
+        if outcome == TrainingOutcome.NOT_PROMOTED:
             rejections, streak_id = rejections + 1, record.dagster_run.run_id
     last = records[0].create_timestamp.timestamp() if records else None
     return TrainingHistory(last, rejections, streak_id)
@@ -132,12 +128,13 @@ def labelled_days(instance: dg.DagsterInstance) -> tuple[str, ...]:
 
 
 def policy_settings() -> PolicySettings:
+    retraining = settings.retraining()
     return PolicySettings(
-        cooldown_s=retrain_cooldown_s(),
-        drift_min_new_days=settings.retrain_drift_min_new_days(),
-        performance_min_new_days=settings.retrain_performance_min_new_days(),
-        max_new_days=settings.retrain_backoff_max_days(),
-        warn_after_rejections=settings.retrain_warn_after_rejections(),
+        cooldown_s=retraining.cooldown_s,
+        drift_min_new_days=retraining.drift_min_new_days,
+        performance_min_new_days=retraining.performance_min_new_days,
+        max_new_days=retraining.backoff_max_days,
+        warn_after_rejections=retraining.warn_after_rejections,
     )
 
 
@@ -166,7 +163,7 @@ def _champion_version(instance: dg.DagsterInstance) -> str | None:
 
 @dg.sensor(
     job_name=TRAINING_JOB,
-    minimum_interval_seconds=settings.sensor_interval_s(30),
+    minimum_interval_seconds=settings.sensors().interval_s or 30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="A failed performance_check, or a drift_check once enough new labelled days arrived → one "
                 "training_job run (cooldown, backoff after rejections, never two at once).",
@@ -207,13 +204,13 @@ def retrain_on_drift_sensor(context: dg.SensorEvaluationContext, alerts: AlertWe
                              f"not retraining: {decision.reason}"[:1000])
     return dg.RunRequest(
         run_key=f"retrain-after-check-evaluation-{trigger.id}",
-        tags={
-            "retrain/trigger": f"{trigger.key.asset_key.to_user_string()}:{trigger.key.name}",
-            "retrain/trigger_run": trigger.run_id,
-            "retrain/failed_evaluations": str(len(failed)),
-            "retrain/policy": redact(decision.reason)[:250],
-            "retrain/new_labelled_days": str(decision.new_days),
-            "retrain/required_new_days": str(decision.required_new_days),
-            "retrain/rejections_before": str(history.rejections),
-        },
+        tags=RetrainRequestTags(
+            trigger=f"{trigger.key.asset_key.to_user_string()}:{trigger.key.name}",
+            trigger_run=trigger.run_id,
+            failed_evaluations=len(failed),
+            policy=redact(decision.reason),
+            new_labelled_days=decision.new_days,
+            required_new_days=decision.required_new_days,
+            rejections_before=history.rejections,
+        ).format(),
     )

@@ -19,7 +19,6 @@ os.environ.pop("SERVICE_API_TOKEN", None)
 os.environ["AUDIT_URL"] = tempfile.mkdtemp(prefix="audit-tests-")
 
 from pipelines.replay import replay  # noqa: E402
-from resources.parquet_io import LakeParquetIOManager  # noqa: E402
 from resources.storage import LakeStorage  # noqa: E402
 
 FIRST_DAYS = (dt.date(2013, 1, 1), dt.date(2013, 1, 3))
@@ -53,7 +52,9 @@ def break_wind_readings(storage: LakeStorage, day: str, rows: int, value: str = 
 
 
 def resources_for(storage: LakeStorage) -> dict:
-    return {"storage": storage, "io_manager": LakeParquetIOManager(storage=storage)}
+    from resources import io_managers
+
+    return {"storage": storage, **io_managers(storage)}
 
 
 @pytest.fixture(scope="session")
@@ -231,8 +232,9 @@ def postgres_server() -> dict:
     """The machine's Postgres (host, port, user): skipped with what to install where it is missing, failed under REQUIRE_POSTGRES=1."""
     from infra import settings
 
-    server = {"host": settings.postgres_host(), "port": 5432, "user": settings.postgres_user()}
-    reason = postgres_unavailable(**server, password=settings.postgres_password())
+    postgres = settings.postgres()
+    server = {"host": postgres.host, "port": 5432, "user": postgres.user}
+    reason = postgres_unavailable(**server, password=postgres.password.get_secret_value())
     if reason:
-        postgres_missing(reason, settings.require_postgres())
+        postgres_missing(reason, settings.ci().require_postgres)
     return server

@@ -243,3 +243,35 @@ def test_temperature_is_fitted_saved_and_applied_by_every_scorer(trained, tmp_pa
     assert np.array_equal(loaded.predict_records(records), loaded.predict_proba(frame))
     loaded.temperature = 1.0
     assert not np.array_equal(loaded.predict_proba(frame), result.unit.predict_proba(frame))
+
+
+def test_an_evaluation_judges_the_candidate_on_the_same_rows_as_the_baseline_and_the_champion(trained):
+    """`ml.evaluation.evaluate_candidate`: no Dagster, no MLflow; the figures are the ones each scorer gives."""
+    from ml.evaluate import Baseline
+    from ml.evaluation import EvaluationSettings, evaluate_candidate
+    from ml.features import FEATURE_COLUMNS
+    from ml.promotion import KEEP_CHAMPION, PROMOTE
+
+    result, parts = trained
+    unit, train, test = result.unit, parts[TRAIN], parts[TEST]
+    features = [*unit.preprocessor.categorical, *unit.preprocessor.numeric]
+    settings = EvaluationSettings(seed=7, behaviour_sample=500)
+
+    alone = evaluate_candidate(unit.predict_proba, features, train, test, settings=settings)
+    assert alone.metrics == classification_metrics(labels(test), unit.predict_proba(test))
+    assert alone.baseline == classification_metrics(labels(test), Baseline(seed=7).fit(train).predict_proba(test))
+    assert alone.champion is None and alone.champion_description() == "no champion yet"
+    assert [b.name for b in alone.behaviour] == [b.name for b in behavioural_suite(unit.predict_proba, test.head(50))]
+    assert alone.importance.test_roc_auc == pytest.approx(alone.roc_auc) and alone.importance.groups
+    assert list(alone.example.columns) == list(FEATURE_COLUMNS) and len(alone.example) == 20
+    assert len(alone.reference) == min(10_000, len(train)) and alone.test_rows == len(test)
+    assert alone.summary()["champion_test_roc_auc"] == "n/a" and alone.summary()["evaluated_against_champion"] == "none"
+
+    itself = evaluate_candidate(unit.predict_proba, features, train, test, unit.predict_proba, "3", settings)
+    assert itself.champion == itself.metrics and itself.verdict.beats_champion
+    assert itself.verdict.outcome == (PROMOTE if itself.verdict.beats_baseline else KEEP_CHAMPION)
+
+    oracle = evaluate_candidate(unit.predict_proba, features, train, test, lambda f: labels(f).astype(float), "3", settings)
+    assert oracle.champion["roc_auc"] == 1.0 and not oracle.verdict.beats_champion
+    assert oracle.verdict.outcome == KEEP_CHAMPION and any("champion v3 1.0000" in r for r in oracle.verdict.reasons)
+    assert oracle.champion_description().startswith(f"model {oracle.roc_auc:.4f} vs champion v3 1.0000")

@@ -181,14 +181,14 @@ def _features_of(instance, *days):
 
 def _trained(instance, window_last_day: str, outcome: str):
     """A finished training run with its outcome tag, after a training_set window ending ``window_last_day``."""
-    from assets.training import OUTCOME_TAG
+    from assets.run_tags import TrainingOutcome, TrainingRunTags
 
     @dg.asset(name="training_set")
     def stand_in():
         return dg.MaterializeResult(metadata={"last_day": window_last_day})
 
     dg.materialize([stand_in], instance=instance)
-    return _add_training_run(instance, dg.DagsterRunStatus.SUCCESS, tags={OUTCOME_TAG: outcome})
+    return _add_training_run(instance, dg.DagsterRunStatus.SUCCESS, tags=TrainingRunTags(TrainingOutcome(outcome)).format())
 
 
 def _performance_report_with(passed: bool):
@@ -240,7 +240,9 @@ def test_a_failed_performance_check_retrains_on_one_new_labelled_day(instance, m
 
 
 def test_rejections_back_off_and_raise_one_warning_per_streak(instance, monkeypatch):
-    from assets.training import NOT_PROMOTED, PROMOTED
+    from assets.run_tags import TrainingOutcome
+
+    NOT_PROMOTED, PROMOTED = TrainingOutcome.NOT_PROMOTED, TrainingOutcome.PROMOTED
 
     monkeypatch.setenv("RETRAIN_COOLDOWN_S", "0")
     monkeypatch.setenv("RETRAIN_DRIFT_MIN_NEW_DAYS", "2")

@@ -8,7 +8,10 @@ import dagster as dg
 import pytest
 
 from assets.features import flight_features
-from assets.training import NOT_PROMOTED, OUTCOME_TAG, PROMOTED, WINDOW_LAST_DAY_TAG, champion_model, delay_model, training_set
+from assets.run_tags import OUTCOME_TAG, WINDOW_LAST_DAY_TAG, TrainingOutcome
+from assets.training import champion_model, delay_model, training_set
+
+PROMOTED, NOT_PROMOTED = TrainingOutcome.PROMOTED, TrainingOutcome.NOT_PROMOTED
 from resources.alerts import AlertWebhook
 from sensors.alerting import run_failure_alert
 from tests.conftest import FEATURED_DAYS, chain_resources

@@ -80,15 +80,21 @@ def _record_window_instead_of_training(result_path: str) -> None:
     import dagster as dg
 
     import assets.training as training_assets
+    from resources.mlflow_registry import Candidate
 
-    def record(context, config, training_set, mlflow, compute, trainer=None):
+    def record(context, config, training_set, mlflow, compute, trainer=None, fingerprint="unknown"):
         days = sorted(training_set["date"].unique())
         Path(result_path).write_text(json.dumps({"run_id": context.run_id, "days": days, "rows": len(training_set)}))
         checks = [
             dg.AssetCheckResult(check_name=name, passed=True)
             for name in (training_assets.BASELINE_CHECK, training_assets.CHAMPION_CHECK, training_assets.BEHAVIOUR_CHECK)
         ]
-        return training_assets.RegisteredCandidate(metadata={"window_first_day": days[0], "window_last_day": days[-1]}, checks=checks)
+        candidate = Candidate(version="0", run_id="", model_uri="", passed=True, reason="", test_roc_auc=None,
+                              baseline_roc_auc=None, champion_roc_auc=None, evaluated_against=None,
+                              data_fingerprint=fingerprint, unit_digest="", dagster_run_id=context.run_id,
+                              window_last_day=days[-1])
+        return training_assets.RegisteredCandidate(
+            candidate, metadata={"window_first_day": days[0], "window_last_day": days[-1]}, checks=checks)
 
     training_assets.evaluate_and_register = record
 
@@ -100,7 +106,7 @@ def main(spec_path: str) -> int:
     from pipelines.partition_ranges import range_tags
     from resources.compute import DaskCluster, TorchCompute
     from resources.mlflow_registry import MlflowRegistry
-    from resources.parquet_io import LakeParquetIOManager
+    from resources import io_managers
     from resources.storage import LakeStorage
     from resources.trainer import DistributedTrainer
 
@@ -113,7 +119,7 @@ def main(spec_path: str) -> int:
     storage = LakeStorage(url=spec["lake"])
     resources = {
         "storage": storage,
-        "io_manager": LakeParquetIOManager(storage=storage),
+        **io_managers(storage),
         "dask": DaskCluster(n_workers=1, threads_per_worker=1),
         "registry": MlflowRegistry(tracking_uri=f"sqlite:///{Path(spec_path).parent / 'unused-mlflow.db'}"),
         "compute": TorchCompute(device="cpu"),

@@ -25,7 +25,8 @@ from assets.ingest import airports, planes, raw_flights, raw_weather
 from assets.training import delay_model, training_set
 from pipelines.partition_ranges import range_tags
 from pipelines.replay import replay
-from resources.parquet_io import FOOTER_ATTR, LakeParquetIOManager, Warehouse
+from resources import io_managers
+from resources.parquet_io import FOOTER_ATTR, Warehouse
 from resources.storage import LakeStorage
 from tests.conftest import chain_resources
 
@@ -39,7 +40,7 @@ SIGNAL_WAIT_S = 180  # only a guard against a hung child; nothing is asserted on
 
 def _resources(lake: LakeStorage, **io) -> dict:
     resources = {k: v for k, v in chain_resources(lake, None).items() if v is not None}
-    resources["io_manager"] = LakeParquetIOManager(storage=lake, **io)
+    resources.update(io_managers(lake, **io))
     return resources
 
 

@@ -98,26 +98,26 @@ def test_a_hostile_champion_is_refused_by_comparison_bento_build_and_batch_scori
     how, features, mlflow_registry, tmp_path
 ):
     from assets.features import flight_features
-    from assets.training import _champion_scores
+    from assets.training import _champion_for_judging
     from assets.inference import batch_predictions, bento
     from pipelines.partition_ranges import range_tags
-    from resources.parquet_io import LakeParquetIOManager
+    from resources import io_managers
     from resources.bento_store import BentoStore
     from resources.storage import LakeStorage
 
     version = _register(mlflow_registry, features)
     mlflow_registry.promote(version, None, promoted_by="test", reason="the registered champion")
-    assert len(_champion_scores(mlflow_registry, version, features)) == len(features)  # intact, it loads
+    assert len(_champion_for_judging(mlflow_registry).unit.predict_proba(features)) == len(features)  # intact, it loads
     marker = tmp_path / "payload-ran"
     _tamper(mlflow_registry, version, how, marker)
 
     with pytest.raises(dg.Failure, match="refused"):
-        _champion_scores(mlflow_registry, version, features)
+        _champion_for_judging(mlflow_registry)
 
     lake = LakeStorage(url=str(tmp_path / "lake"))
     serving = BentoStore(bentoml_home=str(tmp_path / "bentoml"), prediction_log_url=str(tmp_path / "plog"))
     resources = {"registry": mlflow_registry, "bentos": serving, "storage": lake,
-                 "io_manager": LakeParquetIOManager(storage=lake)}
+                 **io_managers(lake)}
     built = dg.materialize([bento], resources=resources, raise_on_error=False)
     assert not built.success and "refused" in _failure_message(built)
     assert serving.stored() == {"bentos": [], "models": []}, "nothing of it reached BentoML's stores"

@@ -89,7 +89,7 @@ _MATERIALIZE = """
 import sys
 import dagster as dg
 from assets.ingest import raw_flights
-from resources.parquet_io import LakeParquetIOManager
+from resources import io_managers
 from resources.storage import LakeStorage
 
 url, day = sys.argv[1], sys.argv[2]
@@ -97,7 +97,7 @@ for endpoint in sys.argv[3:]:
     # botocore's own retries off (its max_attempts counts retries): each refused request fails an attempt
     storage = LakeStorage(url=url, endpoint_url=endpoint, region_name="us-east-1", max_attempts=0)
     result = dg.materialize([raw_flights], partition_key=day, instance=dg.DagsterInstance.get(), raise_on_error=False,
-                            resources={"storage": storage, "io_manager": LakeParquetIOManager(storage=storage)})
+                            resources={"storage": storage, **io_managers(storage)})
     print("RESULT", result.run_id, result.success, flush=True)
 """
 

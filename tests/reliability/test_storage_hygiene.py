@@ -17,7 +17,7 @@ from assets.training import training_set
 from pipelines.partition_ranges import range_tags
 from pipelines.replay import replay
 from resources.compute import DaskCluster
-from resources.parquet_io import LakeParquetIOManager
+from resources import io_managers
 from resources.storage import LakeStorage
 from tests.servers import moto_server
 
@@ -61,7 +61,7 @@ def test_every_object_written_to_the_lake_is_encrypted(s3_lake):
     replay(s3_lake, *(dt.date.fromisoformat(d) for d in DAYS))
     s3_lake.write_bytes(f"landing/flights/date={HELD_BACK}.csv", b"year,month\n2013,1\n")
     resources = {
-        "storage": s3_lake, "io_manager": LakeParquetIOManager(storage=s3_lake),
+        "storage": s3_lake, **io_managers(s3_lake),
         "dask": DaskCluster(n_workers=1, threads_per_worker=1),
     }
     tags = range_tags(*DAYS)
