@@ -7,7 +7,7 @@ import dagster as dg
 from assets.ingest import airports, planes, raw_flights, raw_weather
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
-from assets.versions import code_version
+from assets.versions import derived_code_version
 from ml.feature_days import HISTORY_TABLE, RAW_UPSTREAMS, FeatureRange
 from ml.tables import Table
 from resources.compute import DaskCluster, Engine
@@ -50,6 +50,7 @@ def _eager_without_waiting_for_history(label: str) -> dg.AutomationCondition:
 PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
 
+@derived_code_version
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -57,7 +58,6 @@ PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
     kinds={"pandas"},
     deps=[dg.AssetDep(raw_flights, partition_mapping=PREVIOUS_DAY), dg.AssetDep(HISTORY_TABLE, partition_mapping=PREVIOUS_DAY),
           airports],
-    code_version=code_version("ml.history"),
     automation_condition=_eager_without_waiting_for_history("any partition, once yesterday's flights exist"),
     retry_policy=IO_RETRY,
 )
@@ -105,6 +105,7 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
     )
 
 
+@derived_code_version
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -122,7 +123,6 @@ def _check(name: str, outcome, extra: dict | None = None) -> dg.AssetCheckResult
         dg.AssetCheckSpec(ROW_COUNT_CHECK, asset="flight_features", blocking=True,
                           description="One feature row per raw scheduled flight (cancelled keep a NA label)."),
     ],
-    code_version=code_version("ml.features", "ml.day_so_far", "ml.feature_days"),
     output_required=False,
     automation_condition=_eager_without_waiting_for_history("eager, any partition, late_history may be missing"),
     retry_policy=IO_RETRY,

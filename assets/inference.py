@@ -10,7 +10,7 @@ from ml.tables import Table
 from assets.features import flight_features
 from assets.partitions import daily_partitions, on_new_upstream_partition
 from assets.policies import IO_RETRY
-from assets.versions import code_version
+from assets.versions import derived_code_version
 from assets.training import champion_model
 from resources.mlflow_registry import MlflowRegistry
 from resources.bento_store import BentoStore
@@ -126,6 +126,7 @@ def _bento_metadata(built: "BuiltBento", version: str, model_uri: str, digest: s
     }
 
 
+@derived_code_version
 @dg.asset(
     group_name="inference",
     kinds={"bentoml"},
@@ -135,7 +136,6 @@ def _bento_metadata(built: "BuiltBento", version: str, model_uri: str, digest: s
                           description="The built Bento, served over HTTP, predicts what the registry's model predicts."),
     ],
     output_required=False,
-    code_version=code_version("ml.model"),
     retry_policy=IO_RETRY,
 )
 def bento(context: dg.AssetExecutionContext, config: BentoConfig, registry: MlflowRegistry,
@@ -175,7 +175,7 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, registry: Mlfl
     group_name="inference",
     kinds={"bentoml", "s3"},
     deps=[bento],
-    code_version=code_version("ml.model"),  # it releases what `bento` built, so it moves with it
+    code_version=bento.code_versions_by_key[bento.key],  # it calls no ml/ module: it releases what `bento` built
     retry_policy=IO_RETRY,
 )
 def bento_release(context: dg.AssetExecutionContext, bentos: BentoStore) -> dg.MaterializeResult:
@@ -216,13 +216,13 @@ def bento_release(context: dg.AssetExecutionContext, bentos: BentoStore) -> dg.M
     })
 
 
+@derived_code_version
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="inference",
     kinds={"pytorch", "parquet"},
     deps=[flight_features, champion_model],
-    code_version=code_version("ml.model"),
     automation_condition=on_new_upstream_partition(ignore=["champion_model"]),
     retry_policy=IO_RETRY,
 )

@@ -10,7 +10,7 @@ import dagster as dg
 
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
-from assets.versions import code_version
+from assets.versions import derived_code_version
 from ml.contracts import AIRPORTS, ALL_ROWS, FLIGHTS, PLANES, WEATHER, Contract
 from ml.landing import landing_key, reference_key
 from ml.tables import Table
@@ -284,14 +284,13 @@ def _ingest_asset(landing: _Landing) -> dg.AssetsDefinition:
         group_name="ingest",
         kinds={"pandas", "parquet"},
         check_specs=[_contract_check_spec(landing.table.value, landing.contract)],
-        code_version=code_version("ml.contracts", "ml.parsing", "ml.expectations", "ml.ingestion"),
         retry_policy=IO_RETRY,
     )
     def ingested(context: dg.AssetExecutionContext, storage: LakeStorage, config: LandingConfig):
         partitions = list(context.partition_keys) if landing.daily else [ALL_ROWS]
         yield from _ingest(context, storage, config, landing, partitions)
 
-    return ingested
+    return derived_code_version(ingested)
 
 
 raw_flights = _ingest_asset(_Landing(Table.RAW_FLIGHTS, FLIGHTS, """Flights of one day, typed and validated.

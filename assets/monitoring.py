@@ -9,7 +9,7 @@ from ml.tables import Table
 from assets.features import flight_features
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
-from assets.versions import code_version
+from assets.versions import derived_code_version
 from assets.inference import batch_predictions
 from assets.training import champion_model
 from ml.gates import (
@@ -90,6 +90,7 @@ def _link(storage: LakeStorage, key: str):
     return dg.MetadataValue.url(uri) if storage.is_s3 else dg.MetadataValue.path(uri)
 
 
+@derived_code_version
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -100,7 +101,6 @@ def _link(storage: LakeStorage, key: str):
         dg.AssetCheckSpec(DRIFT_CHECK, asset="drift_report",
                           description=f"Temperature and dew point within {DRIFT_COLUMN_THRESHOLD} reference SDs (normed Wasserstein) on every day of the run."),
     ],
-    code_version=code_version("ml.drift", "ml.drift_evidently", "ml.drift_day"),
     retry_policy=IO_RETRY,
 )
 def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, registry: MlflowRegistry,
@@ -147,6 +147,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, registr
     )
 
 
+@derived_code_version
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -157,7 +158,6 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, registr
         dg.AssetCheckSpec(PERFORMANCE_CHECK, asset="model_performance",
                           description="Realised ROC AUC of the serving model within a margin of its test AUC."),
     ],
-    code_version=code_version("ml.performance"),
     retry_policy=IO_RETRY,
 )
 def model_performance(context: dg.AssetExecutionContext, config: PerformanceConfig, registry: MlflowRegistry,

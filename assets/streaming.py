@@ -15,7 +15,7 @@ import dagster as dg
 
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
-from assets.versions import code_version
+from assets.versions import service_code_version
 from resources.stream import PROCESSOR_DURABLE, AirportStream
 
 CONSUMER_CHECK = "stream_consumer_keeps_up"
@@ -79,8 +79,7 @@ def _require(stream: AirportStream) -> None:
     partitions_def=daily_partitions,
     group_name="streaming",
     kinds={"nats", "parquet"},
-    # what the processor publishes is computed with these modules' feature code and model unit
-    code_version=code_version("ml.features", "ml.model"),
+    code_version=service_code_version("streaming.processor"),  # what the processor computes, it publishes
     retry_policy=IO_RETRY,
 )
 def streamed_predictions(context: dg.AssetExecutionContext, stream: AirportStream):

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import dagster as dg
 
+_PACKAGES = ("ml", "resources", "serving", "streaming")
+_FOLLOWED = tuple(f"{p}." for p in _PACKAGES)
+"""What an asset's code reaches `ml/` through: its resources, and the services they drive."""
 _VERSION_LINE = re.compile(r"^VERSION = \"([^\"\n]+)\"", re.MULTILINE)
 
 
@@ -55,8 +58,17 @@ def derived_code_version(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
     of the resource classes it is given, and every `ml` module those import in turn. A change to the
     verdict (``ml.promotion``, called through ``ml.evaluation``) so marks the model stale.
     """
-    version = code_version(*sorted(m for m in ml_modules_called(asset.op.compute_fn.decorated_fn) if _versioned(m)))
+    called = sorted(m for m in ml_modules_called(asset.op.compute_fn.decorated_fn) if _versioned(m))
+    if not called:
+        return asset  # it calls no versioned module: its declared code_version stands
+    version = code_version(*called)
     return asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version=version))
+
+
+def service_code_version(module: str) -> str:
+    """The code version of the versioned `ml` modules a service module reaches (``"streaming.processor"``):
+    for an asset that reads what that service computed."""
+    return code_version(*sorted(m for m in _closure({module}) if m.startswith("ml.") and _versioned(m)))
 
 
 def ml_modules_called(fn: Callable) -> set[str]:
@@ -65,20 +77,30 @@ def ml_modules_called(fn: Callable) -> set[str]:
     functions = {n.name: n for n in source.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
     imported = _imported_names(source)
     found: set[str] = set()
-    pending, seen = [fn.__name__], set()
+    pending, seen = [_definition_of(fn, source)], set()
     while pending:
-        name = pending.pop()
-        if name in seen or name not in functions:
+        definition = pending.pop()
+        if definition is None or id(definition) in seen:
             continue
-        seen.add(name)
-        for node in _body_and_annotations(functions[name]):
-            found |= _ml_imports_of(node)
+        seen.add(id(definition))
+        for node in _body_and_annotations(definition):
+            found |= _imports_of(node)
             if isinstance(node, ast.Name):
-                pending.append(node.id)
+                pending.append(functions.get(node.id))
                 origin = imported.get(node.id)
-                if origin and origin.startswith(("ml.", "resources.")):
-                    found |= {origin} if origin.startswith("ml.") else _ml_imports_in(_module_tree(origin))
-    return _closure(found)
+                if origin and origin.startswith(_FOLLOWED):
+                    found.add(origin)
+    return {m for m in _closure(found) if m.startswith("ml.")}
+
+
+def _definition_of(fn: Callable, tree: ast.Module) -> ast.FunctionDef:
+    """``fn``'s ``def`` in its module's tree, at the top level or nested (an asset made by a factory)."""
+    line = fn.__code__.co_firstlineno
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == fn.__name__ and line in (
+                node.lineno, *(d.lineno for d in node.decorator_list)):
+            return node
+    raise ValueError(f"code_version: no source for {fn.__module__}.{fn.__qualname__}")
 
 
 def _body_and_annotations(definition: ast.FunctionDef | ast.ClassDef):
@@ -93,6 +115,7 @@ def _body_and_annotations(definition: ast.FunctionDef | ast.ClassDef):
 
 
 def _closure(modules: set[str]) -> set[str]:
+    """``modules`` and every project module they import, transitively."""
     done: set[str] = set()
     pending = list(modules)
     while pending:
@@ -100,7 +123,7 @@ def _closure(modules: set[str]) -> set[str]:
         if module in done or importlib.util.find_spec(module) is None:
             continue
         done.add(module)
-        pending.extend(_ml_imports_in(_module_tree(module)) - done)
+        pending.extend(_imports_in(_module_tree(module)) - done)
     return done
 
 
@@ -109,26 +132,27 @@ def _module_tree(module: str) -> ast.Module:
     return ast.parse(module_path(module).read_text())
 
 
-def _ml_imports_in(tree: ast.AST) -> set[str]:
-    """Every `ml` import in ``tree`` that runs (those under ``if TYPE_CHECKING:`` are for annotations only)."""
+def _imports_in(tree: ast.AST) -> set[str]:
+    """Every import of a followed module in ``tree`` that runs (those under ``if TYPE_CHECKING:`` are for annotations only)."""
     found, pending = set(), [tree]
     while pending:
         node = pending.pop()
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
             pending.extend(node.orelse)
             continue
-        found |= _ml_imports_of(node)
+        found |= _imports_of(node)
         pending.extend(ast.iter_child_nodes(node))
     return found
 
 
-def _ml_imports_of(node: ast.AST) -> set[str]:
+def _imports_of(node: ast.AST) -> set[str]:
+    """The followed modules an import statement names (``from ml import x`` names ``ml.x``)."""
     if isinstance(node, ast.Import):
-        return {a.name for a in node.names if a.name.startswith("ml.")}
+        return {a.name for a in node.names if a.name.startswith(_FOLLOWED)}
     if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-        if node.module == "ml":
-            return {f"ml.{a.name}" for a in node.names}
-        if node.module.startswith("ml."):
+        if node.module in _PACKAGES:
+            return {f"{node.module}.{a.name}" for a in node.names}
+        if node.module.startswith(_FOLLOWED):
             return {node.module}
     return set()
 
@@ -139,7 +163,7 @@ def _imported_names(tree: ast.Module) -> dict[str, str]:
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for alias in node.names:
-                names[alias.asname or alias.name] = f"ml.{alias.name}" if node.module == "ml" else node.module
+                names[alias.asname or alias.name] = f"{node.module}.{alias.name}" if node.module in _PACKAGES else node.module
     return names
 
 
