@@ -14,8 +14,8 @@ import dagster as dg
 from infra import settings
 
 IO_RETRY = dg.RetryPolicy(
-    max_retries=settings.step_max_retries(),
-    delay=settings.step_retry_delay_s(),
+    max_retries=settings.steps().max_retries,
+    delay=settings.steps().retry_delay_s,
     backoff=dg.Backoff.EXPONENTIAL,
     jitter=dg.Jitter.PLUS_MINUS,
 )

@@ -558,9 +558,9 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.bento_env:
             key, _, value = item.partition("=")
             env[key] = value
-        from infra.settings import service_workers
+        from infra import settings
 
-        bento_workers = int(env.get("SERVICE_WORKERS") or service_workers())
+        bento_workers = int(env.get("SERVICE_WORKERS") or settings.serving().workers)
         fastapi_workers = args.fastapi_workers or bento_workers
         print(f"process budget: bentoml {bento_workers} worker(s), fastapi {fastapi_workers} worker(s)")
         print(f"unit: {len(test)} test rows, {len(records)} distinct 1-row bodies; setup {time.perf_counter() - started:.1f} s; "

@@ -13,7 +13,6 @@ storage resource (``resources/audit.py``). Both speak the small ``AuditStore`` p
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -168,7 +167,7 @@ class FsspecAuditStore:
 
         self.url = url
         if url.startswith("s3://"):
-            options = dataclasses.replace(lake or settings.lake_settings(), url=url).fsspec_options()
+            options = (lake or settings.lake()).under(url).fsspec_options()
             self.fs, self.root, self.local = fsspec.filesystem("s3", **options), url[len("s3://"):].rstrip("/"), False
         else:
             self.fs, self.root, self.local = fsspec.filesystem("file"), str(Path(url).resolve()), True
@@ -250,4 +249,4 @@ def open_audit_log(url: str | None = None) -> AuditLog:
     """The audit log at ``url`` (default ``AUDIT_URL``) through fsspec: for code without the Dagster resource."""
     from infra import settings
 
-    return AuditLog(FsspecAuditStore(url or settings.audit_url()))
+    return AuditLog(FsspecAuditStore(url or settings.audit().url))

@@ -1,71 +1,184 @@
 """Where the embedded defaults live, and the environment variables that move them to production.
 
-The one module that reads the environment: `resources/` build Dagster resources from it, `serving/`
-and `sensors/` read it directly. Dagster-free (as all of `ml/`), so the served Bento can import it.
+The one module that reads the environment: one ``pydantic-settings`` class per concern, read fresh by
+a function of the same name (``settings.serving().workers``), so a changed environment (a test's
+monkeypatch, a CLI that sets a variable) is seen by the next call. `resources/` build Dagster
+resources from them, `serving/`, `streaming/` and `sensors/` read them directly. Dagster-free, so the
+served Bento can import it.
+
+An empty variable counts as unset. A value that cannot be its setting is refused when the settings
+are read, with the variable and the form it expects (``SERVICE_WORKERS='abc': expected a positive
+integer``). Secrets are ``SecretStr``: their values never show in a repr, a log line or an error.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AliasGenerator,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def data_dir() -> Path:
-    """The project's data folder (``DATA_DIR``; default ``./data`` in the repository)."""
-    return Path(os.environ.get("DATA_DIR") or PROJECT_ROOT / "data").resolve()
+class Expected:
+    """The form a setting's variable takes, as people write it: what a refusal says was expected."""
+
+    def __init__(self, form: str):
+        self.form = form
 
 
-def lake_url() -> str:
-    """``LAKE_URL``: ``s3://bucket/prefix`` in production; a local folder under the data dir by default."""
-    return os.environ.get("LAKE_URL") or str(data_dir() / "lake")
+PositiveInt = Annotated[int, Field(gt=0), Expected("a positive integer")]
+NonNegativeInt = Annotated[int, Field(ge=0), Expected("an integer, 0 or more")]
+PositiveSeconds = Annotated[float, Field(gt=0), Expected("a positive number of seconds")]
+Seconds = Annotated[float, Field(ge=0), Expected("a number of seconds, 0 or more")]
+Flag = Annotated[bool, Expected("true or false (1/0, yes/no also do)")]
+Port = Annotated[int, Field(gt=0, lt=65536), Expected("a port number (1-65535)")]
 
 
-def s3_endpoint_url() -> str | None:
-    """``AWS_ENDPOINT_URL``: any S3 API (MinIO, moto, Ceph); unset for AWS itself."""
-    return os.environ.get("AWS_ENDPOINT_URL") or None
+def _existing_file(value: str | None) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise ValueError("no such file; expected a PEM file (docs/tls.md), or leave the variable unset")
+    return str(path)
 
 
-def s3_region() -> str | None:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+PemFile = Annotated[str | None, AfterValidator(_existing_file)]
+"""A PEM file's absolute path (relative ones are taken from the working directory); None when unset."""
 
 
-def s3_sse() -> str | None:
-    """``LAKE_SSE``: the server-side encryption requested on every put (``AES256`` unless set; ``none`` turns it off)."""
-    value = os.environ.get("LAKE_SSE", "AES256")
-    return None if value.lower() in {"", "none", "off"} else value
+class SettingsError(ValueError):
+    """A variable set to something its setting cannot be: says which variable, what it held, what it should."""
 
 
-def s3_sse_kms_key_id() -> str | None:
-    """``LAKE_SSE_KMS_KEY_ID``: the KMS key of ``LAKE_SSE=aws:kms`` puts; unset, S3 uses the account's ``aws/s3`` key.
+class Settings(BaseSettings):
+    """The base of every concern's settings: read-only, empty variables unset, refusals that name the variable."""
 
-    The Terraform bucket (deploy/terraform) has its own key: name it here, or set ``LAKE_SSE=none`` and
-    let the bucket's default encryption apply it.
-    """
-    return os.environ.get("LAKE_SSE_KMS_KEY_ID") or None
+    model_config = SettingsConfigDict(frozen=True, env_ignore_empty=True, validate_by_name=True)
+
+    def __init__(self, **values: Any):
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            refusals = [self._refusal(e) for e in error.errors() if e["type"] != "default_factory_not_called"]
+            raise SettingsError("; ".join(refusals)) from None
+
+    @classmethod
+    def variables(cls) -> dict[str, tuple[str, ...]]:
+        """Each field's environment variables, the first one the name it is known by."""
+        return {name: _variables(cls, name, field) for name, field in cls.model_fields.items()}
+
+    @classmethod
+    def _refusal(cls, error: Any) -> str:
+        key = str(error["loc"][0]) if error["loc"] else ""
+        name = next((n for n, names in cls.variables().items() if key == n or key in names), None)
+        if name is None:
+            return f"{key}: {error['msg']}"
+        field = cls.model_fields[name]
+        shown = "'**********'" if _is_secret(field) else repr(error["input"])
+        if error["type"] == "value_error":
+            detail = str(error["ctx"]["error"])
+        else:
+            form = _expected_form(field.metadata, field.annotation)
+            detail = f"expected {form}" if form else error["msg"][:1].lower() + error["msg"][1:]
+        return f"{cls.variables()[name][0]}={shown}: {detail}"
 
 
-@dataclass(frozen=True)
-class LakeSettings:
-    """Where the lake is and how to reach it: one value that travels whole (to Dask workers, the service).
+def _variables(cls: type[BaseSettings], name: str, field: FieldInfo) -> tuple[str, ...]:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    if isinstance(alias, str):
+        return (alias,)
+    return ((cls.model_config.get("env_prefix", "") + name).upper(),)
 
-    The storage resource is built from it and gives it back (``LakeStorage.settings()``), so a field
-    added here reaches every reader and writer, in process or on a worker.
+
+def _expected_form(metadata: list[Any], annotation: Any) -> str | None:
+    """The ``Expected`` form on a field, or inside its type (``PositiveInt | None``)."""
+    found = next((m.form for m in metadata if isinstance(m, Expected)), None)
+    if found is None:
+        found = next(filter(None, (_expected_form(list(getattr(arg, "__metadata__", ())), arg)
+                                   for arg in get_args(annotation))), None)
+    return found
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    return "SecretStr" in str(field.annotation)
+
+
+def _env(name: str, *more: str) -> AliasChoices:
+    """A field's variable(s) where they do not follow its class's prefix: the first set and non-empty wins."""
+    return AliasChoices(name, *more)
+
+
+class ProjectSettings(Settings):
+    """Where this checkout keeps its data, and which code it is."""
+
+    data_dir: Path = Field(PROJECT_ROOT / "data", validation_alias=_env("DATA_DIR"))
+    """``DATA_DIR``: the project's data folder (default ``./data`` in the repository)."""
+    bentoml_home: str = Field(default_factory=lambda data: str(data["data_dir"] / "bentoml"),
+                              validation_alias=_env("BENTOML_HOME"))
+    """``BENTOML_HOME``: BentoML's model and Bento stores; a folder under the data dir by default."""
+    code_version: str | None = Field(None, validation_alias=_env("CODE_VERSION"))
+    """``CODE_VERSION``: the commit of the running code, for images without .git (see ``current_code_version``)."""
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    def current_code_version(self) -> str:
+        """The git commit of the running code: ``CODE_VERSION``, else ``git rev-parse``, else ``unknown``."""
+        if self.code_version:
+            return self.code_version
+        try:
+            out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                 text=True, timeout=5)
+            return out.stdout.strip() or "unknown"
+        except (OSError, subprocess.SubprocessError):
+            return "unknown"
+
+
+class LakeLocation(BaseModel):
+    """Where the lake is and how to reach it: the fields ``LakeSettings`` reads and ``LakeStorage`` is configured with.
+
+    Declared once here: the storage resource inherits them, so a field added here reaches every
+    reader and writer, in process or (as a pickled ``LakeSettings``) on a Dask worker.
     """
 
     url: str
+    """``s3://bucket/prefix`` or a local folder."""
     endpoint_url: str | None = None
     region_name: str | None = None
     sse: str | None = "AES256"
     sse_kms_key_id: str | None = None
-    max_attempts: int = 5
+    max_attempts: int = Field(5, gt=0)
 
     @property
     def is_s3(self) -> bool:
         return self.url.startswith("s3://")
+
+    def location(self) -> dict[str, Any]:
+        """These fields by name: how ``LakeStorage`` and ``LakeSettings`` are built from one another."""
+        return {name: getattr(self, name) for name in LakeLocation.model_fields}
 
     def uri(self, key: str = "") -> str:
         """A URI for people and for fsspec: ``s3://bucket/prefix/key`` or an absolute path."""
@@ -98,129 +211,513 @@ class LakeSettings:
         return arguments
 
 
-def lake_settings() -> LakeSettings:
-    """The lake from ``LAKE_URL``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``LAKE_SSE`` and ``LAKE_SSE_KMS_KEY_ID``."""
-    return LakeSettings(
-        url=lake_url(), endpoint_url=s3_endpoint_url(), region_name=s3_region(), sse=s3_sse(),
-        sse_kms_key_id=s3_sse_kms_key_id(),
+_AWS_VARIABLES = {
+    "endpoint_url": _env("AWS_ENDPOINT_URL"), "region_name": _env("AWS_REGION", "AWS_DEFAULT_REGION"),
+}
+
+
+class LakeSettings(LakeLocation, Settings):
+    """The lake from the environment: one plain, picklable value that travels whole (Dask workers, the service).
+
+    ``LAKE_URL`` (default: ``lake/`` under the data dir), ``AWS_ENDPOINT_URL`` (any S3 API: MinIO, moto,
+    Ceph; unset for AWS), ``AWS_REGION`` or ``AWS_DEFAULT_REGION``, ``LAKE_SSE`` (the server-side
+    encryption of every put: ``AES256`` unless set, ``none`` turns it off), ``LAKE_SSE_KMS_KEY_ID``
+    (the key of ``LAKE_SSE=aws:kms`` puts; unset, S3 uses the account's ``aws/s3`` key; the Terraform
+    bucket has its own: name it, or set ``LAKE_SSE=none`` and let the bucket's default apply it),
+    ``LAKE_MAX_ATTEMPTS`` (S3 client attempts, default 5).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="LAKE_", alias_generator=AliasGenerator(validation_alias=_AWS_VARIABLES.get)
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_the_environment(cls, data: Any) -> Any:
+        """The lake under the data dir unless located; an empty ``LAKE_SSE`` has always meant no SSE, not the default."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if not data.get("url"):
+            data["url"] = str(project().data_dir / "lake")
+        if "sse" not in data and os.environ.get("LAKE_SSE") == "":
+            data["sse"] = None
+        return data
 
-def bentoml_home() -> str:
-    """``BENTOML_HOME``: BentoML's model and Bento stores; a folder under the data dir by default."""
-    return os.environ.get("BENTOML_HOME") or str(data_dir() / "bentoml")
+    @field_validator("sse")
+    @classmethod
+    def _none_is_off(cls, value: str | None) -> str | None:
+        return None if value is None or value.lower() in {"", "none", "off"} else value
+
+    def under(self, url: str) -> LakeSettings:
+        """These settings for another place (the audit log, a Bento export): the same endpoint, region and SSE."""
+        return self.model_copy(update={"url": url})
 
 
-def prediction_log_url() -> str:
-    """``PREDICTION_LOG_URL``: where the service logs predictions; ``predictions/`` in the lake by default."""
-    return os.environ.get("PREDICTION_LOG_URL") or f"{lake_url().rstrip('/')}/predictions"
+def _in_the_lake(area: str) -> str:
+    return f"{lake().url.rstrip('/')}/{area}"
 
 
-def prediction_log_location_set() -> bool:
-    """Whether any of ``PREDICTION_LOG_URL``, ``LAKE_URL``, ``DATA_DIR`` says where the prediction log goes."""
-    return any(is_set(v) for v in ("PREDICTION_LOG_URL", "LAKE_URL", "DATA_DIR"))
+class PredictionLogSettings(Settings):
+    """Where the service and the stream processor log predictions."""
+
+    model_config = SettingsConfigDict(env_prefix="PREDICTION_LOG_")
+
+    url: str = Field(default_factory=lambda: _in_the_lake("predictions"))
+    """``PREDICTION_LOG_URL``: ``predictions/`` in the lake by default."""
 
 
-def service_model_tag(default: str) -> str:
+class ServingSettings(Settings):
+    """The served Bento (``SERVICE_*``): its model, workers, limits, TLS and authentication."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVICE_")
+
+    model_tag: str | None = Field(None, validation_alias=_env("FLIGHT_DELAY_MODEL_TAG"))
     """``FLIGHT_DELAY_MODEL_TAG``: the BentoML model the service loads (``serving/build.py`` pins it in a Bento)."""
-    return os.environ.get("FLIGHT_DELAY_MODEL_TAG") or default
-
-
-def service_max_wait_s() -> float:
-    """``SERVICE_MAX_WAIT_MS``: how long a request may wait for its batch before it is shed (default 1000 ms)."""
-    return float(os.environ.get("SERVICE_MAX_WAIT_MS", "1000")) / 1000
-
-
-def service_workers() -> int:
-    """``SERVICE_WORKERS``: the service's worker processes (default 2)."""
-    return int(os.environ.get("SERVICE_WORKERS", "2"))
-
-
-def service_access_log() -> bool:
-    """``SERVICE_ACCESS_LOG=true``: BentoML's per-request access log (off by default)."""
-    return os.environ.get("SERVICE_ACCESS_LOG", "false").lower() == "true"
-
-
-def service_tracing() -> bool:
-    """``SERVICE_TRACING=true``: OpenTelemetry spans for /predict too (off by default)."""
-    return os.environ.get("SERVICE_TRACING", "false").lower() == "true"
-
-
-def service_torch_threads() -> int:
-    """``SERVICE_TORCH_THREADS``: torch threads per service worker (default 1)."""
-    return int(os.environ.get("SERVICE_TORCH_THREADS", "1"))
-
-
-def service_max_body_bytes() -> int:
+    max_wait_ms: Annotated[float, Field(gt=0), Expected("a positive number of milliseconds")] = 1000
+    """``SERVICE_MAX_WAIT_MS``: how long a request may wait for its batch before it is shed."""
+    workers: PositiveInt = 2
+    access_log: Flag = False
+    """``SERVICE_ACCESS_LOG``: BentoML's per-request access log."""
+    tracing: Flag = False
+    """``SERVICE_TRACING``: OpenTelemetry spans for /predict too."""
+    torch_threads: PositiveInt = 1
+    max_body_bytes: PositiveInt = 4 << 20
     """``SERVICE_MAX_BODY_BYTES``: the largest request body accepted (default 4 MiB).
 
     The default holds the largest batch the schema accepts (``MAX_FLIGHTS_PER_REQUEST`` real flights
     with every feature: ~1.4 MB) with room for longer numbers; ``tests/test_serving.py`` keeps it so."""
-    return int(os.environ.get("SERVICE_MAX_BODY_BYTES", 4 << 20))
+    tls_certfile: PemFile = None
+    """``SERVICE_TLS_CERTFILE``: the certificate chain (PEM); set, the service serves HTTPS only."""
+    tls_keyfile: PemFile = None
+    """``SERVICE_TLS_KEYFILE``: its private key (PEM; unset when the certificate file holds it)."""
+    api_token: SecretStr | None = None
+    """``SERVICE_API_TOKEN``: the bearer token every non-probe request must carry."""
+    auth_disabled: Flag = False
+    """``SERVICE_AUTH_DISABLED``: serve without a token (a private machine only)."""
+    metrics_public: Flag = False
+    """``SERVICE_METRICS_PUBLIC``: Prometheus scrapes ``/metrics`` without the token."""
+
+    @property
+    def max_wait_s(self) -> float:
+        return self.max_wait_ms / 1000
+
+    def ssl_config(self) -> dict:
+        """BentoML's ``ssl`` service configuration; disabled (plain HTTP) without a certificate."""
+        if self.tls_certfile is None:
+            if self.tls_keyfile is not None:
+                raise SettingsError("SERVICE_TLS_KEYFILE is set but SERVICE_TLS_CERTFILE is not: set both to serve HTTPS")
+            return {"enabled": False}
+        return {"enabled": True, "certfile": self.tls_certfile, **({"keyfile": self.tls_keyfile} if self.tls_keyfile else {})}
 
 
-def mlflow_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI``: an ``mlflow server`` URL in production; SQLite under the data dir by default."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir() / 'mlflow' / 'mlflow.db'}"
+class ExplainSettings(Settings):
+    """``POST /explain`` (``ml/explain.py``, ``serving/explain.py``)."""
+
+    model_config = SettingsConfigDict(env_prefix="EXPLAIN_")
+
+    max_flights: PositiveInt = 64
+    """``EXPLAIN_MAX_FLIGHTS``: flights one request may carry (more is a 400)."""
+    top_k: PositiveInt = 5
+    """``EXPLAIN_TOP_K``: contributing features returned per flight unless the request asks otherwise."""
+    ig_steps: PositiveInt = 32
+    """``EXPLAIN_IG_STEPS``: integration steps of integrated gradients (the completeness gap shrinks with more)."""
+    concurrency: PositiveInt = 1
+    """``EXPLAIN_CONCURRENCY``: requests one worker computes at once; more are a 503.
+
+    Integrated gradients costs tens of forward/backward passes per flight: the bound keeps
+    explanations from starving ``/predict`` of the worker's CPU."""
 
 
-def mlflow_artifact_location() -> str | None:
+class RegistrySettings(Settings):
+    """The MLflow registry (``MLFLOW_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLFLOW_")
+
+    tracking_uri: SecretStr = Field(
+        default_factory=lambda: SecretStr(f"sqlite:///{project().data_dir / 'mlflow' / 'mlflow.db'}"))
+    """``MLFLOW_TRACKING_URI``: an ``mlflow server`` URL (it may carry credentials); SQLite under the data dir by default."""
+    artifact_location: str | None = None
     """``MLFLOW_ARTIFACT_LOCATION`` for a new experiment; unset, a folder beside a SQLite store, or the server's choice."""
-    return os.environ.get("MLFLOW_ARTIFACT_LOCATION") or None
 
 
-def dask_scheduler_address() -> str | None:
-    """``DASK_SCHEDULER_ADDRESS``: a remote scheduler (tcp://host:8786); a local cluster when unset."""
-    return os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+class ComputeSettings(Settings):
+    """Where tensors and Dask tasks run."""
 
-
-def torch_device() -> str:
+    torch_device: str = "auto"
     """``TORCH_DEVICE``: auto (CUDA when present), cpu, cuda, cuda:1 …"""
-    return os.environ.get("TORCH_DEVICE", "auto")
+    dask_scheduler_address: str | None = None
+    """``DASK_SCHEDULER_ADDRESS``: a remote scheduler (tcp://host:8786); a local cluster when unset."""
 
 
-def code_version() -> str:
-    """The git commit of the running code (``CODE_VERSION`` in images without .git)."""
-    import subprocess
+EXECUTORS = ("in_process", "multiprocess", "k8s")
+"""The executors ``DAGSTER_EXECUTOR`` may name; every launch path (UI, backfill, sensor, schedule, automation) uses it."""
+IMAGE_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
-    if os.environ.get("CODE_VERSION"):
-        return os.environ["CODE_VERSION"]
+
+def _comma_list(raw: Any) -> Any:
+    return [item.strip() for item in raw.split(",") if item.strip()] if isinstance(raw, str) else raw
+
+
+class ExecutorSettings(Settings):
+    """The run executor, and the step Jobs of the k8s executor (docs/kubernetes.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="K8S_")
+
+    executor: Annotated[Literal["in_process", "multiprocess", "k8s"],
+                        Expected(f"one of {', '.join(EXECUTORS)} (unset: in_process)")] = Field(
+        "in_process", validation_alias=_env("DAGSTER_EXECUTOR"))
+    """``DAGSTER_EXECUTOR``: in_process, multiprocess, or k8s (each step a Kubernetes Job)."""
+    max_concurrent: PositiveInt | None = Field(None, validation_alias=_env("EXECUTOR_MAX_CONCURRENT"))
+    """``EXECUTOR_MAX_CONCURRENT``: steps of one run at once (multiprocess: processes; k8s: pods); unset: no cap."""
+    job_namespace: str | None = None
+    """``K8S_JOB_NAMESPACE``: where step Jobs run; unset: the run launcher's namespace (the release's)."""
+    image_pull_policy: Annotated[Literal["Always", "IfNotPresent", "Never"] | None,
+                                 Expected(f"one of {', '.join(IMAGE_PULL_POLICIES)}")] = None
+    """``K8S_IMAGE_PULL_POLICY`` for step pods; unset: the run launcher's. Checked here: dagster-k8s takes
+    any string, and a cluster would refuse the pod only at launch."""
+    env_secrets: Annotated[list[str], NoDecode] = []
+    """``K8S_ENV_SECRETS``: comma-separated Secret names whose keys become the step pods' environment."""
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _normalised(cls, value: Any) -> Any:
+        return value.strip().lower().replace("-", "_") if isinstance(value, str) else value
+
+    @field_validator("env_secrets", mode="before")
+    @classmethod
+    def _names(cls, raw: Any) -> Any:
+        return _comma_list(raw)
+
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+"""The taint GPU node pools carry (GKE, EKS and the NVIDIA GPU operator taint them so)."""
+
+
+def _json(raw: str, expected: str) -> Any:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at {exc.pos}); expected {expected}") from None
 
 
-def sensor_interval_s(default: int) -> int:
-    """``SENSOR_INTERVAL_S``: the least seconds between two ticks of our sensors (the replay demo shortens it)."""
-    return int(os.environ.get("SENSOR_INTERVAL_S") or default)
+class TrainingSettings(Settings):
+    """The training step: its launcher, processes and, on Kubernetes, its pod (``TRAINING_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAINING_")
+
+    gpus: NonNegativeInt = 0
+    """``TRAINING_GPUS``: GPUs the training pod asks for (``nvidia.com/gpu``); 0: none."""
+    memory: str | None = None
+    """``TRAINING_MEMORY``: the training pod's memory, requested and capped (Kubernetes quantity: ``16Gi``)."""
+    node_selector: Annotated[dict[str, str], NoDecode] = {}
+    """``TRAINING_NODE_SELECTOR``: node labels for the training pod, as JSON or ``k=v,k=v``."""
+    tolerations: Annotated[list[dict[str, Any]], NoDecode] = Field(
+        default_factory=lambda data: [dict(GPU_TOLERATION)] if data.get("gpus", 0) > 0 else [])
+    """``TRAINING_TOLERATIONS``: JSON list of tolerations, or ``key[=value][:Effect],…`` (no value: Exists).
+    Unset: the GPU taint's toleration when ``TRAINING_GPUS`` > 0, else none; ``[]`` turns it off."""
+    processes: PositiveInt = 1
+    """``TRAINING_PROCESSES``: DDP processes under torchrun (on k8s, one per GPU when GPUs are set)."""
+    launcher: Annotated[Literal["inprocess", "torchrun", "k8s"], Expected("one of inprocess, torchrun, k8s")] = Field(
+        default_factory=lambda data: "torchrun" if data.get("processes", 1) > 1 else "inprocess")
+    """``TRAINING_LAUNCHER``: ``inprocess``, ``torchrun`` (DDP on this machine) or ``k8s`` (DDP in a GPU pod);
+    unset: ``torchrun`` when ``TRAINING_PROCESSES`` asks for more than one, else ``inprocess``."""
+    image: str | None = None
+    """``TRAINING_IMAGE``: the trainer image the k8s launcher runs (this code, torch with CUDA)."""
+    namespace: str | None = Field(None, validation_alias=_env("TRAINING_NAMESPACE", "K8S_JOB_NAMESPACE"))
+    """``TRAINING_NAMESPACE``, else ``K8S_JOB_NAMESPACE``: where the trainer pod runs; unset: the client's current one."""
+    service_account: str | None = None
+    """``TRAINING_SERVICE_ACCOUNT``: the trainer pod's service account (a role that reaches the staging area)."""
+    staging_url: str = Field(default_factory=lambda: _in_the_lake("staging"))
+    """``TRAINING_STAGING_URL``: where the k8s trainer pod reads its window and writes the unit (the lake's ``staging/``)."""
+
+    @field_validator("node_selector", mode="before")
+    @classmethod
+    def _labels(cls, raw: Any) -> Any:
+        """A label map from JSON (``{"k": "v"}``) or ``k=v,k=v``."""
+        if not isinstance(raw, str):
+            return raw
+        form = 'k=v,k=v or a JSON object of labels'
+        if raw.strip().startswith("{"):
+            parsed = _json(raw, form)
+            if not isinstance(parsed, dict):
+                raise ValueError(f"expected {form}")
+            return {str(k): str(v) for k, v in parsed.items()}
+        labels = {}
+        for item in _comma_list(raw):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"{item!r} is not key=value; expected {form}")
+            labels[key.strip()] = value.strip()
+        return labels
+
+    @field_validator("tolerations", mode="before")
+    @classmethod
+    def _tolerations(cls, raw: Any) -> Any:
+        if not isinstance(raw, str):
+            return raw
+        form = "a JSON list of objects, or key[=value][:Effect],…"
+        if raw.strip().startswith("["):
+            parsed = _json(raw, form)
+            if not isinstance(parsed, list) or not all(isinstance(t, dict) for t in parsed):
+                raise ValueError(f"expected {form}")
+            return parsed
+        return [_toleration(item) for item in _comma_list(raw)]
 
 
-def retrain_cooldown_s() -> float:
-    """``RETRAIN_COOLDOWN_S``: the least seconds between two drift-triggered trainings (default 6 h)."""
-    return float(os.environ.get("RETRAIN_COOLDOWN_S", 6 * 3600))
+def _toleration(item: str) -> dict[str, Any]:
+    """``key[=value][:Effect]``: Equal with a value, Exists without."""
+    key_value, _, effect = item.partition(":")
+    key, has_value, value = key_value.partition("=")
+    toleration: dict[str, Any] = {"key": key.strip()}
+    toleration.update({"operator": "Equal", "value": value.strip()} if has_value else {"operator": "Exists"})
+    if effect:
+        toleration["effect"] = effect.strip()
+    return toleration
 
 
-def step_max_retries() -> int:
-    """``STEP_MAX_RETRIES``: retries of a step after an I/O failure (default 2, so three attempts)."""
-    return int(os.environ.get("STEP_MAX_RETRIES") or 2)
+class ReleaseSettings(Settings):
+    """Where verified Bentos go (``BENTO_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="BENTO_")
+
+    export_url: str | None = None
+    """``BENTO_EXPORT_URL``: where verified Bentos are exported (``s3://bucket/prefix`` or a folder); unset:
+    not exported. The objects go through the lake's S3 settings (endpoint, region, SSE)."""
+    image_repository: str | None = None
+    """``BENTO_IMAGE_REPOSITORY``: the repository ``bentoml containerize`` pushes to (``ghcr.io/org/flight-delay``).
+    The image to roll is ``<repository>:<Bento version>``; unset, the Bento's own name (containerize's default)."""
 
 
-def step_retry_delay_s() -> float:
-    """``STEP_RETRY_DELAY_S``: the first wait before a retry (default 5 s; doubled each time, ±jitter)."""
-    return float(os.environ.get("STEP_RETRY_DELAY_S") or 5)
+class StreamSettings(Settings):
+    """Where the stream processor and the live lookup find the broker and the live state (docs/streaming.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAM_")
+
+    nats_url: SecretStr | None = Field(None, validation_alias=_env("NATS_URL"))
+    """``NATS_URL`` (may carry credentials); unset: commands that can start an embedded ``nats-server`` do (``make stream-demo``)."""
+    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), validation_alias=_env("REDIS_URL"))
+    """``REDIS_URL`` (may carry a password); default the machine's 127.0.0.1:6379."""
+    namespace: str = Field("flightdelay", validation_alias=_env("STREAM_STATE_NAMESPACE"))
+    ack_wait_s: PositiveSeconds = 30
+    allowed_lateness_minutes: NonNegativeInt = 0
+    prediction_log: Flag = True
+    """``STREAM_PREDICTION_LOG``: false, the processor logs no predictions."""
+    max_state_age_s: PositiveSeconds = 300
+    """``STREAM_MAX_STATE_AGE_S``: ``/predict_flight`` answers 503 when the processor has written nothing for longer."""
+
+    @property
+    def prediction_log_url(self) -> str | None:
+        return prediction_log().url if self.prediction_log else None
+
+    def nats_url_value(self) -> str | None:
+        """The broker's URL, credentials included: for the client that connects, never for a message."""
+        return self.nats_url.get_secret_value() if self.nats_url else None
+
+    def redis_url_value(self) -> str:
+        """The live state's URL, password included: for the client that connects, never for a message."""
+        return self.redis_url.get_secret_value()
 
 
-def alert_webhook_url() -> str | None:
-    """``ALERT_WEBHOOK_URL``: where failed runs are posted (Slack-compatible JSON); unset: logged only."""
-    return os.environ.get("ALERT_WEBHOOK_URL") or None
+class SensorSettings(Settings):
+    """Our sensors' ticks (``SENSOR_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SENSOR_")
+
+    interval_s: PositiveInt | None = None
+    """``SENSOR_INTERVAL_S``: the least seconds between two ticks of every sensor (the replay demo shortens
+    it); unset, each sensor's own default."""
 
 
-SECRET_VARIABLES = ("MLFLOW_TRACKING_URI", "ALERT_WEBHOOK_URL")
-"""Settings that may carry credentials: Definitions bind them as ``dg.EnvVar`` so the UI shows the name."""
+class StepSettings(Settings):
+    """How a step retries after an I/O failure (``STEP_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="STEP_")
+
+    max_retries: NonNegativeInt = 2
+    """``STEP_MAX_RETRIES``: retries after the first attempt (default 2, so three attempts)."""
+    retry_delay_s: Seconds = 5
+    """``STEP_RETRY_DELAY_S``: the first wait before a retry (doubled each time, ±jitter)."""
+
+
+class RetrainingSettings(Settings):
+    """The retraining policy's knobs (``RETRAIN_*``; ml/retraining_policy.py, docs/retraining-policy.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="RETRAIN_")
+
+    cooldown_s: Seconds = 6 * 3600
+    """``RETRAIN_COOLDOWN_S``: the least seconds between two drift-triggered trainings."""
+    drift_min_new_days: NonNegativeInt = 7
+    """``RETRAIN_DRIFT_MIN_NEW_DAYS``: labelled days since the last training window before drift alone retrains."""
+    performance_min_new_days: NonNegativeInt = 1
+    """``RETRAIN_PERFORMANCE_MIN_NEW_DAYS``: the same before a failed performance check retrains."""
+    backoff_max_days: NonNegativeInt = 56
+    """``RETRAIN_BACKOFF_MAX_DAYS``: the most new labelled days the rejection backoff ever waits for."""
+    warn_after_rejections: NonNegativeInt = 2
+    """``RETRAIN_WARN_AFTER_REJECTIONS``: consecutive candidates not promoted before the one backoff warning."""
+
+
+class AuditSettings(Settings):
+    """The append-only audit log (``AUDIT_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="AUDIT_")
+
+    url: str = Field(default_factory=lambda: _in_the_lake("audit"))
+    """``AUDIT_URL``: ``s3://bucket/prefix`` or a folder; ``audit/`` in the lake by default. On S3 it is
+    reached with the lake's endpoint, region and SSE."""
+    retention_days: Annotated[int, Field(gt=0), Expected("a number of days, 1 or more: keep the audit log at least one day")] = 400
+    """``AUDIT_RETENTION_DAYS``: audit files older than this many days are deleted whole."""
+
+
+class ObservabilitySettings(Settings):
+    """Logs, error reports and alerts."""
+
+    log_format: Annotated[Literal["json", "text"], Expected("json or text")] = "json"
+    """``LOG_FORMAT``: ``json`` (one event per line) or ``text`` for people at a terminal."""
+    pipeline_json_logs: Flag = False
+    """``PIPELINE_JSON_LOGS``: the local instance's runs write their events as JSON lines on stderr too.
+    Off by default: a person at a terminal reads ``make run``'s summary, the UI keeps the event log.
+    The production instance always writes them (``deploy/dagster-production.yaml``)."""
+    sentry_dsn: SecretStr | None = None
+    """``SENTRY_DSN``: report errors to Sentry (it carries the project key); unset, nothing is sent."""
+    sentry_environment: str | None = None
+    """``SENTRY_ENVIRONMENT``: the environment errors are filed under (``production``, ``staging``)."""
+    alert_webhook_url: SecretStr | None = None
+    """``ALERT_WEBHOOK_URL``: where failed runs are posted (Slack-compatible JSON; the URL is the credential); unset: logged only."""
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class StackSettings(Settings):
+    """The production stack on one machine (``pipelines/stack.py``): its state and TLS (``STACK_*``, docs/tls.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="STACK_")
+
+    dir: Path = PROJECT_ROOT / ".stack"
+    """``STACK_DIR``: where ``make stack-up`` keeps its state file, logs, Dagster home and Bento store."""
+    tls_certfile: PemFile = None
+    """``STACK_TLS_CERTFILE``: the server certificate (PEM); set, MLflow and the webserver serve HTTPS only."""
+    tls_keyfile: PemFile = None
+    """``STACK_TLS_KEYFILE``: its private key (PEM); required with the certificate."""
+    tls_cafile: PemFile = None
+    """``STACK_TLS_CAFILE``: the CA bundle clients verify the servers against; unset: the system's CAs."""
+
+    @field_validator("dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+
+class PostgresSettings(Settings):
+    """The Postgres server of the Dagster instance (and, on the one-machine stack, MLflow's)."""
+
+    model_config = SettingsConfigDict(env_prefix="DAGSTER_PG_")
+
+    host: str = "127.0.0.1"
+    user: str = "postgres"
+    password: SecretStr = SecretStr("")
+    """``DAGSTER_PG_PASSWORD``: empty under trust authentication."""
+
+
+class MetricsExporterSettings(Settings):
+    """The pipeline metrics exporter (``pipelines/metrics_exporter.py``)."""
+
+    model_config = SettingsConfigDict(env_prefix="METRICS_EXPORTER_")
+
+    host: str = "127.0.0.1"
+    """``METRICS_EXPORTER_HOST``: 0.0.0.0 in a container."""
+    port: Port = 9464
+
+
+class CiSettings(Settings):
+    """``REQUIRE_*=1`` (CI): a test that needs the service fails instead of skipping when it is missing."""
+
+    require_postgres: Flag = False
+    require_prometheus: Flag = False
+    require_redis: Flag = False
+
+
+def project() -> ProjectSettings:
+    return ProjectSettings()
+
+
+def lake() -> LakeSettings:
+    return LakeSettings()
+
+
+def prediction_log() -> PredictionLogSettings:
+    return PredictionLogSettings()
+
+
+def serving() -> ServingSettings:
+    return ServingSettings()
+
+
+def explain() -> ExplainSettings:
+    return ExplainSettings()
+
+
+def registry() -> RegistrySettings:
+    return RegistrySettings()
+
+
+def compute() -> ComputeSettings:
+    return ComputeSettings()
+
+
+def executor() -> ExecutorSettings:
+    return ExecutorSettings()
+
+
+def training() -> TrainingSettings:
+    return TrainingSettings()
+
+
+def release() -> ReleaseSettings:
+    return ReleaseSettings()
+
+
+def stream() -> StreamSettings:
+    return StreamSettings()
+
+
+def sensors() -> SensorSettings:
+    return SensorSettings()
+
+
+def steps() -> StepSettings:
+    return StepSettings()
+
+
+def retraining() -> RetrainingSettings:
+    return RetrainingSettings()
+
+
+def audit() -> AuditSettings:
+    return AuditSettings()
+
+
+def observability() -> ObservabilitySettings:
+    return ObservabilitySettings()
+
+
+def stack() -> StackSettings:
+    return StackSettings()
+
+
+def postgres() -> PostgresSettings:
+    return PostgresSettings()
+
+
+def metrics_exporter() -> MetricsExporterSettings:
+    return MetricsExporterSettings()
+
+
+def ci() -> CiSettings:
+    return CiSettings()
 
 
 def is_set(variable: str) -> bool:
@@ -228,388 +725,25 @@ def is_set(variable: str) -> bool:
     return bool(os.environ.get(variable))
 
 
-# kubernetes
-EXECUTORS = ("in_process", "multiprocess", "k8s")
-"""The executors ``DAGSTER_EXECUTOR`` may name; every launch path (UI, backfill, sensor, schedule, automation) uses it."""
+def prediction_log_location_set() -> bool:
+    """Whether any of ``PREDICTION_LOG_URL``, ``LAKE_URL``, ``DATA_DIR`` says where the prediction log goes."""
+    return any(is_set(v) for v in ("PREDICTION_LOG_URL", "LAKE_URL", "DATA_DIR"))
 
 
-def dagster_executor() -> str:
-    """``DAGSTER_EXECUTOR``: in_process (default), multiprocess, or k8s (each step a Kubernetes Job)."""
-    value = (os.environ.get("DAGSTER_EXECUTOR") or "in_process").strip().lower().replace("-", "_")
-    if value not in EXECUTORS:
-        raise ValueError(f"DAGSTER_EXECUTOR={value!r} is not one of {', '.join(EXECUTORS)}; unset it for in_process")
-    return value
+def _concerns(cls: type[Settings] = Settings) -> Iterator[type[Settings]]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _concerns(sub)
 
 
-def executor_max_concurrent() -> int | None:
-    """``EXECUTOR_MAX_CONCURRENT``: steps of one run at once (multiprocess: processes; k8s: pods); unset: no cap."""
-    value = os.environ.get("EXECUTOR_MAX_CONCURRENT")
-    return int(value) if value else None
+def environment_variables() -> set[str]:
+    """Every variable these settings read: what a manifest may set."""
+    return {name for concern in _concerns() for names in concern.variables().values() for name in names}
 
 
-def k8s_job_namespace() -> str | None:
-    """``K8S_JOB_NAMESPACE``: where step Jobs run; unset: the run launcher's namespace (the release's)."""
-    return os.environ.get("K8S_JOB_NAMESPACE") or None
-
-
-IMAGE_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-
-
-def k8s_image_pull_policy() -> str | None:
-    """``K8S_IMAGE_PULL_POLICY``: Always, IfNotPresent or Never for step pods; unset: the run launcher's.
-
-    Checked here: dagster-k8s takes any string, and a cluster would refuse the pod only at launch.
-    """
-    value = os.environ.get("K8S_IMAGE_PULL_POLICY") or None
-    if value is not None and value not in IMAGE_PULL_POLICIES:
-        raise ValueError(f"K8S_IMAGE_PULL_POLICY={value!r} is not one of {', '.join(IMAGE_PULL_POLICIES)}")
-    return value
-
-
-def k8s_env_secrets() -> list[str]:
-    """``K8S_ENV_SECRETS``: comma-separated Secret names whose keys become the step pods' environment."""
-    return _comma_list(os.environ.get("K8S_ENV_SECRETS"))
-
-
-def training_gpus() -> int:
-    """``TRAINING_GPUS``: GPUs the training step's pod asks for (``nvidia.com/gpu``); 0 (default): none."""
-    value = int(os.environ.get("TRAINING_GPUS") or 0)
-    if value < 0:
-        raise ValueError(f"TRAINING_GPUS={value} must be 0 or more")
-    return value
-
-
-def training_memory() -> str | None:
-    """``TRAINING_MEMORY``: the training pod's memory, requested and capped (Kubernetes quantity: ``16Gi``)."""
-    return os.environ.get("TRAINING_MEMORY") or None
-
-
-def training_node_selector() -> dict[str, str]:
-    """``TRAINING_NODE_SELECTOR``: node labels for the training pod, as JSON or ``k=v,k=v``."""
-    return _labels("TRAINING_NODE_SELECTOR", os.environ.get("TRAINING_NODE_SELECTOR"))
-
-
-GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-"""The taint GPU node pools carry (GKE, EKS and the NVIDIA GPU operator taint them so)."""
-
-
-def training_tolerations() -> list[dict[str, Any]]:
-    """``TRAINING_TOLERATIONS``: JSON list of tolerations, or ``key[=value][:Effect],…`` (no value: Exists).
-
-    Unset: the GPU taint's toleration when ``TRAINING_GPUS`` > 0, else none; ``[]`` turns it off.
-    """
-    raw = os.environ.get("TRAINING_TOLERATIONS")
-    if raw is None or not raw.strip():
-        return [dict(GPU_TOLERATION)] if training_gpus() > 0 else []
-    raw = raw.strip()
-    if raw.startswith("["):
-        parsed = _json("TRAINING_TOLERATIONS", raw)
-        if not isinstance(parsed, list) or not all(isinstance(t, dict) for t in parsed):
-            raise ValueError(f"TRAINING_TOLERATIONS: expected a JSON list of objects, got {raw!r}")
-        return parsed
-    tolerations = []
-    for item in _comma_list(raw):
-        key_value, _, effect = item.partition(":")
-        key, has_value, value = key_value.partition("=")
-        toleration: dict[str, Any] = {"key": key.strip()}
-        toleration.update({"operator": "Equal", "value": value.strip()} if has_value else {"operator": "Exists"})
-        if effect:
-            toleration["effect"] = effect.strip()
-        tolerations.append(toleration)
-    return tolerations
-
-
-def _comma_list(raw: str | None) -> list[str]:
-    return [item.strip() for item in (raw or "").split(",") if item.strip()]
-
-
-def _json(variable: str, raw: str) -> Any:
-    import json
-
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{variable}: not valid JSON ({exc.msg} at {exc.pos}): {raw!r}") from None
-
-
-def _labels(variable: str, raw: str | None) -> dict[str, str]:
-    """A label map from JSON (``{"k": "v"}``) or ``k=v,k=v``."""
-    raw = (raw or "").strip()
-    if not raw:
-        return {}
-    if raw.startswith("{"):
-        parsed = _json(variable, raw)
-        if not isinstance(parsed, dict):
-            raise ValueError(f"{variable}: expected a JSON object of labels, got {raw!r}")
-        return {str(k): str(v) for k, v in parsed.items()}
-    labels = {}
-    for item in _comma_list(raw):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{variable}: {item!r} is not key=value; write k=v,k=v or a JSON object")
-        labels[key.strip()] = value.strip()
-    return labels
-
-
-# serving release
-def bento_export_url() -> str | None:
-    """``BENTO_EXPORT_URL``: where verified Bentos are exported (``s3://bucket/prefix`` or a folder); unset: not exported.
-
-    The objects go through the lake's S3 settings (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``LAKE_SSE``,
-    ``LAKE_SSE_KMS_KEY_ID``).
-    """
-    return os.environ.get("BENTO_EXPORT_URL") or None
-
-
-def bento_image_repository() -> str | None:
-    """``BENTO_IMAGE_REPOSITORY``: the registry repository ``bentoml containerize`` pushes to (``ghcr.io/org/flight-delay``).
-
-    The image to roll is ``<repository>:<Bento version>``; unset, the Bento's own name (containerize's default).
-    """
-    return os.environ.get("BENTO_IMAGE_REPOSITORY") or None
-
-
-# distributed training
-def training_launcher() -> str:
-    """``TRAINING_LAUNCHER``: ``inprocess``, ``torchrun`` (DDP on this machine) or ``k8s`` (DDP in a GPU pod);
-    unset: ``torchrun`` when ``TRAINING_PROCESSES`` asks for more than one, else ``inprocess``."""
-    return os.environ.get("TRAINING_LAUNCHER") or ("torchrun" if training_processes() > 1 else "inprocess")
-
-
-def training_processes() -> int:
-    """``TRAINING_PROCESSES``: DDP processes under torchrun (default 1; on k8s, one per GPU when GPUs are set)."""
-    return int(os.environ.get("TRAINING_PROCESSES") or 1)
-
-
-def training_image() -> str | None:
-    """``TRAINING_IMAGE``: the trainer image the k8s launcher runs (this code, torch with CUDA)."""
-    return os.environ.get("TRAINING_IMAGE") or None
-
-
-def training_namespace() -> str | None:
-    """``TRAINING_NAMESPACE``: where the trainer pod runs (default: ``K8S_JOB_NAMESPACE``, else the client's current one)."""
-    return os.environ.get("TRAINING_NAMESPACE") or k8s_job_namespace()
-
-
-def training_service_account() -> str | None:
-    """``TRAINING_SERVICE_ACCOUNT``: the trainer pod's service account (a role that reaches the staging area); unset: the namespace's default."""
-    return os.environ.get("TRAINING_SERVICE_ACCOUNT") or None
-
-
-def training_staging_url() -> str:
-    """``TRAINING_STAGING_URL``: where the k8s trainer pod reads its window and writes the unit (default: the lake's ``staging/``)."""
-    return os.environ.get("TRAINING_STAGING_URL") or f"{lake_url().rstrip('/')}/staging"
-
-
-# stack: the production stack on one machine (pipelines/stack.py) and the tests that need Postgres
-def stack_dir() -> Path:
-    """``STACK_DIR``: where ``make stack-up`` keeps its state file, logs, Dagster home and Bento store (default ``.stack``)."""
-    return Path(os.environ.get("STACK_DIR") or PROJECT_ROOT / ".stack").resolve()
-
-
-def postgres_host() -> str:
-    """``DAGSTER_PG_HOST``: the Postgres server of the Dagster instance (and, on the one-machine stack, MLflow's)."""
-    return os.environ.get("DAGSTER_PG_HOST") or "127.0.0.1"
-
-
-def postgres_user() -> str:
-    """``DAGSTER_PG_USER``: the role the stack connects as (default ``postgres``)."""
-    return os.environ.get("DAGSTER_PG_USER") or "postgres"
-
-
-def postgres_password() -> str:
-    """``DAGSTER_PG_PASSWORD``: that role's password (a secret; empty under trust authentication)."""
-    return os.environ.get("DAGSTER_PG_PASSWORD") or ""
-
-
-def require_postgres() -> bool:
-    """``REQUIRE_POSTGRES=1`` (CI): a test that needs Postgres fails instead of skipping when it is missing."""
-    return os.environ.get("REQUIRE_POSTGRES", "").lower() in {"1", "true", "yes"}
-
-
-# pipeline metrics exporter (pipelines/metrics_exporter.py)
-def metrics_exporter_host() -> str:
-    """``METRICS_EXPORTER_HOST``: where the pipeline metrics exporter listens (default 127.0.0.1; 0.0.0.0 in a container)."""
-    return os.environ.get("METRICS_EXPORTER_HOST") or "127.0.0.1"
-
-
-def metrics_exporter_port() -> int:
-    """``METRICS_EXPORTER_PORT``: the exporter's port (default 9464)."""
-    return int(os.environ.get("METRICS_EXPORTER_PORT") or 9464)
-
-
-def require_prometheus() -> bool:
-    """``REQUIRE_PROMETHEUS=1`` (CI): a test that needs promtool or prometheus fails instead of skipping when it is missing."""
-    return os.environ.get("REQUIRE_PROMETHEUS", "").lower() in {"1", "true", "yes"}
-
-
-# encryption in transit: TLS for the service and the production stack's servers (docs/tls.md)
-def _tls_file(name: str) -> str | None:
-    """A PEM file named by ``name``: its absolute path, None when unset, ValueError when it does not exist."""
-    value = os.environ.get(name) or None
-    if value is None:
-        return None
-    path = Path(value).expanduser().resolve()
-    if not path.is_file():
-        raise ValueError(f"{name}={value!r}: no such file; give a PEM file (docs/tls.md) or unset {name}")
-    return str(path)
-
-
-def service_tls_certfile() -> str | None:
-    """``SERVICE_TLS_CERTFILE``: the service's certificate chain (PEM); set, the service serves HTTPS only."""
-    return _tls_file("SERVICE_TLS_CERTFILE")
-
-
-def service_tls_keyfile() -> str | None:
-    """``SERVICE_TLS_KEYFILE``: the private key of that certificate (PEM; unset when the certificate file holds it)."""
-    return _tls_file("SERVICE_TLS_KEYFILE")
-
-
-def service_ssl_config() -> dict:
-    """BentoML's ``ssl`` service configuration from ``SERVICE_TLS_CERTFILE``/``KEYFILE``; disabled (plain HTTP) when unset."""
-    certfile, keyfile = service_tls_certfile(), service_tls_keyfile()
-    if certfile is None:
-        if keyfile is not None:
-            raise ValueError("SERVICE_TLS_KEYFILE is set but SERVICE_TLS_CERTFILE is not: set both to serve HTTPS")
-        return {"enabled": False}
-    return {"enabled": True, "certfile": certfile, **({"keyfile": keyfile} if keyfile else {})}
-
-
-def stack_tls_certfile() -> str | None:
-    """``STACK_TLS_CERTFILE``: the stack's server certificate (PEM); set, MLflow and the webserver serve HTTPS only."""
-    return _tls_file("STACK_TLS_CERTFILE")
-
-
-def stack_tls_keyfile() -> str | None:
-    """``STACK_TLS_KEYFILE``: its private key (PEM); required with ``STACK_TLS_CERTFILE``."""
-    return _tls_file("STACK_TLS_KEYFILE")
-
-
-def stack_tls_cafile() -> str | None:
-    """``STACK_TLS_CAFILE``: the CA bundle the stack's clients verify its servers against; unset: the system's CAs."""
-    return _tls_file("STACK_TLS_CAFILE")
-
-
-# explainability: POST /explain (ml/explain.py, serving/explain.py)
-def explain_max_flights() -> int:
-    """``EXPLAIN_MAX_FLIGHTS``: flights one ``/explain`` request may carry (default 64; more is a 400)."""
-    return int(os.environ.get("EXPLAIN_MAX_FLIGHTS", "64"))
-
-
-def explain_top_k() -> int:
-    """``EXPLAIN_TOP_K``: contributing features returned per flight unless the request asks otherwise (default 5)."""
-    return int(os.environ.get("EXPLAIN_TOP_K", "5"))
-
-
-def explain_steps() -> int:
-    """``EXPLAIN_IG_STEPS``: integration steps of integrated gradients (default 32; the completeness gap shrinks with more)."""
-    return int(os.environ.get("EXPLAIN_IG_STEPS", "32"))
-
-
-def explain_concurrency() -> int:
-    """``EXPLAIN_CONCURRENCY``: ``/explain`` requests one worker computes at once; more are a 503 (default 1).
-
-    Integrated gradients costs tens of forward/backward passes per flight: the bound keeps
-    explanations from starving ``/predict`` of the worker's CPU.
-    """
-    return max(1, int(os.environ.get("EXPLAIN_CONCURRENCY", "1")))
-
-
-# retraining policy (ml/retraining_policy.py, docs/retraining-policy.md)
-def retrain_drift_min_new_days() -> int:
-    """``RETRAIN_DRIFT_MIN_NEW_DAYS``: labelled days since the last training window before drift alone retrains (default 7)."""
-    return int(os.environ.get("RETRAIN_DRIFT_MIN_NEW_DAYS") or 7)
-
-
-def retrain_performance_min_new_days() -> int:
-    """``RETRAIN_PERFORMANCE_MIN_NEW_DAYS``: labelled days since the last window before a failed performance check retrains (default 1)."""
-    return int(os.environ.get("RETRAIN_PERFORMANCE_MIN_NEW_DAYS") or 1)
-
-
-def retrain_backoff_max_days() -> int:
-    """``RETRAIN_BACKOFF_MAX_DAYS``: the most new labelled days the rejection backoff ever waits for (default 56)."""
-    return int(os.environ.get("RETRAIN_BACKOFF_MAX_DAYS") or 56)
-
-
-def retrain_warn_after_rejections() -> int:
-    """``RETRAIN_WARN_AFTER_REJECTIONS``: consecutive candidates not promoted before the one backoff warning (default 2)."""
-    return int(os.environ.get("RETRAIN_WARN_AFTER_REJECTIONS") or 2)
-
-
-# audit log, structured logs and error reporting
-def audit_url() -> str:
-    """``AUDIT_URL``: where the append-only audit log lives (``s3://bucket/prefix`` or a folder); ``audit/`` in the lake by default.
-
-    On S3 it is reached with the lake's settings (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``LAKE_SSE``, ``LAKE_SSE_KMS_KEY_ID``).
-    """
-    return os.environ.get("AUDIT_URL") or f"{lake_url().rstrip('/')}/audit"
-
-
-def audit_retention_days() -> int:
-    """``AUDIT_RETENTION_DAYS``: audit files older than this many days are deleted whole (default 400)."""
-    days = int(os.environ.get("AUDIT_RETENTION_DAYS") or 400)
-    if days < 1:
-        raise ValueError(f"AUDIT_RETENTION_DAYS={days}: keep the audit log at least one day")
-    return days
-
-
-def log_format() -> str:
-    """``LOG_FORMAT``: ``json`` (one event per line, the default) or ``text`` for people at a terminal."""
-    value = (os.environ.get("LOG_FORMAT") or "json").lower()
-    if value not in {"json", "text"}:
-        raise ValueError(f"LOG_FORMAT={value!r}: use json or text")
-    return value
-
-
-def pipeline_json_logs() -> bool:
-    """``PIPELINE_JSON_LOGS=true``: the local instance's runs write their events as JSON lines on stderr too.
-
-    Off by default: a person at a terminal reads ``make run``'s summary, the UI keeps the event log.
-    The production instance always writes them (``deploy/dagster-production.yaml``)."""
-    return os.environ.get("PIPELINE_JSON_LOGS", "false").lower() in {"1", "true", "yes"}
-
-
-def sentry_dsn() -> str | None:
-    """``SENTRY_DSN``: report errors to Sentry (a secret: it carries the project key); unset, nothing is sent."""
-    return os.environ.get("SENTRY_DSN") or None
-
-
-def sentry_environment() -> str | None:
-    """``SENTRY_ENVIRONMENT``: the environment errors are filed under (``production``, ``staging``)."""
-    return os.environ.get("SENTRY_ENVIRONMENT") or None
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """Where the stream processor and the live lookup find the broker and the live state (docs/streaming.md)."""
-
-    nats_url: str | None
-    """``NATS_URL``; unset: commands that can start an embedded ``nats-server`` do (``make stream-demo``)."""
-    redis_url: str
-    namespace: str
-    ack_wait_s: float
-    allowed_lateness_minutes: int
-    prediction_log_url: str | None
-    max_state_age_s: float
-    """``/predict_flight`` answers 503 when the processor has written nothing for longer than this."""
-
-
-def stream_settings() -> StreamSettings:
-    """``NATS_URL``, ``REDIS_URL`` (default the machine's 127.0.0.1:6379), ``STREAM_STATE_NAMESPACE``,
-    ``STREAM_ACK_WAIT_S``, ``STREAM_ALLOWED_LATENESS_MINUTES``, ``STREAM_PREDICTION_LOG`` (false: none),
-    ``STREAM_MAX_STATE_AGE_S``."""
-    log = os.environ.get("STREAM_PREDICTION_LOG", "true").lower() != "false"
-    return StreamSettings(
-        nats_url=os.environ.get("NATS_URL") or None,
-        redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
-        namespace=os.environ.get("STREAM_STATE_NAMESPACE") or "flightdelay",
-        ack_wait_s=float(os.environ.get("STREAM_ACK_WAIT_S") or 30),
-        allowed_lateness_minutes=int(os.environ.get("STREAM_ALLOWED_LATENESS_MINUTES") or 0),
-        prediction_log_url=prediction_log_url() if log else None,
-        max_state_age_s=float(os.environ.get("STREAM_MAX_STATE_AGE_S") or 300),
-    )
-
-
-def require_redis() -> bool:
-    """``REQUIRE_REDIS=1`` (CI): a test that needs Redis fails instead of skipping when it is missing."""
-    return os.environ.get("REQUIRE_REDIS", "").lower() in {"1", "true", "yes"}
+def secret_variables() -> set[str]:
+    """The variables whose values are secrets: Definitions bind them as ``dg.EnvVar`` so the UI shows the name."""
+    return {
+        name for concern in _concerns() for field, names in concern.variables().items()
+        if _is_secret(concern.model_fields[field]) for name in names
+    }

@@ -54,7 +54,7 @@ class JsonLogsRequested(logging.Filter):
         super().__init__(name)
         from infra import settings
 
-        self.requested = settings.pipeline_json_logs()
+        self.requested = settings.observability().pipeline_json_logs
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.requested
@@ -95,7 +95,7 @@ def formatter(log_format: str | None = None) -> logging.Formatter:
     """The formatter ``LOG_FORMAT`` asks for: JSON (default) or plain text for a terminal."""
     from infra import settings
 
-    if (log_format or settings.log_format()) == "text":
+    if (log_format or settings.observability().log_format) == "text":
         return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     return StructuredFormatter()
 
@@ -155,13 +155,14 @@ def init_sentry(component: str) -> bool:
     """
     from infra import settings
 
-    dsn = settings.sentry_dsn()
-    if not dsn:
+    observability = settings.observability()
+    if observability.sentry_dsn is None:
         return False
     import sentry_sdk
 
     sentry_sdk.init(
-        dsn=dsn, environment=settings.sentry_environment(), release=settings.code_version(),
+        dsn=observability.sentry_dsn.get_secret_value(), environment=observability.sentry_environment,
+        release=settings.project().current_code_version(),
         send_default_pii=False, traces_sample_rate=0.0, before_send=scrub_sentry_event,
         before_breadcrumb=lambda crumb, hint: _redact_all(crumb),
     )

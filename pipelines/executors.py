@@ -15,27 +15,29 @@ from infra import settings
 
 def k8s_executor_config() -> dict[str, Any]:
     """The ``k8s_job_executor``'s config from the environment: only what is set, the rest from the run launcher."""
+    executor = settings.executor()
     config: dict[str, Any] = {}
-    if settings.k8s_job_namespace():
-        config["job_namespace"] = settings.k8s_job_namespace()
-    if settings.k8s_image_pull_policy():
-        config["image_pull_policy"] = settings.k8s_image_pull_policy()
-    if settings.k8s_env_secrets():
-        config["env_secrets"] = settings.k8s_env_secrets()
-    if settings.executor_max_concurrent() is not None:
-        config["max_concurrent"] = settings.executor_max_concurrent()
+    if executor.job_namespace:
+        config["job_namespace"] = executor.job_namespace
+    if executor.image_pull_policy:
+        config["image_pull_policy"] = executor.image_pull_policy
+    if executor.env_secrets:
+        config["env_secrets"] = executor.env_secrets
+    if executor.max_concurrent is not None:
+        config["max_concurrent"] = executor.max_concurrent
     return config
 
 
 def executor_from_settings() -> dg.ExecutorDefinition:
     """in_process (default: a child process per step costs ~1.8 s here, more than our steps), multiprocess, or k8s."""
-    kind = settings.dagster_executor()
+    executor = settings.executor()
+    kind = executor.executor
     if kind == "k8s":
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor.configured(k8s_executor_config(), name="k8s")
     if kind == "multiprocess":
-        max_concurrent = settings.executor_max_concurrent()
+        max_concurrent = executor.max_concurrent
         return dg.multiprocess_executor.configured(
             {"max_concurrent": max_concurrent} if max_concurrent is not None else {}, name="multiprocess"
         )

@@ -253,8 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     from prometheus_client import start_http_server
 
     parser = argparse.ArgumentParser(prog="flightdelay metrics-exporter", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default=settings.metrics_exporter_host())
-    parser.add_argument("--port", type=int, default=settings.metrics_exporter_port())
+    exporter = settings.metrics_exporter()
+    parser.add_argument("--host", default=exporter.host)
+    parser.add_argument("--port", type=int, default=exporter.port)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)

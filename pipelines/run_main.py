@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from infra import settings
 
     storage = lake_storage_from_env()
-    library_log = None if args.verbose else settings.data_dir() / "logs" / "run.log"
+    library_log = None if args.verbose else settings.project().data_dir / "logs" / "run.log"
     started = time.perf_counter()
     summary = replay(storage, args.start, args.end)
     print(

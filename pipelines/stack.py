@@ -69,7 +69,7 @@ class Service:
 class StackConfig:
     """Where the stack listens and keeps its files; defaults are the production ports and names."""
 
-    root: Path = field(default_factory=settings.stack_dir)
+    root: Path = field(default_factory=lambda: settings.stack().dir)
     """State file, logs, Dagster home, BentoML home and data folder."""
     host: str = "127.0.0.1"
     s3_port: int = 9000
@@ -77,19 +77,19 @@ class StackConfig:
     code_server_port: int = 4000
     webserver_port: int = 3000
     bucket: str = "lake"
-    postgres_host: str = field(default_factory=settings.postgres_host)
+    postgres_host: str = field(default_factory=lambda: settings.postgres().host)
     postgres_port: int = 5432
-    postgres_user: str = field(default_factory=settings.postgres_user)
+    postgres_user: str = field(default_factory=lambda: settings.postgres().user)
     dagster_db: str = "dagster"
     mlflow_db: str = "mlflow"
     sensor_interval_s: int | None = None
     """Our sensors' tick (``SENSOR_INTERVAL_S``); None keeps their production defaults."""
     instance_overrides: Mapping[str, Any] = field(default_factory=dict)
     """Sections merged over deploy/dagster-production.yaml, key by key (a test's short run monitoring)."""
-    tls_certfile: str | None = field(default_factory=settings.stack_tls_certfile)
+    tls_certfile: str | None = field(default_factory=lambda: settings.stack().tls_certfile)
     """The servers' certificate (PEM): set, MLflow and the webserver serve HTTPS only."""
-    tls_keyfile: str | None = field(default_factory=settings.stack_tls_keyfile)
-    tls_cafile: str | None = field(default_factory=settings.stack_tls_cafile)
+    tls_keyfile: str | None = field(default_factory=lambda: settings.stack().tls_keyfile)
+    tls_cafile: str | None = field(default_factory=lambda: settings.stack().tls_cafile)
     """What the stack's clients (its probes, the code server's MLflow client) trust; None: the system's CAs."""
     webserver_internal_port: int = 3080
     """With TLS: the webserver's plain port, on 127.0.0.1 only, behind the TLS proxy on ``webserver_port``."""
@@ -357,7 +357,7 @@ class Stack:
     def _environment(self, service: Service) -> dict[str, str]:
         """The inherited environment, the service's own, and the stack's throwaway defaults for unset secrets."""
         env = dict(os.environ)
-        env.setdefault("DAGSTER_PG_PASSWORD", settings.postgres_password())
+        env.setdefault("DAGSTER_PG_PASSWORD", settings.postgres().password.get_secret_value())
         env.setdefault("PGPASSWORD", env["DAGSTER_PG_PASSWORD"])
         # moto accepts any key; a real S3 API gets the operator's credentials from the environment.
         env.setdefault("AWS_ACCESS_KEY_ID", "stack-local")
@@ -431,7 +431,7 @@ def ensure_databases(config: StackConfig) -> list[str]:
 
     try:
         connection = psycopg2.connect(host=config.postgres_host, port=config.postgres_port, user=config.postgres_user,
-                                      password=settings.postgres_password(), dbname="postgres", connect_timeout=5)
+                                      password=settings.postgres().password.get_secret_value(), dbname="postgres", connect_timeout=5)
     except psycopg2.OperationalError as exc:
         raise StackError(f"cannot connect to Postgres at {config.postgres_host}:{config.postgres_port} as "
                          f"{config.postgres_user}: {str(exc).strip()}; install and start PostgreSQL, or set "

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no verified Bento in this Dagster instance (DAGSTER_HOME): run `make run`, or materialize "
               "`bento` and let its parity check pass", file=sys.stderr)
         return 1
-    home = settings.bentoml_home()
+    home = settings.project().bentoml_home
     if not bento_path(home, tag).is_dir():
         print(f"the verified Bento {tag} is not in BENTOML_HOME={home}: point BENTOML_HOME at the store the "
               "`bento` run used, or materialize `bento` again", file=sys.stderr)

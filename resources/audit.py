@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 import dagster as dg
@@ -43,8 +42,8 @@ class AuditTrail(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls) -> AuditTrail:
-        lake = dataclasses.replace(settings.lake_settings(), url=settings.audit_url())
-        return cls(storage=LakeStorage.from_settings(lake), retention_days=settings.audit_retention_days())
+        audit = settings.audit()
+        return cls(storage=LakeStorage.from_settings(settings.lake().under(audit.url)), retention_days=audit.retention_days)
 
     def log(self) -> AuditLog:
         return AuditLog(_LakeAuditStore(self.storage))

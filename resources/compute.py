@@ -46,12 +46,13 @@ class TorchCompute(dg.ConfigurableResource):
     @classmethod
     def from_settings(cls) -> "TorchCompute":
         """The resource as the environment sets it: TORCH_DEVICE and the TRAINING_* pod needs."""
+        training = settings.training()
         return cls(
-            device=settings.torch_device(),
-            gpus=settings.training_gpus(),
-            memory=settings.training_memory(),
-            node_selector=settings.training_node_selector(),
-            tolerations=settings.training_tolerations(),
+            device=settings.compute().torch_device,
+            gpus=training.gpus,
+            memory=training.memory,
+            node_selector=training.node_selector,
+            tolerations=training.tolerations,
         )
 
     def torch_device(self) -> str:

@@ -95,7 +95,7 @@ def training_step_op_tags(compute: TorchCompute | None = None) -> dict[str, Any]
     A malformed ``TRAINING_*`` value fails the code location's load, naming the variable: a GPU ask
     silently dropped would train on the CPU for hours.
     """
-    launcher = settings.training_launcher()
+    launcher = settings.training().launcher
     if launcher == "k8s":
         return {}
     config = training_step_k8s_config(compute or TorchCompute.from_settings(), shared_memory=launcher == "torchrun")

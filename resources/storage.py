@@ -13,7 +13,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 from upath import UPath
 
-from infra.settings import LakeSettings
+from infra.settings import LakeLocation, LakeSettings
 
 _TMP_MARK = ".tmp-"
 
@@ -62,36 +62,29 @@ class LakeArea(StrEnum):
     DRIFT_REPORTS = "monitoring/drift"
 
 
-class LakeStorage(dg.ConfigurableResource):
+class LakeStorage(LakeLocation, dg.ConfigurableResource):
     """Object storage for landing files, Parquet partitions, quarantine and reports.
 
-    ``url`` is a local folder (the embedded default) or ``s3://bucket/prefix``. On S3 the client
-    comes from dagster-aws' ``S3Resource``; ``endpoint_url`` points it at any S3 API (MinIO, moto)
-    and ``sse`` is requested on every put. Credentials come from the standard AWS chain
-    (environment, profile, instance role), never from config.
+    Its fields are the lake's (``LakeLocation``, declared once in ``infra/settings.py``): ``url`` is a
+    local folder (the embedded default) or ``s3://bucket/prefix``. On S3 the client comes from
+    dagster-aws' ``S3Resource``; ``endpoint_url`` points it at any S3 API (MinIO, moto) and ``sse`` is
+    requested on every put. Credentials come from the standard AWS chain (environment, profile,
+    instance role), never from config.
     """
-
-    url: str
-    endpoint_url: str | None = None
-    region_name: str | None = None
-    sse: str | None = "AES256"
-    sse_kms_key_id: str | None = None
-    max_attempts: int = 5
 
     _client: Any = PrivateAttr(default=None)
     _versioning: str | None = PrivateAttr(default=None)
 
     @classmethod
-    def from_settings(cls, lake: LakeSettings) -> LakeStorage:
-        return cls(**{name: getattr(lake, name) for name in LakeSettings.__dataclass_fields__})
+    def from_settings(cls, lake: LakeLocation) -> LakeStorage:
+        return cls(**lake.location())
 
     def settings(self) -> LakeSettings:
-        """This lake as one plain value: what Dask workers and fsspec readers are given, never the resource."""
-        return LakeSettings(**{name: getattr(self, name) for name in LakeSettings.__dataclass_fields__})
+        """This lake as one plain value: what Dask workers and fsspec readers are given, never the resource.
 
-    @property
-    def is_s3(self) -> bool:
-        return self.url.startswith("s3://")
+        Built from the resource's values alone (``model_construct``): the environment is not read again.
+        """
+        return LakeSettings.model_construct(**self.location())
 
     def _bucket_and_prefix(self) -> tuple[str, str]:
         bucket, _, prefix = self.url[len("s3://") :].partition("/")
@@ -120,10 +113,6 @@ class LakeStorage(dg.ConfigurableResource):
         """The key of ``parts`` inside ``area``: ``area_key(LakeArea.QUARANTINE, "flights", day)``."""
         return "/".join([area.value, *(p.strip("/") for p in parts if p)])
 
-    def uri(self, key: str = "") -> str:
-        """A URI for people and for fsspec: ``s3://bucket/prefix/key`` or an absolute path."""
-        return self.settings().uri(key)
-
     def write_bytes(self, key: str, data: bytes) -> None:
         """Store ``data`` at ``key`` whole or not at all.
 
@@ -134,7 +123,7 @@ class LakeStorage(dg.ConfigurableResource):
         """
         if self.is_s3:
             self.s3_client().put_object(
-                Bucket=self._bucket_and_prefix()[0], Key=self._s3_key(key), Body=data, **self.settings().sse_arguments()
+                Bucket=self._bucket_and_prefix()[0], Key=self._s3_key(key), Body=data, **self.sse_arguments()
             )
             return
         path = self._local(key)
@@ -269,7 +258,7 @@ class LakeStorage(dg.ConfigurableResource):
 
     def storage_options(self) -> dict[str, Any]:
         """fsspec (s3fs) options that match this resource, SSE included."""
-        return self.settings().fsspec_options()
+        return self.fsspec_options()
 
     def upath(self, key: str = "") -> UPath:
         """A universal path to ``key``, for Parquet readers and writers."""

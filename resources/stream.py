@@ -26,7 +26,7 @@ PROCESSOR_DURABLE = "processor"
 
 
 def _nats_url_from_env() -> str | None:
-    return settings.stream_settings().nats_url
+    return settings.stream().nats_url_value()
 
 
 class StreamNotConfigured(RuntimeError):

@@ -9,7 +9,6 @@ and the child's logs, figures and history come back as Pipes messages.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -73,15 +72,14 @@ class DistributedTrainer(dg.ConfigurableResource):
         """The trainer from ``TRAINING_*`` settings; its k8s staging area in the lake's settings."""
         from infra import settings
 
-        lake = settings.lake_settings()
-        staging = dataclasses.replace(lake, url=settings.training_staging_url())
+        training = settings.training()
         compute = TorchCompute.from_settings()
         return cls(
-            launcher=settings.training_launcher(), processes=settings.training_processes(),
-            image=settings.training_image(), namespace=settings.training_namespace(), gpus=compute.gpus,
+            launcher=training.launcher, processes=training.processes,
+            image=training.image, namespace=training.namespace, gpus=compute.gpus,
             memory=compute.memory, node_selector=compute.node_selector, tolerations=compute.tolerations,
-            service_account=settings.training_service_account(), env_secrets=settings.k8s_env_secrets(),
-            staging=LakeStorage.from_settings(staging),
+            service_account=training.service_account, env_secrets=settings.executor().env_secrets,
+            staging=LakeStorage.from_settings(settings.lake().under(training.staging_url)),
         )
 
     def train(

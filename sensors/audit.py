@@ -181,7 +181,7 @@ def audit_tick(instance: dg.DagsterInstance, audit_trail: AuditTrail, registry: 
 
 
 @dg.sensor(
-    minimum_interval_seconds=settings.sensor_interval_s(60),
+    minimum_interval_seconds=settings.sensors().interval_s or 60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Copies trainings, promotions, rollbacks, Bento builds and exports, and sensor/schedule state "
                 "changes into the append-only audit log; expires audit files past AUDIT_RETENTION_DAYS.",

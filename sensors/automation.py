@@ -14,7 +14,7 @@ from infra import settings
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation_sensor",
     target=dg.AssetSelection.all(),
-    minimum_interval_seconds=settings.sensor_interval_s(30),
+    minimum_interval_seconds=settings.sensors().interval_s or 30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Evaluates the assets' automation conditions (features and batch predictions of new days).",
 )

@@ -13,7 +13,7 @@ BENTO_ATTEMPTS = 3
 
 @dg.sensor(
     job_name=BENTO_JOB,
-    minimum_interval_seconds=settings.sensor_interval_s(60),
+    minimum_interval_seconds=settings.sensors().interval_s or 60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="The champion alias moved and the newest Bento does not serve it → build and parity-check one.",
 )

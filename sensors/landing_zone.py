@@ -163,7 +163,7 @@ def plan_runs(
 
 @dg.sensor(
     job_name="ingest_job",
-    minimum_interval_seconds=settings.sensor_interval_s(30),
+    minimum_interval_seconds=settings.sensors().interval_s or 30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Requests an ingestion run for each new or changed file under landing/flights and landing/weather, "

@@ -67,7 +67,7 @@ def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
 
 
 @dg.sensor(
-    minimum_interval_seconds=settings.sensor_interval_s(15),
+    minimum_interval_seconds=settings.sensors().interval_s or 15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="A run whose worker process died (kill -9, OOM, reboot) is reported failed, so automation goes on.",
 )

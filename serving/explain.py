@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from infra import settings
 from serving.schema import Flight
 
-MAX_EXPLAIN_FLIGHTS = settings.explain_max_flights()
+MAX_EXPLAIN_FLIGHTS = settings.explain().max_flights
 
 ExplainFlights = Annotated[list[Flight], Field(min_length=1, max_length=MAX_EXPLAIN_FLIGHTS)]
 """1 to ``EXPLAIN_MAX_FLIGHTS`` flights (more is a 400): each costs tens of forward and backward passes."""
@@ -25,7 +25,7 @@ class ExplainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     flights: ExplainFlights
-    top_k: int = Field(default_factory=settings.explain_top_k, ge=1, le=64,
+    top_k: int = Field(default_factory=lambda: settings.explain().top_k, ge=1, le=64,
                        description="How many contributing features to return per flight.")
 
 

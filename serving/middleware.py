@@ -11,11 +11,11 @@ import contextvars
 import hmac
 import json
 import logging
-import os
 import re
 import time
 import uuid
 
+from infra import settings
 from infra.audit import token_id
 from infra.structured_logs import REQUEST_ID
 from serving.batching import ARRIVAL
@@ -32,20 +32,16 @@ class AuthConfigError(RuntimeError):
     """The service was asked to start without a token and without disabling auth explicitly."""
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
-
-
 def auth_token() -> str | None:
     """The bearer token every non-probe request must carry, or None where auth is disabled explicitly.
 
     Serving open by accident is worse than not serving: without ``SERVICE_API_TOKEN`` the service
     refuses to start unless ``SERVICE_AUTH_DISABLED=true`` says so, and then warns loudly.
     """
-    token = os.environ.get("SERVICE_API_TOKEN", "")
-    if token:
-        return token
-    if _flag("SERVICE_AUTH_DISABLED"):
+    serving = settings.serving()
+    if serving.api_token is not None:
+        return serving.api_token.get_secret_value()
+    if serving.auth_disabled:
         logger.warning(
             "AUTHENTICATION IS DISABLED (SERVICE_AUTH_DISABLED=true): anyone who can reach this port can call "
             "/predict and read /metrics. Set SERVICE_API_TOKEN to serve anywhere but a private machine."
@@ -65,7 +61,7 @@ def metrics_public() -> bool:
     version, shed and dropped counts), never a request's content; it still needs the token by default
     because the score distribution and traffic volume are the owner's business.
     """
-    return _flag("SERVICE_METRICS_PUBLIC")
+    return settings.serving().metrics_public
 
 
 async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = (), close: bool = True) -> None:
@@ -101,10 +97,8 @@ class RequestContext:
     """
 
     def __init__(self, app, access_log: bool | None = None):
-        from infra import settings
-
         self.app = app
-        self.access_log = settings.service_access_log() if access_log is None else access_log
+        self.access_log = settings.serving().access_log if access_log is None else access_log
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

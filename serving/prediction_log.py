@@ -10,7 +10,6 @@ lake's settings (endpoint, region, SSE: ``infra/settings.py``).
 from __future__ import annotations
 
 import collections
-import dataclasses
 import io
 import logging
 import threading
@@ -48,7 +47,7 @@ def _filesystem(url: str):
     import fsspec
 
     if url.startswith("s3://"):
-        options = dataclasses.replace(settings.lake_settings(), url=url).fsspec_options()
+        options = settings.lake().under(url).fsspec_options()
         return fsspec.filesystem("s3", **options), url[len("s3://") :]
     return fsspec.filesystem("file"), str(Path(url).resolve())
 

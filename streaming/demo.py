@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=600.0)
     parser.add_argument("--start", default="05:45", help="local time from which the day is paced (default 05:45)")
     args = parser.parse_args(argv)
-    stream = settings.stream_settings()
+    stream = settings.stream()
     run = uuid.uuid4().hex[:8]
     namespace = f"demo-{run}"  # a demo starts from nothing: its own broker store and live state, both dropped after
-    with tempfile.TemporaryDirectory(prefix="nats-demo-") as store_dir, broker.broker_url(stream.nats_url, Path(store_dir)) as url:
+    with tempfile.TemporaryDirectory(prefix="nats-demo-") as store_dir, broker.broker_url(stream.nats_url_value(), Path(store_dir)) as url:
         env = {**os.environ, "NATS_URL": url, "STREAM_STATE_NAMESPACE": namespace, "STREAM_PREDICTION_LOG": "false"}
         processor = subprocess.Popen([sys.executable, "-m", "streaming.processor"], env=env, start_new_session=True)
         try:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 processor.kill()
             from streaming.state_store import StateStore
 
-            StateStore(stream.redis_url, namespace).flush_namespace()
+            StateStore(stream.redis_url_value(), namespace).flush_namespace()
     return 0
 
 

@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     origins = frozenset(o.strip().upper() for o in args.origins.split(",") if o.strip()) or None
-    stream = settings.stream_settings()
+    stream = settings.stream()
     if not stream.nats_url:
         parser.error("NATS_URL is not set: point it at a JetStream server (make stream-demo starts one)")
     if args.unit_dir is not None:
@@ -329,9 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from streaming.champion import BentoModelStore
 
-        source = BentoModelStore(settings.service_model_tag("flight_delay:latest"))
+        source = BentoModelStore(settings.serving().model_tag or "flight_delay:latest")
     durable = args.durable or ("processor" + ("-" + "-".join(sorted(origins)) if origins else ""))
-    config = ProcessorConfig(nats_url=stream.nats_url, redis_url=stream.redis_url, namespace=stream.namespace,
+    config = ProcessorConfig(nats_url=stream.nats_url_value(), redis_url=stream.redis_url_value(), namespace=stream.namespace,
                              durable=durable, origins=origins, batch=args.batch, ack_wait_s=stream.ack_wait_s,
                              allowed_lateness_minutes=stream.allowed_lateness_minutes,
                              prediction_log_url=stream.prediction_log_url, idle_exit_s=args.idle_exit_s)

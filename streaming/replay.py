@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.end < args.start:
         parser.error(f"--to {args.end} is before --from {args.start}")
     speed = None if args.speed == "max" else float(args.speed)
-    url = settings.stream_settings().nats_url
+    url = settings.stream().nats_url_value()
     if not url:
         parser.error("NATS_URL is not set: point it at a JetStream server (make stream-demo starts one)")
     _, airports = reference_tables()

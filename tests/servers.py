@@ -120,7 +120,7 @@ def fresh_postgres_databases(server: dict, *stems: str):
     names = [f"test_{stem}_{suffix}" for stem in stems]
 
     def execute(statement) -> None:
-        connection = psycopg2.connect(**server, password=settings.postgres_password(), dbname="postgres")
+        connection = psycopg2.connect(**server, password=settings.postgres().password.get_secret_value(), dbname="postgres")
         connection.autocommit = True
         try:
             with connection.cursor() as cursor:

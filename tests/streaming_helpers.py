@@ -30,7 +30,7 @@ def redis_or_skip() -> str:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
         reason = f"no Redis at {REDIS_URL} ({exc}): start one (apt-get install redis-server) or set REDIS_URL"
-        if settings.require_redis():
+        if settings.ci().require_redis:
             pytest.fail(f"REQUIRE_REDIS is set, but {reason}", pytrace=False)
         pytest.skip(reason)
     return REDIS_URL

@@ -45,8 +45,8 @@ def test_retention_deletes_whole_files_past_the_cutoff_only(tmp_path, monkeypatc
     from infra import settings
 
     monkeypatch.setenv("AUDIT_RETENTION_DAYS", "0")
-    with pytest.raises(ValueError, match="AUDIT_RETENTION_DAYS=0"):
-        settings.audit_retention_days()
+    with pytest.raises(ValueError, match="AUDIT_RETENTION_DAYS='0': expected a number of days, 1 or more"):
+        settings.audit()
 
 
 def test_records_need_an_event_and_an_actor_and_secrets_are_masked(tmp_path):

@@ -161,16 +161,17 @@ def test_scheduled_block_time_crosses_time_zones(jan1):
 
 
 def test_storage_settings_travel_whole_to_dask_workers(tmp_path):
-    """Workers get the lake as one frozen value: every field of the resource's config is in it."""
+    """Workers get the lake as one plain value: the resource's config fields are the settings' own (declared once)."""
     import pickle
 
-    from infra.settings import LakeSettings
+    from infra.settings import LakeLocation, LakeSettings
     from resources.parquet_io import Warehouse, frame_reader, parquet_bytes, warehouse_key
     from resources.storage import LakeStorage
 
     storage = LakeStorage(url=str(tmp_path), endpoint_url="http://127.0.0.1:1", region_name="eu-west-1", sse=None,
                           max_attempts=2)
-    assert set(LakeStorage.model_fields) == set(LakeSettings.__dataclass_fields__)
+    assert set(LakeStorage.model_fields) == set(LakeSettings.model_fields) == set(LakeLocation.model_fields)
+    assert type(storage.settings()) is LakeSettings
     assert LakeStorage.from_settings(storage.settings()) == storage
     planes = pd.DataFrame({"tailnum": ["N1", "N2"], "seats": [10, 20]})
     storage.write_bytes(warehouse_key("planes"), parquet_bytes(planes))

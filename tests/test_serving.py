@@ -80,7 +80,7 @@ def test_the_largest_valid_batch_fits_the_default_body_limit(features, monkeypat
 
     monkeypatch.delenv("SERVICE_MAX_BODY_BYTES", raising=False)
     batch = records_from_features(features.sample(n=MAX_FLIGHTS_PER_REQUEST, replace=True, random_state=2))
-    assert 2 * len(json.dumps({"flights": batch}).encode()) <= settings.service_max_body_bytes()
+    assert 2 * len(json.dumps({"flights": batch}).encode()) <= settings.serving().max_body_bytes
 
 
 def test_unknown_carrier_and_airport_are_scored_not_rejected(model_tag, log_url, sample):
@@ -153,7 +153,7 @@ def test_served_process_over_http(model_tag, sample, tmp_path, scheme):
     """The same calls over plain HTTP and over HTTPS (SERVICE_TLS_CERTFILE/KEYFILE; a throwaway CA the client verifies)."""
     import httpx
 
-    from infra.settings import service_max_body_bytes
+    from infra import settings
     from tests.tls import make_tls_files, plain_http_refused, untrusted_client_refused
 
     tag, unit = model_tag
@@ -174,7 +174,7 @@ def test_served_process_over_http(model_tag, sample, tmp_path, scheme):
         assert response.status_code == 200, response.text
         assert np.allclose([p["delay_probability"] for p in response.json()], unit.predict_proba(sample), atol=1e-6)
 
-        huge = b'{"flights": [' + b" " * (service_max_body_bytes() + 1) + b"]}"
+        huge = b'{"flights": [' + b" " * (settings.serving().max_body_bytes + 1) + b"]}"
         assert http.post("/predict", content=huge, headers={**AUTH, "Content-Type": "application/json"}).status_code == 413
         for name, body in _bad_requests(records[0]).items():
             bad = http.post("/predict", content=body, headers={**AUTH, "Content-Type": "application/json"})

@@ -164,8 +164,10 @@ def test_deployment_is_scaled_by_an_hpa_and_protected_by_a_pdb():
 def test_every_setting_the_pod_gets_is_one_the_service_reads():
     """A ConfigMap key nobody reads is a typo or a leftover (infra/settings.py is the one reader)."""
     config = _one(_objects("base"), "ConfigMap")
-    settings_source = (SERVING.parents[2] / "ml" / "settings.py").read_text()
-    unread = [k for k in config["data"] if not k.startswith("BENTOML_") and f'"{k}"' not in settings_source]
+    from infra import settings
+
+    read = settings.environment_variables()
+    unread = [k for k in config["data"] if not k.startswith("BENTOML_") and k not in read]
     assert unread == []
     assert not any(o["kind"] == "Secret" for folder in ("base", *VARIANTS) for o in _objects(folder)), \
         "the token Secret is created out of band, never committed"

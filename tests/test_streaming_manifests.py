@@ -83,9 +83,10 @@ def test_the_processor_reads_its_connections_from_a_secret_and_its_settings_from
     assert all("value" not in e for e in container["env"]), "no setting is inlined: values live in the ConfigMap"
     assert container["envFrom"] == [{"configMapRef": {"name": _one("ConfigMap")["metadata"]["name"]}}]
     assert not any(o["kind"] == "Secret" for o in _objects()), "the connections Secret is created out of band"
-    settings_source = (STREAMING.parents[2] / "ml" / "settings.py").read_text()
-    unread = [k for k in _one("ConfigMap")["data"]
-              if not k.startswith("BENTOML_") and k != "STREAM_BENTO" and f'"{k}"' not in settings_source]
+    from infra import settings
+
+    read = settings.environment_variables()
+    unread = [k for k in _one("ConfigMap")["data"] if not k.startswith("BENTOML_") and k != "STREAM_BENTO" and k not in read]
     assert unread == [], "a ConfigMap key nobody reads is a typo or a leftover"
 
 

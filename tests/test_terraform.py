@@ -231,8 +231,8 @@ def test_the_code_policy_covers_exactly_the_prefixes_the_code_writes(tf, monkeyp
     compute_logs = _compute_logs(values)["prefix"].split("/")
     assert compute_logs[0] == tf["variable"]["lake_prefix"]["default"], "compute logs live under the lake"
     used = {*(area.value.split("/")[0] for area in LakeArea), landing_key("flights", "2013-01-01").split("/")[0],
-            WAREHOUSE_PREFIX, PREDICTIONS_PREFIX, under_the_lake(settings.prediction_log_url()),
-            under_the_lake(settings.training_staging_url()), compute_logs[1]}
+            WAREHOUSE_PREFIX, PREDICTIONS_PREFIX, under_the_lake(settings.prediction_log().url),
+            under_the_lake(settings.training().staging_url), compute_logs[1]}
     assert set(tf["variable"]["code_prefixes"]["default"]) == used
     (locals_,) = tf["locals"]
     assert "var.code_prefixes" in locals_["code_object_prefixes"] and "var.bento_release_prefix" in locals_["code_object_prefixes"]
@@ -282,10 +282,10 @@ def test_no_helm_value_asks_for_an_encryption_the_bucket_policy_denies(tf, files
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    if settings.s3_sse() == "aws:kms":
+    if settings.lake().sse == "aws:kms":
         # the key ARN would come from flight-delays-secrets, which is the Terraform kms_key_arn output
-        monkeypatch.setenv("LAKE_SSE_KMS_KEY_ID", settings.s3_sse_kms_key_id() or LAKE_KEY_ARN)
-    lake_put = settings.lake_settings().sse_arguments()
+        monkeypatch.setenv("LAKE_SSE_KMS_KEY_ID", settings.lake().sse_kms_key_id or LAKE_KEY_ARN)
+    lake_put = settings.lake().sse_arguments()
     log_put = _compute_logs(values).get("uploadExtraArgs") or {}
     for arguments in (lake_put, log_put):
         request = {BOTO_SSE_ARGUMENTS[k]: v for k, v in arguments.items() if k in BOTO_SSE_ARGUMENTS}

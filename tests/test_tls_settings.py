@@ -20,21 +20,21 @@ def tls(tmp_path, monkeypatch):
 
 
 def test_unset_is_plain_http_and_set_is_https_with_absolute_paths(tls, monkeypatch, tmp_path):
-    assert settings.service_ssl_config() == {"enabled": False}
+    assert settings.serving().ssl_config() == {"enabled": False}
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SERVICE_TLS_CERTFILE", "tls/server.crt")
-    assert settings.service_ssl_config() == {"enabled": True, "certfile": str(tls.cert)}, "a combined PEM needs no key file"
+    assert settings.serving().ssl_config() == {"enabled": True, "certfile": str(tls.cert)}, "a combined PEM needs no key file"
     monkeypatch.setenv("SERVICE_TLS_KEYFILE", str(tls.key))
-    assert settings.service_ssl_config() == {"enabled": True, "certfile": str(tls.cert), "keyfile": str(tls.key)}
+    assert settings.serving().ssl_config() == {"enabled": True, "certfile": str(tls.cert), "keyfile": str(tls.key)}
 
 
 def test_a_key_without_a_certificate_or_a_missing_file_is_refused(tls, monkeypatch):
     monkeypatch.setenv("SERVICE_TLS_KEYFILE", str(tls.key))
     with pytest.raises(ValueError, match="SERVICE_TLS_CERTFILE is not"):
-        settings.service_ssl_config()
+        settings.serving().ssl_config()
     monkeypatch.setenv("SERVICE_TLS_CERTFILE", str(tls.cert.with_name("gone.crt")))
     with pytest.raises(ValueError, match=r"SERVICE_TLS_CERTFILE='.*gone.crt': no such file"):
-        settings.service_ssl_config()
+        settings.serving().ssl_config()
 
 
 @pytest.mark.server  # bentoml serve

@@ -43,11 +43,11 @@ def test_multiprocess_caps_its_processes_from_settings():
 def test_an_unknown_executor_is_refused_with_the_choices(monkeypatch):
     monkeypatch.setenv("DAGSTER_EXECUTOR", "celery")
     with pytest.raises(ValueError, match="in_process, multiprocess, k8s"):
-        settings.dagster_executor()
+        settings.executor()
 
 
 def test_a_pull_policy_kubernetes_does_not_know_is_refused_before_any_pod(monkeypatch):
     """dagster-k8s's schema takes any string here; a cluster would refuse the pod only at launch."""
     monkeypatch.setenv("K8S_IMAGE_PULL_POLICY", "Sometimes")
     with pytest.raises(ValueError, match="Always, IfNotPresent, Never"):
-        settings.k8s_image_pull_policy()
+        settings.executor()

@@ -20,29 +20,29 @@ TRAINING_STEP = "delay_model"
 
 def test_node_selector_reads_json_or_pairs(monkeypatch):
     monkeypatch.setenv("TRAINING_NODE_SELECTOR", "pool=gpu, accelerator=nvidia-l4")
-    assert settings.training_node_selector() == {"pool": "gpu", "accelerator": "nvidia-l4"}
+    assert settings.training().node_selector == {"pool": "gpu", "accelerator": "nvidia-l4"}
     monkeypatch.setenv("TRAINING_NODE_SELECTOR", '{"cloud.google.com/gke-accelerator": "nvidia-l4"}')
-    assert settings.training_node_selector() == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert settings.training().node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     monkeypatch.setenv("TRAINING_NODE_SELECTOR", "pool")
-    with pytest.raises(ValueError, match="TRAINING_NODE_SELECTOR: 'pool' is not key=value"):
-        settings.training_node_selector()
+    with pytest.raises(ValueError, match="TRAINING_NODE_SELECTOR='pool': 'pool' is not key=value"):
+        settings.training().node_selector
 
 
 def test_tolerations_default_to_the_gpu_taint_only_when_gpus_are_asked(monkeypatch):
     monkeypatch.delenv("TRAINING_TOLERATIONS", raising=False)
     monkeypatch.delenv("TRAINING_GPUS", raising=False)
-    assert settings.training_tolerations() == []
+    assert settings.training().tolerations == []
     monkeypatch.setenv("TRAINING_GPUS", "2")
-    assert settings.training_tolerations() == [settings.GPU_TOLERATION]
+    assert settings.training().tolerations == [settings.GPU_TOLERATION]
     monkeypatch.setenv("TRAINING_TOLERATIONS", "[]")
-    assert settings.training_tolerations() == []
+    assert settings.training().tolerations == []
     monkeypatch.setenv("TRAINING_TOLERATIONS", "dedicated=ml:NoSchedule,nvidia.com/gpu")
-    assert settings.training_tolerations() == [
+    assert settings.training().tolerations == [
         {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
         {"key": "nvidia.com/gpu", "operator": "Exists"},
     ]
     monkeypatch.setenv("TRAINING_TOLERATIONS", '[{"key": "spot", "operator": "Exists", "tolerationSeconds": 60}]')
-    assert settings.training_tolerations()[0]["tolerationSeconds"] == 60
+    assert settings.training().tolerations[0]["tolerationSeconds"] == 60
 
 
 def test_a_cpu_training_step_carries_no_tag():

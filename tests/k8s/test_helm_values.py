@@ -95,12 +95,12 @@ def test_the_deployments_env_loads_a_code_location_on_the_k8s_executor(values):
 
 def test_no_secret_value_is_in_the_values(values):
     """Secrets come from Secrets by name: no password in our values, no variable that may carry one set inline."""
-    from infra.settings import SECRET_VARIABLES
+    from infra.settings import secret_variables
 
     assert "postgresqlPassword" not in values["postgresql"]
     assert values["generatePostgresqlPasswordSecret"] is False and values["global"]["postgresqlSecretName"]
     env = chart.deployment_env(values)
-    assert not set(env) & {*SECRET_VARIABLES, "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "DAGSTER_PG_PASSWORD"}
+    assert not set(env) & {*secret_variables(), "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "DAGSTER_PG_PASSWORD"}
 
 
 def test_an_external_postgres(values):

@@ -12,7 +12,7 @@ def prometheus_binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         reason = f"{name} is not installed: apt-get install prometheus (Debian ships promtool with it)"
-        if settings.require_prometheus():
+        if settings.ci().require_prometheus:
             pytest.fail(f"REQUIRE_PROMETHEUS is set, but {reason}", pytrace=False)
         pytest.skip(reason)
     return path

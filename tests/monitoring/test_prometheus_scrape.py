@@ -112,7 +112,7 @@ def _logs(stack):
 @pytest.fixture(scope="module")
 def traffic(stack):
     """Requests of each outcome sent to the Bento, and the moment Prometheus has scraped their counts."""
-    from infra.settings import service_max_body_bytes
+    from infra import settings
     from serving.schema import records_from_features
     from tests.serving_helpers import january_features
 
@@ -126,7 +126,7 @@ def traffic(stack):
         for _ in range(2):
             codes.append(http.post("/predict", json={"flights": records[:1]}).status_code)
         codes.append(http.post("/predict", content=b'{"flights": [', headers=json_headers).status_code)
-        over_limit = b" " * (service_max_body_bytes() + 1)
+        over_limit = b" " * (settings.serving().max_body_bytes + 1)
         codes.append(http.post("/predict", content=b'{"flights": [' + over_limit + b"]}", headers=json_headers).status_code)
     assert codes[:5] == [200, 200, 200, 401, 401] and codes[5] in (400, 422) and codes[6] == 413, codes
     sent = {str(code): codes.count(code) for code in set(codes)}

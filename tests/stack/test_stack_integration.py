@@ -52,7 +52,7 @@ class Live:
 
         from infra import settings
 
-        with psycopg2.connect(**self.postgres, password=settings.postgres_password(), dbname=database) as connection:
+        with psycopg2.connect(**self.postgres, password=settings.postgres().password.get_secret_value(), dbname=database) as connection:
             with connection.cursor() as cursor:
                 cursor.execute(query, params)
                 return cursor.fetchall()
@@ -93,7 +93,7 @@ def live(postgres_server, tmp_path_factory):
             print(f"stack up in {time.perf_counter() - started:.1f} s")
             for name, value in stack.services["daemon"].env.items():  # the instance's variables, for this process
                 env.setenv(name, value)
-            env.setenv("DAGSTER_PG_PASSWORD", settings.postgres_password())
+            env.setenv("DAGSTER_PG_PASSWORD", settings.postgres().password.get_secret_value())
             instance = dg.DagsterInstance.from_config(str(config.dagster_home))
             yield Live(
                 stack=stack,

@@ -35,12 +35,12 @@ def test_the_code_servers_environment_is_read_by_the_projects_settings(monkeypat
     code = {s.name: s for s in stack_services(config)}["user-code"]
     for name, value in code.env.items():
         monkeypatch.setenv(name, value)
-    lake = settings.lake_settings()
+    lake = settings.lake()
     assert (lake.url, lake.endpoint_url, lake.sse) == ("s3://lake", "http://127.0.0.1:9100", "AES256")
-    assert settings.mlflow_tracking_uri() == "http://127.0.0.1:5100"
-    assert settings.prediction_log_url() == "s3://lake/predictions"
+    assert settings.registry().tracking_uri.get_secret_value() == "http://127.0.0.1:5100"
+    assert settings.prediction_log().url == "s3://lake/predictions"
     assert code.env["BENTO_EXPORT_URL"] == "s3://lake/bentos/"
-    assert (settings.postgres_host(), settings.postgres_user()) == ("127.0.0.1", "postgres")
+    assert (settings.postgres().host, settings.postgres().user) == ("127.0.0.1", "postgres")
     assert code.env["DAGSTER_PG_DB"] == "dagster" and "SENSOR_INTERVAL_S" not in code.env, "production tick by default"
 
 
@@ -118,7 +118,7 @@ def test_require_postgres_is_read_from_the_environment(monkeypatch, value, requi
     from infra import settings
 
     monkeypatch.setenv("REQUIRE_POSTGRES", value)
-    assert settings.require_postgres() is required
+    assert settings.ci().require_postgres is required
 
 
 def test_the_instance_config_the_stack_writes_passes_dagsters_schema_with_overrides_merged(tmp_path, monkeypatch):
