@@ -41,7 +41,7 @@ def _eager_without_waiting_for_history(label: str) -> dg.AutomationCondition:
     """
     return (
         (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
-        & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(HISTORY_TABLE))
+        & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(HISTORY_TABLE.value))
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
     ).with_label(label)
@@ -56,7 +56,7 @@ PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="features",
     kinds={"pandas"},
-    deps=[dg.AssetDep(raw_flights, partition_mapping=PREVIOUS_DAY), dg.AssetDep(HISTORY_TABLE, partition_mapping=PREVIOUS_DAY),
+    deps=[dg.AssetDep(raw_flights, partition_mapping=PREVIOUS_DAY), dg.AssetDep(HISTORY_TABLE.value, partition_mapping=PREVIOUS_DAY),
           airports],
     automation_condition=_eager_without_waiting_for_history("any partition, once yesterday's flights exist"),
     retry_policy=IO_RETRY,

@@ -268,7 +268,7 @@ class MlflowRegistry(dg.ConfigurableResource):
         against = tags.get("evaluated_against_champion", NONE)
         return Candidate(
             version=str(found.version),
-            run_id=found.run_id,
+            run_id=found.run_id or "",
             model_uri=self.model_uri(str(found.version)),
             passed=tags.get("candidate_status") == PASSED,
             reason="" if reason == NONE else reason,
@@ -281,7 +281,7 @@ class MlflowRegistry(dg.ConfigurableResource):
             dagster_run_id=tags.get("dagster_run_id", ""),
             outcome=tags.get("verdict", ""),
             window_last_day=None if tags.get("window_last_day", NONE) == NONE else tags["window_last_day"],
-            run_link=self.run_link(found.run_id),
+            run_link=self.run_link(found.run_id) if found.run_id else "",
         )
 
     def champion(self) -> Candidate | None:
