@@ -154,10 +154,10 @@ def bento(context: dg.AssetExecutionContext, config: BentoConfig, registry: Mlfl
 
     version, run_id = _champion(registry)
     model_uri = registry.model_uri(version)
-    sample = _parity_sample(storage, config.parity_rows)
     with bentos.exclusive(), tempfile.TemporaryDirectory(prefix="bento-") as tmp:
         pruned = _prune_unverified(context, bentos, config.keep_verified)
-        digest, unit_dir, unit = _download_verified_unit(registry, version, tmp)
+        digest, unit_dir, unit = _download_verified_unit(registry, version, tmp)  # a hostile champion stops here
+        sample = _parity_sample(storage, config.parity_rows)  # before the build: no window, no build time spent
         built = bentos.build(unit_dir, digest, version, run_id, model_uri)
         context.log.info(f"built {built.bento_tag} with model {built.model_tag} (registry v{version})")
         report = bentos.check_parity(built.bento_tag, sample, unit, config.parity_tolerance, Path(tmp))

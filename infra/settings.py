@@ -170,7 +170,7 @@ class LakeLocation(BaseModel):
     region_name: str | None = None
     sse: str | None = "AES256"
     sse_kms_key_id: str | None = None
-    max_attempts: int = Field(5, gt=0)
+    max_attempts: int = Field(5, ge=0)
 
     @property
     def is_s3(self) -> bool:

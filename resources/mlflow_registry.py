@@ -307,7 +307,7 @@ class MlflowRegistry(dg.ConfigurableResource):
                 path = Path(tmp) / REFERENCE_FILE
                 evaluation.reference.to_parquet(path, index=False)
                 mlflow.log_artifact(str(path), artifact_path=REFERENCE_ARTIFACT_DIR)
-        self._log_importance(run.info.run_id, evaluation.importance)
+        self.log_importance(run.info.run_id, evaluation.importance)
         for key, value in _version_tags(evaluation, provenance).items():
             self.client().set_model_version_tag(self.model_name, version, key, value)
         return self.candidate(version)
@@ -329,7 +329,7 @@ class MlflowRegistry(dg.ConfigurableResource):
         mlflow.set_tags({"data_fingerprint": provenance.data_fingerprint, "code_version": provenance.code_version,
                          "dagster_run_id": provenance.dagster_run_id, "device": trained.device})
 
-    def _log_importance(self, run_id: str, importance: "Importance") -> None:
+    def log_importance(self, run_id: str, importance: "Importance") -> None:
         """A candidate's permutation importance with its training run: the JSON artifact, the markdown table
         beside it, and one ``importance_<group>`` metric per group (versions compare side by side in MLflow)."""
         import re

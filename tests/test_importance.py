@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from ml.features import FEATURE_COLUMNS, WEATHER_FEATURES
+from ml.evaluation import Importance
 from ml.importance import as_records, feature_groups, markdown_table, permutation_importance
 from tests.serving_helpers import january_features
 
@@ -71,7 +72,7 @@ def test_importance_is_logged_with_the_run_and_read_back_by_version(mlflow_regis
                                              feature_groups(list(FEATURE_COLUMNS)), repeats=1)
     client = mlflow_registry.client()
     run = client.create_run(mlflow_registry.experiment_id())
-    mlflow_registry.log_importance(run.info.run_id, auc, as_records(importance), markdown_table(auc, importance))
+    mlflow_registry.log_importance(run.info.run_id, Importance(auc, tuple(as_records(importance)), markdown_table(auc, importance)))
     client.set_terminated(run.info.run_id)
 
     logged = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/explainability/permutation_importance.json")

@@ -196,7 +196,9 @@ def _performance_report_with(passed: bool):
 
 
 def test_repeated_drift_without_new_labelled_days_does_not_retrain(instance, monkeypatch):
-    from assets.training import PROMOTED
+    from assets.run_tags import TrainingOutcome
+
+    PROMOTED = TrainingOutcome.PROMOTED
 
     monkeypatch.setenv("RETRAIN_COOLDOWN_S", "0")
     monkeypatch.setenv("RETRAIN_DRIFT_MIN_NEW_DAYS", "3")
@@ -226,7 +228,9 @@ def test_repeated_drift_without_new_labelled_days_does_not_retrain(instance, mon
 
 
 def test_a_failed_performance_check_retrains_on_one_new_labelled_day(instance, monkeypatch):
-    from assets.training import PROMOTED
+    from assets.run_tags import TrainingOutcome
+
+    PROMOTED = TrainingOutcome.PROMOTED
 
     monkeypatch.setenv("RETRAIN_COOLDOWN_S", "0")
     _trained(instance, "2013-03-31", PROMOTED)
