@@ -3,7 +3,7 @@
 Plain numbers (no pandas here): the code location imports this at load time for its config defaults.
 """
 
-VERSION = "1"
+VERSION = "2"
 """Bump when a gate's threshold changes (tests/test_module_versions.py)."""
 
 
@@ -22,12 +22,19 @@ DRIFT_SHARE_THRESHOLD = 0.5
 DRIFT_MIN_ROWS = 200
 """Days with fewer current rows are reported but never fail the drift check (too few to tell)."""
 
-PERFORMANCE_AUC_MARGIN = 0.05
-"""The performance check fails on a day whose realised ROC AUC is this far below the serving model's test AUC."""
-PERFORMANCE_MIN_LABELLED = 200
-"""Days with fewer labelled flights are reported but never fail the performance check."""
+PERFORMANCE_WINDOW_DAYS = 7
+"""The performance check pools the labelled flights of the last this many days the serving model scored."""
+PERFORMANCE_CONFIDENCE = 0.95
+"""Level of the realised ROC AUC's DeLong interval over that window."""
+PERFORMANCE_AUC_TOLERANCE = 0.02
+"""The check fails when the interval's upper bound is more than this below the model's test ROC AUC
+(bench/policy_calibration.py, docs/retraining-policy.md)."""
+PERFORMANCE_MIN_LABELLED = 1000
+"""Windows with fewer labelled flights are reported but never fail the performance check."""
 
 BASELINE_TOLERANCE = 0.01
 """A candidate's test ROC AUC may be at most this far below the baseline's."""
-CHAMPION_TOLERANCE = 0.0
-"""… and at most this far below the current champion's, on the same test set."""
+PROMOTION_CONFIDENCE = 0.95
+"""Level of the paired DeLong interval of the candidate's ROC AUC gain over the champion, on the same test flights."""
+PROMOTION_MARGIN = 0.0
+"""The gain's interval must lie above this: the candidate is promoted only when it is better beyond the noise."""
