@@ -13,8 +13,8 @@ from assets.versions import derived_code_version
 from assets.inference import batch_predictions
 from assets.training import champion_model
 from ml.gates import (
-    DRIFT_COLUMN_THRESHOLD, DRIFT_COLUMNS, DRIFT_MIN_ROWS, DRIFT_SHARE_THRESHOLD, PERFORMANCE_AUC_MARGIN,
-    PERFORMANCE_MIN_LABELLED,
+    DRIFT_COLUMN_THRESHOLD, DRIFT_COLUMNS, DRIFT_MIN_ROWS, DRIFT_SHARE_THRESHOLD, PERFORMANCE_AUC_TOLERANCE,
+    PERFORMANCE_CONFIDENCE, PERFORMANCE_MIN_LABELLED, PERFORMANCE_WINDOW_DAYS,
 )
 from resources.mlflow_registry import MlflowRegistry
 from resources.bento_store import BentoStore
@@ -45,10 +45,14 @@ class DriftConfig(dg.Config):
 
 
 class PerformanceConfig(dg.Config):
-    auc_margin: float = PERFORMANCE_AUC_MARGIN
-    """The check fails on a day whose realised ROC AUC is this far below the serving model's test AUC."""
+    window_days: int = PERFORMANCE_WINDOW_DAYS
+    """The check judges the flights of the day and the days before it, this many in all, the serving model scored."""
+    confidence: float = PERFORMANCE_CONFIDENCE
+    """Level of the DeLong interval of the window's realised ROC AUC."""
+    auc_tolerance: float = PERFORMANCE_AUC_TOLERANCE
+    """The check fails when the interval's upper bound is more than this below the model's test ROC AUC."""
     min_labelled: int = PERFORMANCE_MIN_LABELLED
-    """Days with fewer labelled flights are reported but never fail the check."""
+    """Windows with fewer labelled flights are reported but never fail the check."""
 
 
 def _served_or(bentos: BentoStore, storage: LakeStorage, day: str, fallback: str):
@@ -156,7 +160,8 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, registr
     deps=[flight_features, batch_predictions],
     check_specs=[
         dg.AssetCheckSpec(PERFORMANCE_CHECK, asset="model_performance",
-                          description="Realised ROC AUC of the serving model within a margin of its test AUC."),
+                          description="Realised ROC AUC of the serving model over a window of days, with its "
+                                      "confidence interval, not below its test AUC by more than the tolerance."),
     ],
     retry_policy=IO_RETRY,
 )
@@ -166,50 +171,88 @@ def model_performance(context: dg.AssetExecutionContext, config: PerformanceConf
 
     The day's predictions (served traffic from the prediction log, else batch predictions) joined
     with its flight_features labels (arrived 15+ min late) by date, carrier, flight and origin.
-    Cancelled and diverted flights have no label and are counted, not scored.
+    Cancelled and diverted flights have no label and are counted, not scored. The check judges a window:
+    the flights the day's serving model scored over the last `window_days` days, pooled, with a DeLong
+    interval of their ROC AUC (`ml.performance.windowed_performance`); one noisy day cannot fail it.
     """
     import pandas as pd
 
-    from ml.performance import served_performance
-    from resources.parquet_io import Warehouse
-    from serving.prediction_log import SCORE
-
-    out, failing, test_aucs = {}, {}, {}
+    days = _DayPerformance(storage, bentos)
+    out, failing, expected_by_version = {}, {}, {}
     for day in context.partition_keys:
-        predictions, source = _served_or(bentos, storage, day, "batch_predictions")
-        outcomes = Warehouse(storage).frame(Table.FLIGHT_FEATURES, day)
-        if predictions is None or outcomes is None:
-            context.log.warning(f"model_performance {day}: predictions from {source}, outcomes "
-                                f"{'missing' if outcomes is None else 'present'}; skipped")
+        result, source = days.of(day)
+        if result is None:
+            context.log.warning(f"model_performance {day}: predictions from {source} or outcomes missing; skipped")
             out[day] = None
             continue
-        result = served_performance(predictions.rename(columns={SCORE: "score"}), outcomes)
         version = max(result.model_versions, key=result.model_versions.get) if result.model_versions else None
-        if version is not None and version not in test_aucs:
-            test_aucs[version] = registry.candidate(version).test_roc_auc
-        expected = test_aucs.get(version)
-        labelled = result.rows_joined  # matched, labelled, with a valid score
-        if (result.roc_auc is not None and expected is not None and labelled >= config.min_labelled
-                and result.roc_auc < expected - config.auc_margin):
-            failing[day] = {"roc_auc": round(result.roc_auc, 4), "test_roc_auc": expected, "model_version": version}
+        if version is not None and version not in expected_by_version:
+            expected_by_version[version] = registry.candidate(version).test_roc_auc
+        evidence = days.window(day, version, expected_by_version.get(version), config)
+        if evidence.fails:
+            failing[day] = evidence.as_record()
         metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.metrics().items()}
-        context.add_asset_metadata(
-            {**{k: v for k, v in metrics.items() if v is not None}, "source": source,
-             "model_version": version or "none", "model_test_roc_auc": expected if expected is not None else "n/a",
-             "calibration": dg.MetadataValue.md(result.calibration.round(4).to_markdown(index=False))},
-            partition_key=day,
-        )
+        context.add_asset_metadata(_performance_metadata(metrics, source, version, evidence, result), partition_key=day)
         out[day] = pd.DataFrame([{**metrics, "date": day, "source": source, "model_version": version}])
     yield dg.Output(out)
-    yield _performance_check(failing, config.auc_margin, context.partition_keys[-1])
+    yield _performance_check(failing, config, context.partition_keys[-1])
 
 
-def _performance_check(failing: dict, margin: float, last_day: str) -> dg.AssetCheckResult:
-    """The performance check over a run's days: it fails when any scored day fell more than ``margin`` below."""
+class _DayPerformance:
+    """Each day's served performance, computed once per run, and the windows of days the check pools."""
+
+    def __init__(self, storage: LakeStorage, bentos: BentoStore):
+        self._storage, self._bentos, self._days = storage, bentos, {}
+
+    def of(self, day: str):
+        if day not in self._days:
+            self._days[day] = self._compute(day)
+        return self._days[day]
+
+    def _compute(self, day: str):
+        from ml.performance import served_performance
+        from resources.parquet_io import Warehouse
+        from serving.prediction_log import SCORE
+
+        predictions, source = _served_or(self._bentos, self._storage, day, "batch_predictions")
+        outcomes = Warehouse(self._storage).frame(Table.FLIGHT_FEATURES, day)
+        if predictions is None or outcomes is None:
+            return None, source
+        return served_performance(predictions.rename(columns={SCORE: "score"}), outcomes), source
+
+    def window(self, day: str, version: str | None, expected: float | None, config: PerformanceConfig):
+        import datetime as dt
+
+        from ml.performance import windowed_performance
+
+        last = dt.date.fromisoformat(day)
+        window = [(last - dt.timedelta(days=back)).isoformat() for back in range(config.window_days)]
+        scored = {d: r.scored for d in window if daily_partitions.has_partition_key(d) and (r := self.of(d)[0]) is not None}
+        return windowed_performance(scored, version, expected, tolerance=config.auc_tolerance, level=config.confidence,
+                                    min_labelled=config.min_labelled)
+
+
+def _performance_metadata(metrics: dict, source: str, version: str | None, evidence, result) -> dict:
+    interval = evidence.interval
+    return {
+        **{k: v for k, v in metrics.items() if v is not None}, "source": source, "model_version": version or "none",
+        "model_test_roc_auc": evidence.expected if evidence.expected is not None else "n/a",
+        "window_days": dg.MetadataValue.json(list(evidence.days)),
+        **({"window_roc_auc": round(interval.estimate, 4), "window_roc_auc_low": round(interval.low, 4),
+            "window_roc_auc_high": round(interval.high, 4), "window_flights": interval.flights} if interval else {}),
+        "window_verdict": evidence.reason,
+        "calibration": dg.MetadataValue.md(result.calibration.round(4).to_markdown(index=False)),
+    }
+
+
+def _performance_check(failing: dict, config: PerformanceConfig, last_day: str) -> dg.AssetCheckResult:
+    """The performance check over a run's days: it fails when a day's window shows the model worse than promised."""
     return dg.AssetCheckResult(
         check_name=PERFORMANCE_CHECK,
         passed=not failing,
-        description=(f"ROC AUC more than {margin} below test: {failing}" if failing
-                     else f"every scored day within {margin} of the model's test ROC AUC"),
-        metadata={"failing_days": dg.MetadataValue.json(failing), "last_day": last_day, "margin": margin},
+        description=("; ".join(f"{day}: {e['reason']}" for day, e in failing.items()) if failing
+                     else f"every judged window within {config.auc_tolerance} of the model's test ROC AUC "
+                          f"({config.window_days} days, {config.confidence:.0%} DeLong interval)"),
+        metadata={"failing_days": dg.MetadataValue.json(failing), "last_day": last_day,
+                  "tolerance": config.auc_tolerance, "window_days": config.window_days, "confidence": config.confidence},
     )

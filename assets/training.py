@@ -11,7 +11,7 @@ from ml.tables import Table
 from assets.features import RAW_UPSTREAMS, flight_features
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
-from ml.gates import BASELINE_TOLERANCE, CHAMPION_TOLERANCE
+from ml.gates import BASELINE_TOLERANCE, PROMOTION_CONFIDENCE, PROMOTION_MARGIN
 from assets.versions import derived_code_version
 from resources.compute import DaskCluster, TorchCompute
 from resources.kubernetes import training_step_op_tags
@@ -155,8 +155,10 @@ class DelayModelConfig(dg.Config):
     """Mixed precision (float16 + GradScaler on CUDA, bfloat16 on CPU)."""
     baseline_tolerance: float = BASELINE_TOLERANCE
     """The candidate's test ROC AUC may be at most this far below the baseline's."""
-    champion_tolerance: float = CHAMPION_TOLERANCE
-    """… and at most this far below the current champion's, on the same test set."""
+    promotion_confidence: float = PROMOTION_CONFIDENCE
+    """Level of the paired interval of the candidate's ROC AUC gain over the champion, on the same test flights."""
+    promotion_margin: float = PROMOTION_MARGIN
+    """… whose lower bound must lie above this for the candidate to be promoted."""
     behaviour_sample: int = 2000
 
 
@@ -229,7 +231,8 @@ def _evaluation_settings(config: "DelayModelConfig"):
     from ml.evaluation import EvaluationSettings
 
     return EvaluationSettings(seed=config.seed, behaviour_sample=config.behaviour_sample,
-                              baseline_tolerance=config.baseline_tolerance, champion_tolerance=config.champion_tolerance)
+                              baseline_tolerance=config.baseline_tolerance,
+                              promotion_confidence=config.promotion_confidence, promotion_margin=config.promotion_margin)
 
 
 def _params(config: "DelayModelConfig", launched, train_rows: int) -> dict:
@@ -339,7 +342,8 @@ def _importance_table(groups, champion):
                                       "failing while a champion serves (WARN) means not promoted, and the run still succeeds."),
         # Blocking at ERROR only: its verdict is WARN (not promoted is an outcome; champion_model acts on it).
         dg.AssetCheckSpec(CHAMPION_CHECK, asset="delay_model", blocking=True,
-                          description="Test ROC AUC not below the current champion's on the same test set; "
+                          description="Test ROC AUC better than the current champion's on the same test flights "
+                                      "beyond the noise (the paired DeLong interval of the gain lies above the margin); "
                                       "failing (WARN) means not promoted, and the run still succeeds."),
         dg.AssetCheckSpec(BEHAVIOUR_CHECK, asset="delay_model", blocking=True,
                           description="Invariance to flight number, heavy rain does not lower delay, obvious cases."),
@@ -403,6 +407,7 @@ def champion_model(context: dg.AssetExecutionContext, delay_model: Candidate, re
     reason = (
         f"test ROC AUC {_auc(candidate.test_roc_auc)} vs baseline {_auc(candidate.baseline_roc_auc)}"
         f" and champion v{candidate.evaluated_against or 'none'} {_auc(candidate.champion_roc_auc)}"
+        + (f", gain {_gain(candidate.champion_gain)}" if candidate.champion_gain else "")
     )
     previous = registry.promote(candidate, candidate.evaluated_against, promoted_by=f"dagster run {context.run_id}",
                                 reason=reason)
@@ -414,6 +419,7 @@ def champion_model(context: dg.AssetExecutionContext, delay_model: Candidate, re
             "previous_version": previous or "none",
             "model_uri": registry.champion_uri(),
             "reason": reason,
+            "champion_gain": dg.MetadataValue.json(candidate.champion_gain or {}),
         }
     )
 
@@ -425,6 +431,7 @@ def _record_not_promoted(context: dg.AssetExecutionContext, candidate: Candidate
         "candidate_version": candidate.version,
         "champion_version": champion or "none",
         "reason": candidate.reason,
+        "champion_gain": dg.MetadataValue.json(candidate.champion_gain or {}),
         "mlflow_run": candidate.run_link,
     }))
     _tag_outcome(context, TrainingOutcome.NOT_PROMOTED, candidate)
@@ -432,6 +439,10 @@ def _record_not_promoted(context: dg.AssetExecutionContext, candidate: Candidate
 
 def _tag_outcome(context: dg.AssetExecutionContext, outcome: TrainingOutcome, candidate: Candidate) -> None:
     context.instance.add_run_tags(context.run_id, TrainingRunTags(outcome, candidate.window_last_day).format())
+
+
+def _gain(gain: dict) -> str:
+    return f"{gain['estimate']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}] ({gain['level']:.0%} CI, {gain['flights']:,} flights)"
 
 
 def _auc(value: float | None) -> str:

@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ml.gates import BASELINE_TOLERANCE, CHAMPION_TOLERANCE
+from ml.evidence import Interval
+from ml.gates import BASELINE_TOLERANCE, PROMOTION_CONFIDENCE, PROMOTION_MARGIN
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from ml.evaluate import BehaviouralResult
     from ml.promotion import Verdict
 
-VERSION = "1"
+VERSION = "2"
 """Bump when what an evaluation computes changes (tests/test_module_versions.py)."""
 
 Scorer = Callable[["pd.DataFrame"], Any]
@@ -30,7 +31,8 @@ class EvaluationSettings:
     seed: int = 7
     behaviour_sample: int = 2000
     baseline_tolerance: float = BASELINE_TOLERANCE
-    champion_tolerance: float = CHAMPION_TOLERANCE
+    promotion_confidence: float = PROMOTION_CONFIDENCE
+    promotion_margin: float = PROMOTION_MARGIN
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,15 @@ class Evaluation:
     champion: Mapping[str, float] | None
     """None: there was no champion to compare with."""
     champion_version: str | None
+    champion_gain: Interval | None
+    """AUC(candidate) − AUC(champion) on the same test flights, with its paired DeLong interval."""
     behaviour: tuple[BehaviouralResult, ...]
     importance: Importance
     verdict: Verdict
     settings: EvaluationSettings
     test_rows: int
+    test_days: tuple[str, str]
+    """First and last day of the test flights: the window the comparison with the champion stands on."""
     reference: pd.DataFrame = field(repr=False, compare=False)
     """A stratified sample of the training rows: what drift is later measured against."""
     example: pd.DataFrame = field(repr=False, compare=False)
@@ -76,9 +82,18 @@ class Evaluation:
             "test_ece": round(self.metrics["ece"], 4),
             "baseline_test_roc_auc": round(self.baseline["roc_auc"], 4),
             "champion_test_roc_auc": round(self.champion["roc_auc"], 4) if self.champion else "n/a",
+            "champion_gain": self.champion_gain.describe() if self.champion_gain else "n/a",
+            "test_days": f"{self.test_days[0]}..{self.test_days[1]}",
             "verdict": self.verdict.outcome,
             "verdict_reasons": "; ".join(self.verdict.reasons) or "none",
         }
+
+    def gain_record(self) -> dict | None:
+        """The gain over the champion as recorded with the version: the interval and the test days it stands on."""
+        if self.champion_gain is None:
+            return None
+        return {**self.champion_gain.as_record(), "champion_version": self.champion_version,
+                "test_days": list(self.test_days)}
 
     def baseline_description(self) -> str:
         return (f"model {self.roc_auc:.4f} vs baseline {self.baseline['roc_auc']:.4f} "
@@ -87,7 +102,8 @@ class Evaluation:
     def champion_description(self) -> str:
         if self.champion is None:
             return "no champion yet"
-        return f"model {self.roc_auc:.4f} vs champion v{self.champion_version} {self.champion['roc_auc']:.4f}"
+        return (f"model {self.roc_auc:.4f} vs champion v{self.champion_version} {self.champion['roc_auc']:.4f}, "
+                f"gain {self.champion_gain.describe()}")
 
     def behaviour_description(self) -> str:
         return "; ".join(f"{b.name}: {'ok' if b.passed else 'FAILED'} ({b.detail})" for b in self.behaviour)
@@ -106,24 +122,30 @@ def evaluate_candidate(
     ``train`` and the champion (``champion_score``; None: there is none), on the same rows."""
     from ml.drift import reference_sample
     from ml.evaluate import Baseline, behavioural_suite, classification_metrics, labels
+    from ml.evidence import paired_auc_difference
     from ml.features import FEATURE_COLUMNS
     from ml.promotion import judge
 
     y_test = labels(test)
-    metrics = classification_metrics(y_test, score(test))
+    scores = score(test)
+    metrics = classification_metrics(y_test, scores)
     baseline = classification_metrics(y_test, Baseline(seed=settings.seed).fit(train).predict_proba(test))
-    champion = classification_metrics(y_test, champion_score(test)) if champion_score is not None else None
+    champion, gain = None, None
+    if champion_score is not None:
+        champion_scores = champion_score(test)
+        champion = classification_metrics(y_test, champion_scores)
+        gain = paired_auc_difference(y_test, scores, champion_scores, settings.promotion_confidence)
     sample = test.sample(min(settings.behaviour_sample, len(test)), random_state=settings.seed)
     behaviour = tuple(behavioural_suite(score, sample))
     verdict = judge(
-        metrics["roc_auc"], baseline["roc_auc"], champion["roc_auc"] if champion else None, behaviour,
-        champion_version=champion_version,
-        baseline_tolerance=settings.baseline_tolerance, champion_tolerance=settings.champion_tolerance,
+        metrics["roc_auc"], baseline["roc_auc"], gain, behaviour, champion_version=champion_version,
+        baseline_tolerance=settings.baseline_tolerance, promotion_margin=settings.promotion_margin,
     )
     return Evaluation(
-        metrics=metrics, baseline=baseline, champion=champion, champion_version=champion_version,
+        metrics=metrics, baseline=baseline, champion=champion, champion_version=champion_version, champion_gain=gain,
         behaviour=behaviour, importance=group_importance(score, features, test, y_test, settings.seed),
         verdict=verdict, settings=settings, test_rows=len(test), reference=reference_sample(train),
+        test_days=(str(test["date"].min()), str(test["date"].max())),
         example=test[list(FEATURE_COLUMNS)].head(20),
     )
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ml.evidence import Interval
 from ml.features import LABEL
 
-VERSION = "1"
+VERSION = "2"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 KEYS = ("date", "carrier", "flight", "origin")
@@ -40,10 +41,63 @@ class PerformanceResult:
     outcomes_without_prediction: int
     model_versions: dict[str, int]
     calibration: pd.DataFrame = field(repr=False)
+    scored: pd.DataFrame = field(repr=False, default_factory=lambda: pd.DataFrame(columns=list(SCORED_COLUMNS)))
+    """The labelled flights behind the metrics: ``label``, ``score``, ``model_version`` (for windows of days)."""
 
     def metrics(self) -> dict[str, float | int | None]:
         """The scalar fields, e.g. for asset metadata."""
-        return {k: v for k, v in vars(self).items() if k not in ("calibration", "model_versions")}
+        return {k: v for k, v in vars(self).items() if k not in ("calibration", "model_versions", "scored")}
+
+
+SCORED_COLUMNS = ("label", "score", "model_version")
+
+
+@dataclass(frozen=True)
+class WindowEvidence:
+    """The serving model's realised ROC AUC over a window of labelled days, against what it promised.
+
+    ``fails`` when the window holds at least the minimum of labelled flights and its interval's upper
+    bound lies more than the tolerance below ``expected`` (the model's test ROC AUC): the model is worse
+    than promised beyond the noise of these flights, not on one bad day.
+    """
+
+    model_version: str | None
+    days: tuple[str, ...]
+    interval: Interval | None
+    expected: float | None
+    tolerance: float
+    fails: bool
+    reason: str
+
+    def as_record(self) -> dict:
+        return {"model_version": self.model_version, "days": list(self.days), "expected": self.expected,
+                "tolerance": self.tolerance, "fails": self.fails, "reason": self.reason,
+                **({"interval": self.interval.as_record()} if self.interval else {})}
+
+
+def windowed_performance(
+    scored_by_day: dict[str, pd.DataFrame], model_version: str | None, expected: float | None, *,
+    tolerance: float, level: float, min_labelled: int,
+) -> WindowEvidence:
+    """Pool the flights ``model_version`` scored on the window's days (``{day: PerformanceResult.scored}``)
+    and decide whether its realised ROC AUC is, beyond the noise, below ``expected`` − ``tolerance``."""
+    from ml.evidence import auc_interval
+
+    days = tuple(sorted(scored_by_day))
+    frames = [f[f["model_version"].astype(str) == str(model_version)] for f in scored_by_day.values() if len(f)]
+    pooled = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SCORED_COLUMNS))
+    y = pooled["label"].astype("int64").to_numpy()
+    unscorable = len(y) < min_labelled or len(np.unique(y)) < 2 or expected is None
+    if unscorable:
+        why = ("no expected ROC AUC for the serving model" if expected is None
+               else f"{len(y):,} labelled flights of v{model_version} in {len(days)} day(s), fewer than {min_labelled:,}")
+        return WindowEvidence(model_version, days, None, expected, tolerance, False, f"not judged: {why}")
+    interval = auc_interval(y, pooled["score"].astype("float64").to_numpy(), level)
+    fails = interval.high < expected - tolerance
+    relation = "below" if fails else "within"
+    return WindowEvidence(model_version, days, interval, expected, tolerance, fails,
+                          f"v{model_version} realised ROC AUC {interval.describe()} over {days[0]}..{days[-1]}: "
+                          f"{relation} {tolerance} of its test ROC AUC {expected:.4f}")
 
 
 def _aligned_keys(predictions: pd.DataFrame, outcomes: pd.DataFrame, keys: list[str]):
@@ -126,6 +180,8 @@ def served_performance(
         outcomes_without_prediction=len(right) - len(right[keys].merge(latest[keys], on=keys)),
         model_versions={str(k): int(v) for k, v in versions.items()},
         calibration=table,
+        scored=pd.DataFrame({"label": y, "score": p, "model_version": scored["model_version"].astype(str).to_numpy()
+                             if "model_version" in scored else None}),
     )
     if not len(y):
         return PerformanceResult(None, None, None, None, None, None, **result)

@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from infra import settings
-from ml.gates import DRIFT_SHARE_THRESHOLD, PERFORMANCE_AUC_MARGIN
+from ml.gates import DRIFT_SHARE_THRESHOLD, PERFORMANCE_AUC_TOLERANCE
 
 logger = logging.getLogger(__name__)
 
@@ -168,11 +168,16 @@ class PipelineCollector(Collector):
         auc = newest_partition_value(instance, "model_performance", "roc_auc")
         yield from self._day_value("flight_delay_realised_roc_auc",
                                    "ROC AUC of served predictions against arrived outcomes, newest scored day (model_performance)", auc)
+        upper = newest_partition_value(instance, "model_performance", "window_roc_auc_high")
+        yield from self._day_value("flight_delay_realised_roc_auc_window_upper",
+                                   "Upper bound of the realised ROC AUC's confidence interval over the check's window "
+                                   "of days, newest judged day (model_performance)", upper)
         expected = newest_partition_value(instance, "model_performance", "model_test_roc_auc")
         auc_gate = _gauge("flight_delay_realised_roc_auc_gate",
-                          "Realised ROC AUC below which the performance check fails: the serving model's test ROC AUC minus the margin")
+                          "The performance check fails when the window's upper bound is below this: the serving "
+                          "model's test ROC AUC minus the tolerance")
         if expected is not None:
-            auc_gate.add_metric([], round(expected.value - PERFORMANCE_AUC_MARGIN, 4))
+            auc_gate.add_metric([], round(expected.value - PERFORMANCE_AUC_TOLERANCE, 4))
         yield auc_gate
 
         trained = latest_metadata(instance, "delay_model")

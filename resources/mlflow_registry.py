@@ -69,6 +69,8 @@ class Candidate(BaseModel, frozen=True):
     window_last_day: str | None = None
     """The last day of the training window (the retraining sensor counts new labelled days from it)."""
     run_link: str = ""
+    champion_gain: dict | None = None
+    """The paired interval of the ROC AUC gain over ``evaluated_against`` (``ml.evidence.Interval.as_record``)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ def _version_tags(evaluation: "Evaluation", provenance: Provenance) -> dict[str,
         "data_fingerprint": provenance.data_fingerprint,
         "dagster_run_id": provenance.dagster_run_id,
         "window_last_day": provenance.window_last_day or NONE,
+        "champion_gain": json.dumps(evaluation.gain_record()) if evaluation.champion_gain else NONE,
     }
 
 
@@ -282,6 +285,7 @@ class MlflowRegistry(dg.ConfigurableResource):
             outcome=tags.get("verdict", ""),
             window_last_day=None if tags.get("window_last_day", NONE) == NONE else tags["window_last_day"],
             run_link=self.run_link(found.run_id) if found.run_id else "",
+            champion_gain=None if tags.get("champion_gain", NONE) == NONE else json.loads(tags["champion_gain"]),
         )
 
     def champion(self) -> Candidate | None:
@@ -326,6 +330,9 @@ class MlflowRegistry(dg.ConfigurableResource):
         mlflow.log_metrics({f"baseline_test_{k}": v for k, v in evaluation.baseline.items()})
         if evaluation.champion:
             mlflow.log_metrics({f"champion_test_{k}": v for k, v in evaluation.champion.items()})
+        if evaluation.champion_gain:
+            gain = evaluation.champion_gain
+            mlflow.log_metrics({"champion_gain": gain.estimate, "champion_gain_low": gain.low, "champion_gain_high": gain.high})
         mlflow.set_tags({"data_fingerprint": provenance.data_fingerprint, "code_version": provenance.code_version,
                          "dagster_run_id": provenance.dagster_run_id, "device": trained.device})
 

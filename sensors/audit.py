@@ -68,7 +68,7 @@ def _model_evidence(registry: MlflowRegistry, version: str) -> dict:
         "test_roc_auc": candidate.test_roc_auc, "baseline_test_roc_auc": candidate.baseline_roc_auc,
         "champion_test_roc_auc": candidate.champion_roc_auc, "evaluated_against": candidate.evaluated_against,
         "mlflow_run_id": candidate.run_id, "data_fingerprint": candidate.data_fingerprint,
-        "unit_sha256": candidate.unit_digest,
+        "unit_sha256": candidate.unit_digest, "champion_gain": candidate.champion_gain,
     }
 
 

@@ -250,7 +250,7 @@ def test_an_evaluation_judges_the_candidate_on_the_same_rows_as_the_baseline_and
     from ml.evaluate import Baseline
     from ml.evaluation import EvaluationSettings, evaluate_candidate
     from ml.features import FEATURE_COLUMNS
-    from ml.promotion import KEEP_CHAMPION, PROMOTE
+    from ml.promotion import KEEP_CHAMPION
 
     result, parts = trained
     unit, train, test = result.unit, parts[TRAIN], parts[TEST]
@@ -268,10 +268,17 @@ def test_an_evaluation_judges_the_candidate_on_the_same_rows_as_the_baseline_and
     assert alone.summary()["champion_test_roc_auc"] == "n/a" and alone.summary()["evaluated_against_champion"] == "none"
 
     itself = evaluate_candidate(unit.predict_proba, features, train, test, unit.predict_proba, "3", settings)
-    assert itself.champion == itself.metrics and itself.verdict.beats_champion
-    assert itself.verdict.outcome == (PROMOTE if itself.verdict.beats_baseline else KEEP_CHAMPION)
+    assert itself.champion == itself.metrics and itself.champion_gain.estimate == 0.0
+    assert not itself.verdict.beats_champion and itself.verdict.outcome == KEEP_CHAMPION, "no gain: the champion stays"
 
     oracle = evaluate_candidate(unit.predict_proba, features, train, test, lambda f: labels(f).astype(float), "3", settings)
     assert oracle.champion["roc_auc"] == 1.0 and not oracle.verdict.beats_champion
-    assert oracle.verdict.outcome == KEEP_CHAMPION and any("champion v3 1.0000" in r for r in oracle.verdict.reasons)
-    assert oracle.champion_description().startswith(f"model {oracle.roc_auc:.4f} vs champion v3 1.0000")
+    assert oracle.champion_gain.high < 0 and oracle.champion_gain.flights == len(test)
+    assert oracle.verdict.outcome == KEEP_CHAMPION and any("champion v3" in r for r in oracle.verdict.reasons)
+    assert oracle.champion_description().startswith(f"model {oracle.roc_auc:.4f} vs champion v3 1.0000, gain -")
+
+    noisy = evaluate_candidate(lambda f: labels(f) * 0.2 + unit.predict_proba(f) * 0.8, features, train, test,
+                               unit.predict_proba, "3", settings)
+    assert noisy.champion_gain.low > 0 and noisy.verdict.beats_champion, "a candidate better beyond the noise"
+    assert noisy.summary()["champion_gain"] == noisy.champion_gain.describe()
+    assert noisy.gain_record()["test_days"] == [test["date"].min(), test["date"].max()] and alone.gain_record() is None

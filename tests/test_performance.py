@@ -108,3 +108,50 @@ def test_duplicated_outcomes_are_refused(served):
     predictions, outcomes = served
     with pytest.raises(ValueError, match="share keys"):
         served_performance(predictions, pd.concat([outcomes, outcomes.head(3)]))
+
+
+def test_the_scored_flights_behind_the_metrics_are_kept_for_windows(served):
+    predictions, outcomes = served
+    result = served_performance(predictions, outcomes)
+    assert list(result.scored.columns) == ["label", "score", "model_version"]
+    assert len(result.scored) == result.rows_joined and set(result.scored["model_version"]) == {"3"}
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(result.scored["label"], result.scored["score"]) == pytest.approx(result.roc_auc)
+
+
+def _day(seed: int, flights: int = 900, signal: float = 0.9, version: str = "3") -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    label = (rng.random(flights) < 0.22).astype(int)
+    return pd.DataFrame({"label": label, "score": rng.normal(size=flights) + signal * label, "model_version": version})
+
+
+def _window(days: dict[str, pd.DataFrame], expected: float):
+    from ml.performance import windowed_performance
+
+    return windowed_performance(days, "3", expected, tolerance=0.02, level=0.95, min_labelled=1000)
+
+
+def test_one_bad_day_in_a_week_does_not_fail_the_window_but_a_bad_week_does():
+    from sklearn.metrics import roc_auc_score
+
+    week = {f"2013-07-{d:02d}": _day(d) for d in range(1, 8)}
+    expected = roc_auc_score(pd.concat(week.values())["label"], pd.concat(week.values())["score"])
+    week["2013-07-07"] = _day(99, signal=0.15)
+    bad_day = week["2013-07-07"]
+    assert roc_auc_score(bad_day["label"], bad_day["score"]) < expected - 0.05, "the old one-day rule would retrain"
+    judged = _window(week, expected)
+    assert not judged.fails and judged.interval.flights == 7 * 900 and judged.days[-1] == "2013-07-07"
+
+    worse = {f"2013-07-{d:02d}": _day(d, signal=0.55) for d in range(1, 8)}
+    judged = _window(worse, expected)
+    assert judged.fails and judged.interval.high < expected - 0.02
+    assert "below 0.02 of its test ROC AUC" in judged.reason and judged.as_record()["interval"]["flights"] == 6300
+
+
+def test_only_the_serving_versions_flights_count_and_too_few_are_not_judged():
+    days = {"2013-07-01": _day(1, version="2"), "2013-07-02": _day(2, flights=400, signal=0.0)}
+    judged = _window(days, expected=0.9)
+    assert not judged.fails and judged.interval is None
+    assert "400 labelled flights of v3 in 2 day(s), fewer than 1,000" in judged.reason
+    assert not _window(days | {"2013-07-03": _day(3)}, expected=None).fails

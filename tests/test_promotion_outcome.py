@@ -53,7 +53,7 @@ def test_a_candidate_not_better_than_the_champion_ends_success_unpromoted_and_un
     assert instance.get_run_by_id(first.run_id).tags[WINDOW_LAST_DAY_TAG] == FEATURED_DAYS[1]
 
     # The candidate must beat the champion by a whole AUC point: a sound model that cannot win.
-    second = _train(lake, instance, mlflow_registry, champion_tolerance=-1.0)
+    second = _train(lake, instance, mlflow_registry, promotion_margin=1.0)
     assert second.success, "not better than the champion is an outcome, not a failure"
     checks = {e.check_name: e for e in second.get_asset_check_evaluations()}
     assert checks["not_worse_than_champion"].passed is False
@@ -68,6 +68,12 @@ def test_a_candidate_not_better_than_the_champion_ends_success_unpromoted_and_un
     assert instance.get_run_by_id(second.run_id).tags[OUTCOME_TAG] == NOT_PROMOTED
     assert mlflow_registry.champion_version() == "1"
     assert mlflow_registry.client().get_model_version(mlflow_registry.model_name, "2").tags["candidate_status"] == "rejected"
+    gain = mlflow_registry.candidate("2").champion_gain  # the evidence, recorded where it is decided and with the version
+    assert gain["champion_version"] == "1" and gain["low"] <= gain["estimate"] <= gain["high"] and gain["level"] == 0.95
+    assert gain["test_days"][0] <= gain["test_days"][1] and gain["flights"] > 0
+    assert observation.metadata["champion_gain"].value == gain
+    run = mlflow_registry.client().get_run(mlflow_registry.candidate("2").run_id)
+    assert run.data.metrics["champion_gain_low"] == pytest.approx(gain["low"], abs=1e-6)
 
     alerts, cursor = _alerts_for_runs_after(instance, cursor)
     assert alerts == []

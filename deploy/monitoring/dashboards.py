@@ -152,7 +152,8 @@ MODEL_QUALITY = DashboardSpec(
                 Query("flight_delay_drift_share_ratio", "drift share"),
                 Query("flight_delay_drift_share_gate_ratio", "gate")), unit="percentunit"),
             PanelSpec("Realised ROC AUC vs gate and champion test", (
-                Query("flight_delay_realised_roc_auc", "realised"),
+                Query("flight_delay_realised_roc_auc", "realised (day)"),
+                Query("flight_delay_realised_roc_auc_window_upper", "upper bound (window)"),
                 Query("flight_delay_realised_roc_auc_gate", "gate"),
                 Query("flight_delay_champion_test_roc_auc", "champion test")), unit="none"),
         )),

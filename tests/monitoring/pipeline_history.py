@@ -24,7 +24,8 @@ from tests.conftest import resources_for
 DAYS = ("2013-01-01", "2013-01-03")
 HELD_BACK_DAY = "2013-01-03"
 DRIFT = {"2013-01-01": 0.2, "2013-01-02": 0.75}
-REALISED = {"2013-01-01": {"roc_auc": 0.71, "model_test_roc_auc": 0.74}, "2013-01-02": {"roc_auc": 0.62, "model_test_roc_auc": 0.74}}
+REALISED = {"2013-01-01": {"roc_auc": 0.71, "window_roc_auc_high": 0.74, "model_test_roc_auc": 0.74},
+            "2013-01-02": {"roc_auc": 0.62, "window_roc_auc_high": 0.705, "model_test_roc_auc": 0.74}}
 CHAMPION, CHAMPION_TEST_AUC, CANDIDATE = "3", 0.7412, "4"
 TRAIN_SECONDS = 42.5
 SENSOR = "landing_zone_sensor"

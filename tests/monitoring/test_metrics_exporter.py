@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ml.gates import DRIFT_SHARE_THRESHOLD, PERFORMANCE_AUC_MARGIN
+from ml.gates import DRIFT_SHARE_THRESHOLD, PERFORMANCE_AUC_TOLERANCE
 from pipelines.metrics_exporter import day_timestamp, registry_for
 from tests.monitoring import pipeline_history as history
 
@@ -66,7 +66,8 @@ def test_scrape_shows_ingest_freshness_quality_training_and_sensors(instance, la
     assert _one(scrape, "flight_delay_drift_share_ratio") == history.DRIFT["2013-01-02"], "the newest evaluated day"
     assert _one(scrape, "flight_delay_drift_share_day_timestamp_seconds") == day_timestamp("2013-01-02")
     assert _one(scrape, "flight_delay_realised_roc_auc") == history.REALISED["2013-01-02"]["roc_auc"]
-    assert _one(scrape, "flight_delay_realised_roc_auc_gate") == pytest.approx(0.74 - PERFORMANCE_AUC_MARGIN)
+    assert _one(scrape, "flight_delay_realised_roc_auc_window_upper") == history.REALISED["2013-01-02"]["window_roc_auc_high"]
+    assert _one(scrape, "flight_delay_realised_roc_auc_gate") == pytest.approx(0.74 - PERFORMANCE_AUC_TOLERANCE)
     assert _one(scrape, "flight_delay_training_duration_seconds") == history.TRAIN_SECONDS
     assert _one(scrape, "flight_delay_champion_info", model_version=history.CHAMPION) == 1
     assert _one(scrape, "flight_delay_champion_model_version") == float(history.CHAMPION)
