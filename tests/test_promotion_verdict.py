@@ -24,7 +24,7 @@ def test_each_failed_gate_gives_its_reason():
     assert (verdict.beats_baseline, verdict.beats_champion, verdict.behaves) == (False, False, False)
     assert verdict.reasons == (
         "ROC AUC 0.6000 < baseline 0.7000 - 0.01",
-        "ROC AUC gain over champion v3 -0.1200 [-0.1300, -0.1100] (95% CI, 20,000 flights) is not above 0.0",
+        "ROC AUC gain over champion v3 -0.1200 [-0.1300, -0.1100] (95% CI, 20,000 flights) is not above 0.005",
         "directional: rain lowered delay for 12% of flights",
     )
 
@@ -34,6 +34,7 @@ def test_a_gain_inside_the_noise_keeps_the_champion_and_one_beyond_it_promotes()
     assert judge(0.74, 0.70, gain(0.004, 0.006), [OK], champion_version="3").outcome == KEEP_CHAMPION
     assert judge(0.74, 0.70, gain(0.012, 0.006), [OK], champion_version="3").outcome == PROMOTE
     assert not judge(0.74, 0.70, gain(0.012, 0.006), [OK], promotion_margin=0.01).beats_champion, "a margin raises the bar"
+    assert judge(0.74, 0.70, gain(0.012, 0.006), [OK], promotion_margin=0.0).beats_champion
     assert not judge(0.70, 0.75, None, [], baseline_tolerance=0.01).beats_baseline
     assert judge(0.70, 0.75, None, [], baseline_tolerance=0.1).passed
 
