@@ -8,8 +8,6 @@ without ``NATS_URL`` there is nothing to observe.
 """
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Any
 
 import dagster as dg
 
@@ -17,57 +15,13 @@ from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
 from assets.versions import service_code_version
 from resources.stream import PROCESSOR_DURABLE, AirportStream
+from streaming.lag import FRESHNESS_MINUTES, MAX_PENDING_EVENTS, consumer_lag_verdict
 
 CONSUMER_CHECK = "stream_consumer_keeps_up"
-MAX_PENDING_EVENTS = 5_000
-"""More airport events than this waiting for the processor: it is behind."""
-FRESHNESS_MINUTES = 15.0
-"""No prediction published for longer than this: the processor (or its producer) has stalled."""
 NOT_CONFIGURED = (
     "NATS_URL is not set: set it to the JetStream server the stream processor publishes to "
     "(e.g. nats://127.0.0.1:4222; docs/streaming.md)"
 )
-
-
-@dataclass(frozen=True)
-class LagVerdict:
-    passed: bool
-    description: str
-
-
-def consumer_lag_verdict(
-    state: dict[str, Any] | None,
-    newest_published_at: dt.datetime | None,
-    now: dt.datetime,
-    max_pending: int = MAX_PENDING_EVENTS,
-    freshness: dt.timedelta = dt.timedelta(minutes=FRESHNESS_MINUTES),
-) -> LagVerdict:
-    """Whether the processor keeps up: its consumer exists, at most ``max_pending`` events wait for it,
-    and the newest prediction is no older than ``freshness`` at ``now``. Every reason that fails is named.
-
-    ``state``: the consumer's ``{"pending", "ack_pending", …}``, None when no such consumer exists.
-    """
-    if state is None:
-        return LagVerdict(False, f"no processor has consumed the stream: the durable consumer "
-                                 f"{PROCESSOR_DURABLE!r} does not exist (start `python -m streaming.processor`)")
-    problems = []
-    if state["pending"] > max_pending:
-        problems.append(f"{state['pending']:,} events wait for the processor (more than {max_pending:,})")
-    if newest_published_at is None:
-        problems.append("no prediction has been published")
-    else:
-        age = now - newest_published_at
-        if age > freshness:
-            problems.append(f"the newest prediction is {_minutes(age)} old (more than {_minutes(freshness)})")
-    if problems:
-        return LagVerdict(False, "; ".join(problems))
-    age_text = _minutes(now - newest_published_at)
-    return LagVerdict(True, f"{state['pending']:,} events pending, {state['ack_pending']:,} awaiting ack; "
-                            f"newest prediction {age_text} old")
-
-
-def _minutes(delta: dt.timedelta) -> str:
-    return f"{delta.total_seconds() / 60:.1f} min"
 
 
 def _require(stream: AirportStream) -> None:
@@ -127,7 +81,7 @@ def stream_consumer_keeps_up(config: StreamLagConfig, stream: AirportStream) -> 
     state = stream.consumer_state(config.durable)
     newest = stream.newest_published_at()
     verdict = consumer_lag_verdict(state, newest, dt.datetime.now(dt.timezone.utc), config.max_pending,
-                                   dt.timedelta(minutes=config.freshness_minutes))
+                                   dt.timedelta(minutes=config.freshness_minutes), config.durable)
     return dg.AssetCheckResult(
         passed=verdict.passed,
         severity=dg.AssetCheckSeverity.WARN,

@@ -16,59 +16,13 @@ from assets.versions import derived_code_version
 from resources.compute import DaskCluster, TorchCompute
 from resources.kubernetes import training_step_op_tags
 from resources.mlflow_registry import Candidate, MlflowRegistry, Provenance
-from resources.parquet_io import RUN_SCOPED
+from resources.parquet_io import RUN_SCOPED, verify_run_scoped_input
 from resources.storage import LakeStorage
 from resources.trainer import DistributedTrainer
 
 BASELINE_CHECK = "reaches_baseline"
 CHAMPION_CHECK = "not_worse_than_champion"
 BEHAVIOUR_CHECK = "behavioural_tests"
-
-
-def materialization_record(context: dg.AssetExecutionContext, asset: str) -> tuple[str, dict] | None:
-    """``(run_id, metadata)`` of ``asset`` as materialized by this run (or the run it re-executes), else its latest.
-
-    Reading "the latest" alone would let a concurrent run's model or window slip in between steps.
-    """
-    key = dg.AssetKey(asset)
-    run_id = context.run_id
-    while run_id:
-        records = context.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-        for record in reversed(records):
-            if record.asset_key == key and record.asset_materialization is not None:
-                return run_id, record.asset_materialization.metadata
-        run = context.instance.get_run_by_id(run_id)
-        run_id = run.parent_run_id if run is not None else None
-    event = context.instance.get_latest_materialization_event(key)
-    return (event.run_id, event.asset_materialization.metadata) if event and event.asset_materialization else None
-
-
-def verify_own_window(context: dg.AssetExecutionContext, window) -> str:
-    """The fingerprint of ``window`` after checking it is the `training_set` this run stands on.
-
-    The loaded file names the run that wrote it and the window's fingerprint; both must match the
-    `training_set` materialization this run sees, else a concurrent or restored window would be
-    trained on and reported under another window's name.
-    """
-    from resources.parquet_io import FINGERPRINT, FOOTER_ATTR
-
-    record = materialization_record(context, "training_set")
-    if record is None:
-        raise dg.Failure("delay_model: training_set has never been materialized; materialize it first",
-                         allow_retries=False)
-    expected_run, metadata = record
-    expected = str(metadata[FINGERPRINT].value) if FINGERPRINT in metadata else None
-    footer = window.attrs.get(FOOTER_ATTR) or {}
-    found_run, found = footer.get("run_id"), footer.get(FINGERPRINT)
-    if (found_run, found) != (expected_run, expected):
-        raise dg.Failure(
-            f"delay_model: the training window loaded (run {found_run}, fingerprint {found}) is not the "
-            f"training_set materialized by run {expected_run} (fingerprint {expected}); another run's or a "
-            "restored window was in its place. Rematerialize training_set together with delay_model "
-            "(training_job) and do not copy windows between runs.",
-            allow_retries=False,
-        )
-    return expected
 
 
 class TrainingWindowConfig(dg.Config):
@@ -372,7 +326,7 @@ def delay_model(
     Trained in process by default, or data-parallel (DDP under torchrun, here or in a GPU pod, through
     Dagster Pipes) as `trainer` says (`TRAINING_LAUNCHER`, `TRAINING_PROCESSES`; docs/distributed-training.md).
     """
-    fingerprint = verify_own_window(context, training_set)
+    fingerprint = verify_run_scoped_input(context, Table.TRAINING_SET, training_set)
     result = evaluate_and_register(context, config, training_set, registry, compute, trainer, fingerprint)
     yield dg.Output(result.candidate, metadata=result.metadata)
     yield from result.checks

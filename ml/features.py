@@ -90,6 +90,30 @@ def scheduled_block_minutes(flights: pd.DataFrame, airports: pd.DataFrame) -> pd
     return ((arrival - departure).dt.total_seconds() / 60) % 1440
 
 
+def _add_plane_features(out: pd.DataFrame, flights: pd.DataFrame, planes: pd.DataFrame) -> None:
+    plane_info = planes[["tailnum", "year", "seats", "engines"]].drop_duplicates("tailnum")
+    joined = flights[["tailnum"]].merge(plane_info, on="tailnum", how="left", validate="many_to_one")
+    joined.index = flights.index
+    out["plane_age"] = (flights["year"].astype("float64") - joined["year"].astype("float64")).clip(lower=0)
+    out["plane_seats"] = joined["seats"].astype("float64")
+    out["plane_engines"] = joined["engines"].astype("float64")
+
+
+def _add_weather_at_departure(out: pd.DataFrame, flights: pd.DataFrame, weather: pd.DataFrame | None) -> None:
+    """The origin's last report before the cutoff; NaN for a day whose weather was held back."""
+    if weather is None or not len(weather):
+        for column in WEATHER_FEATURES:
+            out[column] = np.nan
+        return
+    observed = weather[["origin", "time_hour", *WEATHER_FEATURES]].drop_duplicates(["origin", "time_hour"])
+    # The row for hour H is the report taken near H:51, with that hour's precipitation.
+    known = pd.DataFrame({"origin": flights["origin"].to_numpy(), "time_hour": last_known_report_hour(flights)})
+    at_departure = known.merge(observed, on=["origin", "time_hour"], how="left", validate="many_to_one")
+    at_departure.index = flights.index
+    for column in WEATHER_FEATURES:
+        out[column] = at_departure[column].astype("float64")
+
+
 def build_features(
     flights: pd.DataFrame,
     weather: pd.DataFrame | None,
@@ -127,24 +151,8 @@ def build_features(
     out["origin_day_departures"] = flights.groupby([out["date"], flights["origin"]])["flight"].transform("size").astype("float64")
     out["carrier_day_departures"] = flights.groupby([out["date"], flights["carrier"]])["flight"].transform("size").astype("float64")
 
-    plane_info = planes[["tailnum", "year", "seats", "engines"]].drop_duplicates("tailnum")
-    joined = flights[["tailnum"]].merge(plane_info, on="tailnum", how="left", validate="many_to_one")
-    joined.index = flights.index
-    out["plane_age"] = (flights["year"].astype("float64") - joined["year"].astype("float64")).clip(lower=0)
-    out["plane_seats"] = joined["seats"].astype("float64")
-    out["plane_engines"] = joined["engines"].astype("float64")
-
-    if weather is not None and len(weather):
-        observed = weather[["origin", "time_hour", *WEATHER_FEATURES]].drop_duplicates(["origin", "time_hour"])
-        # The row for hour H is the report taken near H:51, with that hour's precipitation.
-        known = pd.DataFrame({"origin": flights["origin"].to_numpy(), "time_hour": last_known_report_hour(flights)})
-        at_departure = known.merge(observed, on=["origin", "time_hour"], how="left", validate="many_to_one")
-        at_departure.index = flights.index
-        for column in WEATHER_FEATURES:
-            out[column] = at_departure[column].astype("float64")
-    else:
-        for column in WEATHER_FEATURES:
-            out[column] = np.nan
+    _add_plane_features(out, flights, planes)
+    _add_weather_at_departure(out, flights, weather)
 
     trend = weather_trend_features(flights, weather)
     so_far = day_so_far_features(flights, out["scheduled_block_minutes"].to_numpy())

@@ -137,6 +137,18 @@ def expected_calibration_error(table: pd.DataFrame) -> float:
     return float((weights * (filled["mean_score"] - filled["observed_rate"]).abs()).sum())
 
 
+def _require_joinable(predictions: pd.DataFrame, outcomes: pd.DataFrame, keys: list[str]) -> None:
+    for frame, name, needed in ((predictions, "predictions", [*keys, "score"]), (outcomes, "outcomes", [*keys, LABEL])):
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{name}: column(s) {missing} missing; expected at least {needed}")
+    if outcomes.duplicated(keys).any():
+        raise ValueError(
+            f"outcomes: {int(outcomes.duplicated(keys).sum())} rows share keys {keys} with another row; "
+            "each flight must appear once (check the features partition for duplicated days)"
+        )
+
+
 def served_performance(
     predictions: pd.DataFrame, outcomes: pd.DataFrame, keys=KEYS
 ) -> PerformanceResult:
@@ -149,15 +161,7 @@ def served_performance(
     counted. Predictions with no outcome row are ``rows_unmatched``.
     """
     keys = list(keys)
-    for frame, name, needed in ((predictions, "predictions", [*keys, "score"]), (outcomes, "outcomes", [*keys, LABEL])):
-        missing = [c for c in needed if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{name}: column(s) {missing} missing; expected at least {needed}")
-    if outcomes.duplicated(keys).any():
-        raise ValueError(
-            f"outcomes: {int(outcomes.duplicated(keys).sum())} rows share keys {keys} with another row; "
-            "each flight must appear once (check the features partition for duplicated days)"
-        )
+    _require_joinable(predictions, outcomes, keys)
     left, right = _aligned_keys(predictions, outcomes, keys)
     latest = _latest(left, keys)
     score = pd.to_numeric(latest["score"], errors="coerce")

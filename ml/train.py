@@ -156,6 +156,18 @@ def train_model(
     return TrainResult(unit=unit, history=history, best_epoch=max(best_epochs), device=str(torch_device))
 
 
+def _validation_scores(network: nn.Module, val_tensors, loss_fn, parallel: DataParallel) -> tuple[float, float]:
+    """Validation loss (the leader's under DDP) and ROC AUC (NaN with one class) of ``network``, in eval mode."""
+    v_cat, v_num, v_y = val_tensors
+    network.eval()
+    with torch.no_grad():
+        v_logits = network(v_cat, v_num)
+        val_loss = parallel.leader_value(float(loss_fn(v_logits, v_y)))
+        v_prob = torch.sigmoid(v_logits).cpu().numpy()
+    val_auc = classification_metrics(v_y.cpu().numpy(), v_prob)["roc_auc"] if len(set(v_y.tolist())) > 1 else float("nan")
+    return val_loss, val_auc
+
+
 def _fit_network(
     network: nn.Module, train_tensors, val_tensors, config: TrainConfig, member: int, torch_device: torch.device,
     parallel: DataParallel, on_epoch: Callable[[EpochStats], None] | None,
@@ -165,7 +177,6 @@ def _fit_network(
     Member ``k`` of an ensemble draws its batch order from ``seed + k``: members differ by initialisation
     and by order, as networks trained apart would."""
     x_cat, x_num, y = train_tensors
-    v_cat, v_num, v_y = val_tensors
     positive_rate = float(y.mean().item()) if len(y) else 0.5
     with torch.no_grad():  # start at the base rate: fewer wasted epochs
         network.mlp[-1].bias.fill_(float(np.log(max(positive_rate, 1e-3) / max(1 - positive_rate, 1e-3))))
@@ -196,12 +207,7 @@ def _fit_network(
             total += float(loss_sum.detach())
         seconds = time.perf_counter() - started
         total = parallel.total(total)
-        network.eval()
-        with torch.no_grad():
-            v_logits = network(v_cat, v_num)
-            val_loss = parallel.leader_value(float(loss_fn(v_logits, v_y)))
-            v_prob = torch.sigmoid(v_logits).cpu().numpy()
-        val_auc = classification_metrics(v_y.cpu().numpy(), v_prob)["roc_auc"] if len(set(v_y.tolist())) > 1 else float("nan")
+        val_loss, val_auc = _validation_scores(network, val_tensors, loss_fn, parallel)
         stats = EpochStats(epoch, total / max(len(y), 1), val_loss, val_auc, len(y) / seconds if seconds else 0.0, member)
         history.append(stats)
         if on_epoch:

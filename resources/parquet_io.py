@@ -370,3 +370,46 @@ class LakeParquetIOManager(dg.ConfigurableIOManagerFactory):
 
     def create_io_manager(self, context: dg.InitResourceContext) -> PartitionedParquetIOManager:
         return PartitionedParquetIOManager(storage=self.storage, keep_run_outputs=self.keep_run_outputs)
+
+
+def materialization_record(context: dg.AssetExecutionContext, asset: str) -> tuple[str, dict] | None:
+    """``(run_id, metadata)`` of ``asset`` as materialized by this run (or the run it re-executes), else its latest.
+
+    Reading "the latest" alone would let a concurrent run's model or window slip in between steps.
+    """
+    key = dg.AssetKey(asset)
+    run_id = context.run_id
+    while run_id:
+        records = context.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        for record in reversed(records):
+            if record.asset_key == key and record.asset_materialization is not None:
+                return run_id, record.asset_materialization.metadata
+        run = context.instance.get_run_by_id(run_id)
+        run_id = run.parent_run_id if run is not None else None
+    event = context.instance.get_latest_materialization_event(key)
+    return (event.run_id, event.asset_materialization.metadata) if event and event.asset_materialization else None
+
+
+def verify_run_scoped_input(context: dg.AssetExecutionContext, asset: Table, frame) -> str:
+    """The fingerprint of a loaded run-scoped ``frame`` after checking it is the ``asset`` this run stands on.
+
+    The loaded file names the run that wrote it and its fingerprint (the footer); both must match the
+    materialization this run sees, else a concurrent or restored file would be used and reported under
+    another one's name.
+    """
+    step = context.asset_key.to_user_string()
+    record = materialization_record(context, asset)
+    if record is None:
+        raise dg.Failure(f"{step}: {asset} has never been materialized; materialize it first", allow_retries=False)
+    expected_run, metadata = record
+    expected = str(metadata[FINGERPRINT].value) if FINGERPRINT in metadata else None
+    footer = frame.attrs.get(FOOTER_ATTR) or {}
+    found_run, found = footer.get("run_id"), footer.get(FINGERPRINT)
+    if (found_run, found) != (expected_run, expected):
+        raise dg.Failure(
+            f"{step}: the {asset} loaded (run {found_run}, fingerprint {found}) is not the {asset} materialized "
+            f"by run {expected_run} (fingerprint {expected}); another run's or a restored one was in its place. "
+            f"Rematerialize {asset} together with {step} (in one job) and do not copy its files between runs.",
+            allow_retries=False,
+        )
+    return expected

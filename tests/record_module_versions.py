@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from assets.versions import module_path, module_version
+from infra.code_versions import module_path, module_version
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = Path(__file__).resolve().parent / "module_versions.json"

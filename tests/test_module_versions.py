@@ -7,7 +7,7 @@ current. `tests/module_versions.json` records each module's VERSION with a hash 
 
 import pytest
 
-from assets.versions import code_version, module_version
+from infra.code_versions import code_version, module_version
 from tests.record_module_versions import RECORD, current, load_record, normalised_hash, versioned_modules
 
 UPDATE = "update the record with `python -m tests.record_module_versions`"
@@ -38,7 +38,7 @@ def test_changed_logic_comes_with_a_new_version(module):
 
 def _not_named(asset_key, declared: str | None, fn) -> set[str]:
     """Versioned `ml` modules ``fn`` calls that ``declared`` does not name at their current VERSION."""
-    from assets.versions import ml_modules_called
+    from infra.code_versions import ml_modules_called
     from tests.record_module_versions import versioned_modules
 
     named = dict(part.rsplit("-", 1) for part in (declared or "").split("+") if "-" in part)

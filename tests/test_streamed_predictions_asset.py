@@ -10,8 +10,8 @@ import datetime as dt
 import dagster as dg
 import pytest
 
-from assets.streaming import (CONSUMER_CHECK, FRESHNESS_MINUTES, MAX_PENDING_EVENTS, consumer_lag_verdict,
-                              stream_consumer_keeps_up, streamed_predictions)
+from assets.streaming import CONSUMER_CHECK, stream_consumer_keeps_up, streamed_predictions
+from streaming.lag import FRESHNESS_MINUTES, MAX_PENDING_EVENTS, consumer_lag_verdict
 from resources.parquet_io import Warehouse
 from resources.stream import PREDICTION_COLUMNS, PROCESSOR_DURABLE, AirportStream
 from tests.conftest import resources_for
