@@ -158,7 +158,7 @@ def evaluate_and_register(
     ))
     metadata = {
         **candidate_metadata(candidate, evaluation, trained, launched, train_seconds),
-        "mlflow_run": registry.run_link_value(candidate.run_id),
+        "mlflow_run": dg.MetadataValue.url(candidate.run_link) if candidate.run_link.startswith("http") else candidate.run_link,
         "feature_importance": _importance_table(evaluation.importance.groups, champion),
     }
     return RegisteredCandidate(candidate, metadata, evaluation_checks(evaluation))

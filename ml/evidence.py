@@ -42,15 +42,16 @@ class Interval:
 def auc_interval(y: np.ndarray, p: np.ndarray, level: float = 0.95) -> Interval:
     """ROC AUC of scores ``p`` for labels ``y`` (0/1) with DeLong's interval, clipped to [0, 1]."""
     aucs, covariance, flights = _delong(np.asarray(y), np.asarray(p, dtype="float64")[None, :])
+    auc = float(aucs[0])
     half = _z(level) * float(np.sqrt(max(covariance[0, 0], 0.0)))
-    return Interval(float(aucs[0]), max(0.0, aucs[0] - half), min(1.0, aucs[0] + half), level, flights)
+    return Interval(auc, max(0.0, auc - half), min(1.0, auc + half), level, flights)
 
 
 def paired_auc_difference(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, level: float = 0.95) -> Interval:
     """AUC(a) − AUC(b) on the same flights, with the paired DeLong interval."""
     scores = np.vstack([np.asarray(p_a, dtype="float64"), np.asarray(p_b, dtype="float64")])
     aucs, covariance, flights = _delong(np.asarray(y), scores)
-    variance = covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1]
+    variance = float(covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1])
     difference = float(aucs[0] - aucs[1])
     half = _z(level) * float(np.sqrt(max(variance, 0.0)))
     return Interval(difference, difference - half, difference + half, level, flights)

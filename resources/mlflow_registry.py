@@ -253,11 +253,6 @@ class MlflowRegistry(dg.ConfigurableResource):
         """The URI that always resolves to the champion (the alias, not a version)."""
         return f"models:/{self.model_name}@{CHAMPION_ALIAS}"
 
-    def run_link_value(self, run_id: str):
-        """``run_link`` as Dagster metadata: a clickable URL for a server, plain text for a local store."""
-        link = self.run_link(run_id)
-        return dg.MetadataValue.url(link) if self.tracking_uri.startswith("http") else link
-
     def candidate(self, version: str) -> Candidate:
         """A registered version and the verdict recorded with it."""
         found = self.client().get_model_version(self.model_name, str(version))

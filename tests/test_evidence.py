@@ -32,6 +32,10 @@ def test_the_auc_is_scikit_learns_and_its_interval_matches_a_bootstrap_over_flig
     sd = _bootstrap_sd(y, lambda i: roc_auc_score(y[i], p[i]))
     assert (interval.high - interval.low) / (2 * 1.959964) == pytest.approx(sd, rel=0.12)
     assert interval.low < interval.estimate < interval.high and interval.flights == 3000
+    paired = paired_auc_difference(y, p, -p)
+    for value in (*(getattr(interval, f) for f in ("estimate", "low", "high")),
+                  *(getattr(paired, f) for f in ("estimate", "low", "high"))):
+        assert type(value) is float, "plain floats: Dagster metadata and JSON refuse numpy scalars"
 
 
 def test_ties_count_half_as_in_the_mann_whitney_statistic():
