@@ -77,11 +77,19 @@ def test_chain_registers_and_promotes_a_champion(featured_lake, mlflow_registry)
     scores = mlflow.pyfunc.load_model(f"models:/{mlflow_registry.model_name}@champion").predict(frame[list(FEATURE_COLUMNS)])
     assert len(scores) == len(frame) and scores.between(0, 1).all()
 
-    # a second training is judged against the champion on the same test set, then takes over
-    second = _train(lake, instance, mlflow_registry)
+    # the same window and seed again: no gain over the champion beyond the noise, so the champion stays
+    same = _train(lake, instance, mlflow_registry)
+    assert same.success and mlflow_registry.champion_version() == "1"
+    gain = mlflow_registry.candidate("2").champion_gain
+    assert gain["estimate"] == pytest.approx(0.0, abs=1e-12) and gain["low"] <= 0.005
+
+    # with no margin asked of it, a candidate judged against the champion on the same test set takes over
+    anything = {"ops": {**FAST_TRAINING["ops"], "delay_model": {"config": {
+        **FAST_TRAINING["ops"]["delay_model"]["config"], "promotion_margin": -1.0}}}}
+    second = _train(lake, instance, mlflow_registry, anything)
     assert second.success
     v2 = client.get_model_version_by_alias(mlflow_registry.model_name, CHAMPION_ALIAS)
-    assert str(v2.version) == "2" and v2.tags["previous_version"] == "1"
+    assert str(v2.version) == "3" and v2.tags["previous_version"] == "1"
     assert v2.tags["evaluated_against_champion"] == "1"
     table = instance.get_latest_materialization_event(dg.AssetKey("delay_model")).asset_materialization.metadata["feature_importance"]
     first = {g["group"]: g["auc_drop"] for g in importance["groups"]}
@@ -90,9 +98,9 @@ def test_chain_registers_and_promotes_a_champion(featured_lake, mlflow_registry)
 
     from pipelines.importance_drift import report
 
-    assert mlflow_registry.champion_history() == ["1", "2"]
+    assert mlflow_registry.champion_history() == ["1", "3"]
     drift = report(mlflow_registry).splitlines()
-    assert drift[0] == "| group | v1 | v2 | v2 − v1 |"
+    assert drift[0] == "| group | v1 | v3 | v3 − v1 |"
     weather = next(line for line in drift if line.startswith("| weather |")).split(" | ")
     assert float(weather[1]) == pytest.approx(first["weather"], abs=1e-4)
 
