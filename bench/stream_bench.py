@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import datetime as dt
 import os
-import statistics
 import time
 import uuid
 
