@@ -5,13 +5,12 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from ml.tables import Table
-
 from assets.features import flight_features
 from assets.partitions import daily_partitions, on_new_upstream_partition
 from assets.policies import IO_RETRY
 from assets.versions import derived_code_version
 from assets.training import champion_model
+from ml.tables import Table
 from resources.mlflow_registry import MlflowRegistry
 from resources.bento_store import BentoStore
 from resources.storage import LakeStorage

@@ -4,8 +4,6 @@ from typing import Literal
 
 import dagster as dg
 
-from ml.tables import Table
-
 from assets.features import flight_features
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
@@ -16,6 +14,7 @@ from ml.gates import (
     DRIFT_COLUMN_THRESHOLD, DRIFT_COLUMNS, DRIFT_MIN_ROWS, DRIFT_SHARE_THRESHOLD, PERFORMANCE_AUC_TOLERANCE,
     PERFORMANCE_CONFIDENCE, PERFORMANCE_MIN_LABELLED, PERFORMANCE_WINDOW_DAYS,
 )
+from ml.tables import Table
 from resources.mlflow_registry import MlflowRegistry
 from resources.bento_store import BentoStore
 from resources.storage import LakeArea, LakeStorage

@@ -4,15 +4,13 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from assets.run_tags import TrainingOutcome, TrainingRunTags
-
-from ml.tables import Table
-
 from assets.features import RAW_UPSTREAMS, flight_features
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
-from ml.gates import BASELINE_TOLERANCE, PROMOTION_CONFIDENCE, PROMOTION_MARGIN
+from assets.run_tags import TrainingOutcome, TrainingRunTags
 from assets.versions import derived_code_version
+from ml.gates import BASELINE_TOLERANCE, PROMOTION_CONFIDENCE, PROMOTION_MARGIN
+from ml.tables import Table
 from resources.compute import DaskCluster, TorchCompute
 from resources.kubernetes import training_step_op_tags
 from resources.mlflow_registry import Candidate, MlflowRegistry, Provenance
