@@ -68,17 +68,3 @@ class RetrainRequestTags:
             f"{_RETRAIN}required_new_days": str(self.required_new_days),
             f"{_RETRAIN}rejections_before": str(self.rejections_before),
         }
-
-    @classmethod
-    def parse(cls, tags: Mapping[str, str]) -> RetrainRequestTags | None:
-        """The request a run's tags record; None for a run the sensor did not request."""
-        if f"{_RETRAIN}trigger" not in tags:
-            return None
-        return cls(
-            trigger=tags[f"{_RETRAIN}trigger"], trigger_run=tags.get(f"{_RETRAIN}trigger_run", ""),
-            failed_evaluations=int(tags.get(f"{_RETRAIN}failed_evaluations", 0)),
-            policy=tags.get(f"{_RETRAIN}policy", ""),
-            new_labelled_days=int(tags.get(f"{_RETRAIN}new_labelled_days", 0)),
-            required_new_days=int(tags.get(f"{_RETRAIN}required_new_days", 0)),
-            rejections_before=int(tags.get(f"{_RETRAIN}rejections_before", 0)),
-        )

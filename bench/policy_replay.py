@@ -172,6 +172,8 @@ def retrain(loop: Loop, trainer: Trainer, available: list[str], day: str) -> str
 
 
 def replay(policy: str, features: pd.DataFrame, trainer: Trainer, bootstrap: Model) -> Loop:
+    from sklearn.metrics import roc_auc_score
+
     from ml.retraining_policy import DRIFT, PERFORMANCE, LoopState, PolicySettings, backoff_warning, decide
 
     settings = PolicySettings(cooldown_s=0)
@@ -181,8 +183,6 @@ def replay(policy: str, features: pd.DataFrame, trainer: Trainer, bootstrap: Mod
         available.append(day)
         today = features[features["date"] == day]
         loop.scored[day] = _score(loop.champion.unit, today)
-        from sklearn.metrics import roc_auc_score
-
         loop.daily_auc[day] = roc_auc_score(loop.scored[day]["label"], loop.scored[day]["score"])
         performance, perf_note = performance_fails(loop, day)
         drift = drift_fails(loop, today)

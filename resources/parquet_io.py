@@ -235,7 +235,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
             return self._get_path_without_extension(context) / f"{context.run_id}{self.extension}"
         if isinstance(context, dg.InputContext) and context.has_asset_key and context.upstream_output is not None \
                 and _run_scoped(context.upstream_output.definition_metadata):
-            return self._get_path_without_extension(context) / f"{_producing_run(context)}{self.extension}"
+            return self._get_path_without_extension(context) / f"{producing_run(context)}{self.extension}"
         return super()._get_path(context)
 
     def _footer_for(self, context: dg.OutputContext, built_from: Mapping[str, str | None] | None) -> dict:
@@ -337,7 +337,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
         return len(old)
 
 
-def _producing_run(context: dg.InputContext) -> str:
+def producing_run(context: dg.InputContext) -> str:
     """The run whose copy of a run-scoped input to load: the upstream step's run, else the latest materialization."""
     run_id = context.upstream_output.run_id
     if run_id and run_id != _EPHEMERAL_RUN_ID:

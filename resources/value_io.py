@@ -9,15 +9,13 @@ value whichever process or pod it runs in, never metadata fished back out of the
 import dagster as dg
 from pydantic import BaseModel
 
+from resources.parquet_io import WAREHOUSE_PREFIX, producing_run
 from resources.storage import LakeStorage
-
-VALUES_PREFIX = "warehouse"
-EPHEMERAL_RUN_ID = "__EPHEMERAL_RUN_ID"
 
 
 def value_key(asset: dg.AssetKey, run_id: str) -> str:
     """``warehouse/<asset>/<run_id>.json``: beside the asset's tables, per run, so two runs never share one."""
-    return f"{VALUES_PREFIX}/{'/'.join(asset.path)}/{run_id}.json"
+    return f"{WAREHOUSE_PREFIX}/{'/'.join(asset.path)}/{run_id}.json"
 
 
 class LakeValueIOManager(dg.ConfigurableIOManager):
@@ -35,20 +33,10 @@ class LakeValueIOManager(dg.ConfigurableIOManager):
         value_type = context.dagster_type.typing_type
         if not (isinstance(value_type, type) and issubclass(value_type, BaseModel)):
             raise TypeError(f"{context.asset_key.to_user_string()}: annotate the input with its pydantic type")
-        key = value_key(context.asset_key, _producing_run(context))
+        key = value_key(context.asset_key, producing_run(context))
         try:
             return value_type.model_validate_json(self.storage.read_bytes(key))
         except FileNotFoundError:
             raise FileNotFoundError(f"{context.asset_key.to_user_string()}: no value at {self.storage.uri(key)}; "
                                     "materialize it first") from None
 
-
-def _producing_run(context: dg.InputContext) -> str:
-    """The run whose value to load: the upstream step's run, else the asset's latest materialization."""
-    run_id = context.upstream_output.run_id if context.upstream_output is not None else None
-    if run_id and run_id != EPHEMERAL_RUN_ID:
-        return run_id
-    event = context.instance.get_latest_materialization_event(context.asset_key)
-    if event is None:
-        raise FileNotFoundError(f"{context.asset_key.to_user_string()}: never materialized; materialize it first")
-    return event.run_id
