@@ -110,8 +110,13 @@ def _closure(modules: set[str]) -> set[str]:
         if module in done or importlib.util.find_spec(module) is None:
             continue
         done.add(module)
-        pending.extend(_imports_in(_module_tree(module)) - done)
+        pending.extend(_module_imports(module) - done)
     return done
+
+
+@functools.cache
+def _module_imports(module: str) -> frozenset[str]:
+    return frozenset(_imports_in(_module_tree(module)))
 
 
 @functools.cache
