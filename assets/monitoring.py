@@ -51,7 +51,8 @@ class PerformanceConfig(dg.Config):
     auc_tolerance: float = PERFORMANCE_AUC_TOLERANCE
     """The check fails when the interval's upper bound is more than this below the model's test ROC AUC."""
     min_labelled: int = PERFORMANCE_MIN_LABELLED
-    """Windows with fewer labelled flights are reported but never fail the check."""
+    """Windows with fewer labelled flights are reported but never fail the check; so are windows in which the
+    serving model scored fewer than `window_days` days (the tolerance was calibrated on full windows)."""
 
 
 def _served_or(bentos: BentoStore, storage: LakeStorage, day: str, fallback: str):
@@ -228,7 +229,7 @@ class _DayPerformance:
         window = [(last - dt.timedelta(days=back)).isoformat() for back in range(config.window_days)]
         scored = {d: r.scored for d in window if daily_partitions.has_partition_key(d) and (r := self.of(d)[0]) is not None}
         return windowed_performance(scored, version, expected, tolerance=config.auc_tolerance, level=config.confidence,
-                                    min_labelled=config.min_labelled)
+                                    min_labelled=config.min_labelled, min_days=config.window_days)
 
 
 def _performance_metadata(metrics: dict, source: str, version: str | None, evidence, result) -> dict:

@@ -126,7 +126,7 @@ def performance_fails(loop: Loop, day: str) -> tuple[bool, str]:
     served_since = [d for d in loop.scored if d > loop.champion.window_last_day][-PERFORMANCE_WINDOW_DAYS:]
     evidence = windowed_performance({d: loop.scored[d] for d in served_since}, "served", expected,
                                     tolerance=PERFORMANCE_AUC_TOLERANCE, level=PERFORMANCE_CONFIDENCE,
-                                    min_labelled=PERFORMANCE_MIN_LABELLED)
+                                    min_labelled=PERFORMANCE_MIN_LABELLED, min_days=PERFORMANCE_WINDOW_DAYS)
     upper = f"upper {evidence.interval.high:.4f}" if evidence.interval else "not judged"
     return evidence.fails, upper
 

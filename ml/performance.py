@@ -10,7 +10,7 @@ import pandas as pd
 from ml.evidence import Interval
 from ml.features import LABEL
 
-VERSION = "2"
+VERSION = "3"
 """Bump when what this module computes changes: the assets built on it become stale (assets/versions.py)."""
 
 KEYS = ("date", "carrier", "flight", "origin")
@@ -77,19 +77,28 @@ class WindowEvidence:
 
 def windowed_performance(
     scored_by_day: dict[str, pd.DataFrame], model_version: str | None, expected: float | None, *,
-    tolerance: float, level: float, min_labelled: int,
+    tolerance: float, level: float, min_labelled: int, min_days: int = 1,
 ) -> WindowEvidence:
     """Pool the flights ``model_version`` scored on the window's days (``{day: PerformanceResult.scored}``)
-    and decide whether its realised ROC AUC is, beyond the noise, below ``expected`` − ``tolerance``."""
+    and decide whether its realised ROC AUC is, beyond the noise, below ``expected`` − ``tolerance``.
+
+    A window in which the model scored flights on fewer than ``min_days`` days is reported, never judged:
+    the tolerance was calibrated on full windows, and a few days pooled are not a smaller full window.
+    Days differ in their late rate, so a model whose scores run against it from one day to the next has a
+    pooled AUC below every single day's (2013-06-20..22 under the Jan–Mar model: 0.636 pooled, days
+    0.633–0.690); over a full window such day-level swings average out, and the calibration saw them."""
     from ml.evidence import auc_interval
 
     days = tuple(sorted(scored_by_day))
     frames = [f[f["model_version"].astype(str) == str(model_version)] for f in scored_by_day.values() if len(f)]
+    served_days = sum(1 for f in frames if len(f))
     pooled = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SCORED_COLUMNS))
     y = pooled["label"].astype("int64").to_numpy()
-    unscorable = len(y) < min_labelled or len(np.unique(y)) < 2 or expected is None
+    unscorable = len(y) < min_labelled or len(np.unique(y)) < 2 or expected is None or served_days < min_days
     if unscorable:
         why = ("no expected ROC AUC for the serving model" if expected is None
+               else f"v{model_version} scored flights on {served_days} day(s), fewer than the {min_days} of a full window"
+               if served_days < min_days
                else f"{len(y):,} labelled flights of v{model_version} in {len(days)} day(s), fewer than {min_labelled:,}")
         return WindowEvidence(model_version, days, None, expected, tolerance, False, f"not judged: {why}")
     interval = auc_interval(y, pooled["score"].astype("float64").to_numpy(), level)

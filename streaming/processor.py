@@ -56,6 +56,26 @@ class ProcessorConfig:
     lag_every_s: float = 2.0
 
 
+async def ack_batch(last, within_s: float, stopping: asyncio.Event | None = None, retry_s: float = 0.5) -> bool:
+    """Ack a batch by its last message (``AckPolicy.ALL``) and wait for the broker to confirm: the ack floor
+    a rebuild reads must be this batch's end. A broker restarting answers no one for a while
+    (``NoRespondersError``) or times out: retry for ``within_s`` (the consumer's ``ack_wait``), then leave the
+    batch to be redelivered. Every step before the ack is idempotent, so a redelivery costs only time.
+    True when the broker confirmed."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            await last.ack_sync(timeout=min(10.0, within_s))
+            return True
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            if time.monotonic() >= deadline or (stopping is not None and stopping.is_set()):
+                logger.warning("ack of stream seq %s not confirmed (%s); the batch will be redelivered",
+                               last.metadata.sequence.stream, type(exc).__name__)
+                return False
+            logger.warning("ack not confirmed (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(retry_s)
+
+
 def feature_digest(values: list) -> str:
     """SHA-256 (first 16 hex) of a flight's feature values in ``FEATURE_COLUMNS`` order (NaN as null): equal
     digests, equal features."""
@@ -150,9 +170,7 @@ class Processor:
         for kind, count in applied.items():
             metrics.EVENTS.labels(kind).inc(count)
         for msg, reason in dead:
-            await self.js.publish(DEAD_LETTER_SUBJECT, msg.data, stream=broker.DEAD_LETTER_STREAM,
-                                  headers={REASON_HEADER: reason[:500],
-                                           MSG_ID_HEADER: f"dead/{msg.metadata.sequence.stream}"})
+            await self._dead_letter(msg, reason)
             metrics.DEAD_LETTERS.labels(metrics.reason_kind(reason)).inc()
             logger.warning("dead letter (stream seq %s): %s", msg.metadata.sequence.stream, reason)
         if self.state.watermark is not None:
@@ -160,7 +178,7 @@ class Processor:
         self.store.forget_days(self.state.expired_days())
         self.store.commit()
         await self._predict_due(learnt=time.monotonic())
-        await msgs[-1].ack_sync(timeout=10)  # the ack floor a rebuild reads must be this batch's end
+        await ack_batch(msgs[-1], self.config.ack_wait_s, self.stopping)
         if self.state.watermark is not None:
             metrics.WATERMARK.set(self.state.watermark * 60)
         metrics.LAST_COMMIT.set(time.time())
@@ -210,6 +228,18 @@ class Processor:
             pending = [m for m, r in zip(pending, results) if isinstance(r, BaseException)]
             if pending:
                 logger.warning("%d prediction publishes not acknowledged; retrying", len(pending))
+                await asyncio.sleep(0.5)
+
+    async def _dead_letter(self, msg, reason: str) -> None:
+        """Publish to the dead-letter stream until the broker confirms; retried publishes are deduplicated by id."""
+        while True:
+            try:
+                await self.js.publish(DEAD_LETTER_SUBJECT, msg.data, stream=broker.DEAD_LETTER_STREAM,
+                                      headers={REASON_HEADER: reason[:500],
+                                               MSG_ID_HEADER: f"dead/{msg.metadata.sequence.stream}"})
+                return
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                logger.warning("dead letter not acknowledged (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(0.5)
 
     async def _restore(self) -> None:

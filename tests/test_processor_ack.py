@@ -1,0 +1,43 @@
+"""The processor's batch ack through a broker restart: retried while the broker answers no one, then left
+to redelivery (the restart test in test_streaming.py meets this only when the timing falls so)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import nats.errors
+
+from streaming.processor import ack_batch
+
+
+class _Message:
+    def __init__(self, failures: int):
+        self.failures, self.calls = failures, 0
+        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=42))
+
+    async def ack_sync(self, timeout: float):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise nats.errors.NoRespondersError
+        return self
+
+
+def test_an_ack_the_restarting_broker_does_not_answer_is_retried_until_confirmed():
+    last = _Message(failures=2)
+    assert asyncio.run(ack_batch(last, within_s=5.0, retry_s=0.01)) is True
+    assert last.calls == 3
+
+
+def test_an_ack_never_confirmed_is_given_up_after_ack_wait_and_left_to_redelivery(caplog):
+    last = _Message(failures=10**6)
+    assert asyncio.run(ack_batch(last, within_s=0.05, retry_s=0.01)) is False
+    assert 2 <= last.calls < 10**6
+    assert "ack of stream seq 42 not confirmed (NoRespondersError); the batch will be redelivered" in caplog.text
+
+
+def test_a_stopping_processor_does_not_wait_out_the_ack():
+    last, stopping = _Message(failures=10**6), asyncio.Event()
+    stopping.set()
+    assert asyncio.run(ack_batch(last, within_s=60.0, stopping=stopping, retry_s=0.01)) is False
+    assert last.calls == 1
