@@ -22,6 +22,22 @@ def test_production_instance_reads_secrets_from_the_environment():
     assert storage["password"] == {"env": "DAGSTER_PG_PASSWORD"}
 
 
+def test_run_workers_wait_for_the_compute_log_tail_so_a_steps_last_lines_reach_the_container_log():
+    """Dagster mirrors a step's stderr through `tail -F` and stops it when the step ends (dagster#23336)."""
+    import inspect
+
+    from dagster._core.execution import compute_logs
+
+    name = "DAGSTER_COMPUTE_LOG_TAIL_WAIT_AFTER_FINISH"
+    assert name in inspect.getsource(compute_logs.execute_posix_tail), "the installed Dagster reads this variable"
+    values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
+    (code,) = values["dagster-user-deployments"]["deployments"]
+    assert code["includeConfigInLaunchedRuns"]["enabled"], "the code server's env reaches run workers and step pods"
+    assert float({e["name"]: e["value"] for e in code["env"]}[name]) >= 1.0, "tail polls once a second"
+    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    assert float(compose["x-user-code-env"][name]) >= 1.0
+
+
 def test_bentofile_builds_the_service_with_its_sources():
     from bentoml._internal.bento.build_config import BentoBuildConfig
 
