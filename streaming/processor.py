@@ -38,6 +38,10 @@ from streaming.state_store import StateStore, StoredPrediction
 
 logger = logging.getLogger("flightdelay.stream")
 FOLLOW_UP_S = 0.01
+BROKER_AWAY = (nats.errors.NoRespondersError, nats.errors.TimeoutError, asyncio.TimeoutError,
+               nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+               nats.errors.StaleConnectionError, nats.errors.OutboundBufferLimitError)
+"""What a broker restarting or out of reach raises: worth retrying. Anything else (a missing stream) is a fault."""
 
 
 @dataclass
@@ -67,7 +71,7 @@ async def ack_batch(last, within_s: float, stopping: asyncio.Event | None = None
         try:
             await last.ack_sync(timeout=min(10.0, within_s))
             return True
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except BROKER_AWAY as exc:
             if time.monotonic() >= deadline or (stopping is not None and stopping.is_set()):
                 logger.warning("ack of stream seq %s not confirmed (%s); the batch will be redelivered",
                                last.metadata.sequence.stream, type(exc).__name__)
@@ -238,7 +242,7 @@ class Processor:
                                       headers={REASON_HEADER: reason[:500],
                                                MSG_ID_HEADER: f"dead/{msg.metadata.sequence.stream}"})
                 return
-            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            except BROKER_AWAY as exc:
                 logger.warning("dead letter not acknowledged (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(0.5)
 

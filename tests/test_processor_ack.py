@@ -7,6 +7,7 @@ import asyncio
 from types import SimpleNamespace
 
 import nats.errors
+import pytest
 
 from streaming.processor import ack_batch
 
@@ -40,4 +41,16 @@ def test_a_stopping_processor_does_not_wait_out_the_ack():
     last, stopping = _Message(failures=10**6), asyncio.Event()
     stopping.set()
     assert asyncio.run(ack_batch(last, within_s=60.0, stopping=stopping, retry_s=0.01)) is False
+    assert last.calls == 1
+
+
+def test_a_fault_that_is_not_the_broker_being_away_is_raised_not_retried():
+    class _Refused(_Message):
+        async def ack_sync(self, timeout: float):
+            self.calls += 1
+            raise nats.errors.BadSubjectError
+
+    last = _Refused(failures=0)
+    with pytest.raises(nats.errors.BadSubjectError):
+        asyncio.run(ack_batch(last, within_s=5.0, retry_s=0.01))
     assert last.calls == 1
