@@ -14,7 +14,8 @@ import dagster as dg
 from assets.partitions import daily_partitions
 from assets.policies import IO_RETRY
 from assets.versions import service_code_version
-from resources.stream import PROCESSOR_DURABLE, AirportStream
+from resources.stream import AirportStream
+from streaming.broker import PROCESSOR_DURABLE
 from streaming.lag import FRESHNESS_MINUTES, MAX_PENDING_EVENTS, consumer_lag_verdict
 
 CONSUMER_CHECK = "stream_consumer_keeps_up"

@@ -14,15 +14,13 @@ import dagster as dg
 from pydantic import Field
 
 from infra import settings
+from streaming.broker import PROCESSOR_DURABLE
 
 PREDICTION_COLUMNS = (
     "date", "carrier", "flight", "origin", "cutoff", "delay_probability", "model_version", "feature_digest",
     "published_at",
 )
 """The columns of a day's streamed predictions, one row per flight."""
-
-PROCESSOR_DURABLE = "processor"
-"""The durable consumer the stream processor reads the airport's events with (its default)."""
 
 
 def _nats_url_from_env() -> str | None:

@@ -28,6 +28,8 @@ logger = logging.getLogger("flightdelay.stream")
 EVENTS_STREAM = "AIRPORT"
 PREDICTIONS_STREAM = "PREDICTIONS"
 DEAD_LETTER_STREAM = "DEADLETTER"
+PROCESSOR_DURABLE = "processor"
+"""The durable consumer the stream processor reads ``EVENTS_STREAM`` with (one per origin subset: ``processor-EWR``)."""
 EVENTS_MAX_AGE_S = 35 * 86_400
 EVENTS_MAX_BYTES = 8 << 30
 DUPLICATE_WINDOW_S = 2 * 3600

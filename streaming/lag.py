@@ -6,12 +6,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from streaming.broker import PROCESSOR_DURABLE
+
 MAX_PENDING_EVENTS = 5_000
 """More airport events than this waiting for the processor: it is behind."""
 FRESHNESS_MINUTES = 15.0
 """No prediction published for longer than this: the processor (or its producer) has stalled."""
-PROCESSOR_DURABLE = "processor"
-"""The processor's durable consumer on the events stream (``streaming/processor.py``'s default)."""
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def read_predictions(url: str, day: dt.date | str | None = None) -> list[Predict
     return asyncio.run(_read(url, subject))
 
 
-async def consumer_state(url: str, durable: str = "processor") -> dict:
+async def consumer_state(url: str, durable: str = broker.PROCESSOR_DURABLE) -> dict:
     """Pending (undelivered) events and the ack floor of a processor's consumer."""
     nc = await broker.connect(url, "consumer-state")
     try:

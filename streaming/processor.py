@@ -49,7 +49,7 @@ class ProcessorConfig:
     nats_url: str
     redis_url: str
     namespace: str = "flightdelay"
-    durable: str = "processor"
+    durable: str = broker.PROCESSOR_DURABLE
     origins: frozenset[str] | None = None
     batch: int = 10_000
     ack_wait_s: float = 30.0
@@ -78,6 +78,12 @@ async def ack_batch(last, within_s: float, stopping: asyncio.Event | None = None
                 return False
             logger.warning("ack not confirmed (%s); retrying", type(exc).__name__)
             await asyncio.sleep(retry_s)
+
+
+def durable_for(origins: frozenset[str] | None) -> str:
+    """The durable consumer of a processor for ``origins``: ``processor``, or ``processor-EWR-JFK`` for a subset
+    (each subset keeps its own position in the stream)."""
+    return broker.PROCESSOR_DURABLE + ("-" + "-".join(sorted(origins)) if origins else "")
 
 
 def feature_digest(values: list) -> str:
@@ -364,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         from streaming.champion import BentoModelStore
 
         source = BentoModelStore(settings.serving().model_tag or "flight_delay:latest")
-    durable = args.durable or ("processor" + ("-" + "-".join(sorted(origins)) if origins else ""))
+    durable = args.durable or durable_for(origins)
     config = ProcessorConfig(nats_url=stream.nats_url_value(), redis_url=stream.redis_url_value(), namespace=stream.namespace,
                              durable=durable, origins=origins, batch=args.batch, ack_wait_s=stream.ack_wait_s,
                              allowed_lateness_minutes=stream.allowed_lateness_minutes,

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from ml.features import FEATURE_COLUMNS
+from streaming import broker
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
@@ -95,7 +96,7 @@ def assert_streamed_equal_batch(store, batch: pd.DataFrame, predictions) -> None
 
 
 def run_processor(url: str, redis_url: str, ns: str, unit_dir: Path, digest: str, idle_exit_s: float = 1.0,
-                  origins: frozenset[str] | None = None, durable: str = "processor", stop_after=None):
+                  origins: frozenset[str] | None = None, durable: str = broker.PROCESSOR_DURABLE, stop_after=None):
     """The processor in this process until it has been idle ``idle_exit_s`` (or ``stop_after(processor)`` is true)."""
     from streaming.champion import UnitFolder
     from streaming.processor import Processor, ProcessorConfig, reference_tables

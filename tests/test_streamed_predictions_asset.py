@@ -13,7 +13,8 @@ import pytest
 from assets.streaming import CONSUMER_CHECK, stream_consumer_keeps_up, streamed_predictions
 from streaming.lag import FRESHNESS_MINUTES, MAX_PENDING_EVENTS, consumer_lag_verdict
 from resources.parquet_io import Warehouse
-from resources.stream import PREDICTION_COLUMNS, PROCESSOR_DURABLE, AirportStream
+from resources.stream import PREDICTION_COLUMNS, AirportStream
+from streaming.broker import PROCESSOR_DURABLE
 from tests.conftest import resources_for
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)

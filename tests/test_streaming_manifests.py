@@ -142,9 +142,12 @@ def test_the_names_match_the_code():
     """The stream and the default durable are what streaming/ names them."""
     from streaming import broker
 
-    assert broker.EVENTS_STREAM == _one("ScaledObject")["spec"]["triggers"][0]["metadata"]["stream"]
-    source = (STREAMING.parents[2] / "streaming" / "processor.py").read_text()
-    assert '"processor" + (' in source, "the default durable is `processor` without --origins"
+    trigger = _one("ScaledObject")["spec"]["triggers"][0]["metadata"]
+    assert (broker.EVENTS_STREAM, broker.PROCESSOR_DURABLE) == (trigger["stream"], trigger["consumer"])
+    from streaming.processor import durable_for
+
+    assert durable_for(None) == broker.PROCESSOR_DURABLE, "the durable without --origins"
+    assert durable_for(frozenset({"JFK", "EWR"})) == "processor-EWR-JFK", "the ScaledObject's comment names this form"
 
 
 def test_every_object_lives_in_the_streaming_namespace():
