@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats.errors
+import nats.js.errors
 import orjson
 import pandas as pd
 
@@ -38,10 +39,12 @@ from streaming.state_store import StateStore, StoredPrediction
 
 logger = logging.getLogger("flightdelay.stream")
 FOLLOW_UP_S = 0.01
-BROKER_AWAY = (nats.errors.NoRespondersError, nats.errors.TimeoutError, asyncio.TimeoutError,
-               nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
-               nats.errors.StaleConnectionError, nats.errors.OutboundBufferLimitError)
-"""What a broker restarting or out of reach raises: worth retrying. Anything else (a missing stream) is a fault."""
+BROKER_AWAY = (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError,
+               nats.errors.TimeoutError, asyncio.TimeoutError, nats.errors.ConnectionClosedError,
+               nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
+               nats.errors.OutboundBufferLimitError)
+"""What a broker restarting or out of reach raises (a JetStream publish says "no responders" as
+``NoStreamResponseError``): worth retrying. Anything else (a refused header, a wrong stream) is a fault."""
 
 
 @dataclass
@@ -179,8 +182,10 @@ class Processor:
                 self.store.stage_event(day, event.msg_id(), msg.data)
         for kind, count in applied.items():
             metrics.EVENTS.labels(kind).inc(count)
+        await self._publish([(DEAD_LETTER_SUBJECT, msg.data, {REASON_HEADER: reason[:500],
+                                                              MSG_ID_HEADER: f"dead/{msg.metadata.sequence.stream}"})
+                             for msg, reason in dead], stream=broker.DEAD_LETTER_STREAM)
         for msg, reason in dead:
-            await self._dead_letter(msg, reason)
             metrics.DEAD_LETTERS.labels(metrics.reason_kind(reason)).inc()
             logger.warning("dead letter (stream seq %s): %s", msg.metadata.sequence.stream, reason)
         if self.state.watermark is not None:
@@ -216,7 +221,7 @@ class Processor:
             stored.append(StoredPrediction(features=record, cutoff_minute=flight.cutoff, delay_probability=score,
                                            model_version=champion.version, feature_digest=digest))
         if publish:
-            await self._publish(messages)
+            await self._publish([(subject, payload, {MSG_ID_HEADER: msg_id}) for subject, payload, msg_id in messages])
             metrics.CUTOFF_TO_PUBLISH.observe(time.monotonic() - learnt)
             metrics.PREDICTIONS.inc(len(messages))
             self.published += len(messages)
@@ -227,29 +232,25 @@ class Processor:
         if publish and self.log is not None:
             self.log.append(_log_rows(features, due, stored, messages, published_at, inference_ms))
 
-    async def _publish(self, messages: list[tuple[str, bytes, str]]) -> None:
-        """Publish and wait for every broker ack; a publish that failed (broker restarting) is retried, deduplicated by id."""
+    async def _publish(self, messages: list[tuple[str, bytes, dict[str, str]]], stream: str | None = None) -> None:
+        """Publish ``(subject, payload, headers)`` and wait for every broker ack. What the broker did not
+        acknowledge while away is published again (a repeat is dropped by its ``Nats-Msg-Id``); any other
+        fault is raised."""
         pending = messages
         while pending:
-            futures = []
-            for subject, payload, msg_id in pending:
-                futures.append(await self.js.publish_async(subject, payload, headers={MSG_ID_HEADER: msg_id}))
-            results = await asyncio.gather(*(asyncio.wait_for(f, 10) for f in futures), return_exceptions=True)
-            pending = [m for m, r in zip(pending, results) if isinstance(r, BaseException)]
-            if pending:
-                logger.warning("%d prediction publishes not acknowledged; retrying", len(pending))
-                await asyncio.sleep(0.5)
-
-    async def _dead_letter(self, msg, reason: str) -> None:
-        """Publish to the dead-letter stream until the broker confirms; retried publishes are deduplicated by id."""
-        while True:
             try:
-                await self.js.publish(DEAD_LETTER_SUBJECT, msg.data, stream=broker.DEAD_LETTER_STREAM,
-                                      headers={REASON_HEADER: reason[:500],
-                                               MSG_ID_HEADER: f"dead/{msg.metadata.sequence.stream}"})
-                return
-            except BROKER_AWAY as exc:
-                logger.warning("dead letter not acknowledged (%s); retrying", type(exc).__name__)
+                futures = [await self.js.publish_async(subject, payload, stream=stream, headers=dict(headers))
+                           for subject, payload, headers in pending]
+                results = await asyncio.gather(*(asyncio.wait_for(f, 10) for f in futures), return_exceptions=True)
+            except BROKER_AWAY as away:
+                results = [away] * len(pending)
+            failed = [(message, r) for message, r in zip(pending, results) if isinstance(r, BaseException)]
+            for _, fault in failed:
+                if not isinstance(fault, BROKER_AWAY):
+                    raise fault
+            pending = [message for message, _ in failed]
+            if pending:
+                logger.warning("%d publishes not acknowledged (%s); retrying", len(pending), type(failed[0][1]).__name__)
                 await asyncio.sleep(0.5)
 
     async def _restore(self) -> None:
