@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 import _bootstrap  # noqa: F401  (the project on sys.path)
+from ml.evidence import z_score  # noqa: E402  (after the path set-up)
 
 WINDOWS = (3, 5, 7, 14)
 LEVELS = (0.90, 0.95, 0.99)
@@ -184,12 +185,6 @@ def trigger_windows(labelled: pd.DataFrame, scores: dict[str, np.ndarray], model
     return pd.DataFrame(rows)
 
 
-def _z(level: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(0.5 + level / 2))
-
-
 def _bucket(age: int) -> str:
     for lo, hi in AGE_BUCKETS:
         if lo <= age <= hi:
@@ -237,7 +232,7 @@ def trigger_tables(windows: pd.DataFrame) -> tuple[list[str], dict]:
     for w in WINDOWS:
         for level in LEVELS:
             sel = windows["W"] == w
-            gap = windows.loc[sel, "expected"] - (windows.loc[sel, "auc"] + _z(level) * windows.loc[sel, "se"])
+            gap = windows.loc[sel, "expected"] - (windows.loc[sel, "auc"] + z_score(level) * windows.loc[sel, "se"])
             fresh_gap = gap[fresh[sel]]
             t = max(0.0, math.ceil(round(fresh_gap.max() / T_STEP, 6)) * T_STEP)
             fires = gap > t
@@ -332,7 +327,7 @@ def promotion_tables(labelled: pd.DataFrame, scores: dict[str, np.ndarray], mode
     for cand, champ, kind in promotion_pairs(models):
         mask = labelled["date"].isin(models[cand]["test_days"]).to_numpy()
         iv = paired_auc_difference(y[mask], scores[cand][mask], scores[champ][mask], 0.95)
-        se = (iv.high - iv.low) / 2 / _z(0.95)
+        se = (iv.high - iv.low) / 2 / z_score(0.95)
         rows.append({"candidate": cand, "champion": champ, "kind": kind, "diff": iv.estimate, "se": se,
                      "z": iv.estimate / se, "flights": iv.flights})
     frame = pd.DataFrame(rows)
@@ -343,7 +338,7 @@ def promotion_tables(labelled: pd.DataFrame, scores: dict[str, np.ndarray], mode
              "| kind | pairs | mean diff | mean |z| | max |z| | " + " | ".join(f"promoted at {l:.2f}" for l in LEVELS) + " |",
              "|---|---:|---:|---:|---:|" + "---:|" * len(LEVELS)]
     for kind, part in frame.groupby("kind", sort=False):
-        promoted = [int((part["diff"] - _z(l) * part["se"] > 0).sum()) for l in LEVELS]
+        promoted = [int((part["diff"] - z_score(l) * part["se"] > 0).sum()) for l in LEVELS]
         lines.append(f"| {kind} | {len(part)} | {part['diff'].mean():+.4f} | {part['z'].abs().mean():.2f} | "
                      f"{part['z'].abs().max():.2f} | " + " | ".join(f"{p}/{len(part)}" for p in promoted) + " |")
     lines += ["", "Promoted when low > margin, by level and margin: not-really-better pairs (seed twins, windows 1–3 d apart)"
@@ -352,21 +347,21 @@ def promotion_tables(labelled: pd.DataFrame, scores: dict[str, np.ndarray], mode
     for margin in MARGINS:
         cells = []
         for level in LEVELS:
-            promoted = frame["diff"] - _z(level) * frame["se"] > margin
+            promoted = frame["diff"] - z_score(level) * frame["se"] > margin
             cells.append(f"{int(promoted[not_better].sum())}/{int(not_better.sum())} · {int(promoted[better].sum())}/{int(better.sum())}"
                          f" · {int(promoted[regime].sum())}/{int(regime.sum())}")
         lines.append(f"| {margin:.4f} | " + " | ".join(cells) + " |")
     choice = []
     for level in LEVELS:
-        promoted = frame["diff"] - _z(level) * frame["se"] > 0
+        promoted = frame["diff"] - z_score(level) * frame["se"] > 0
         choice.append((int(promoted[not_better].sum()), level, level, promoted[better].mean() if better.any() else math.nan))
     false, _, level, hit = min(choice, key=lambda c: (c[0], c[1]))
     lines += ["", "Every pair (z = diff / DeLong SE; under \"not really better\" z should look like N(0, 1)):", "",
               "| candidate | champion | kind | flights | diff | SE | z |", "|---|---|---|---:|---:|---:|---:|"]
     for r in frame.itertuples():
         lines.append(f"| {r.candidate} | {r.champion} | {r.kind} | {r.flights:,} | {r.diff:+.4f} | {r.se:.4f} | {r.z:+.2f} |")
-    summary = {(l, margin): (int((frame['diff'] - _z(l) * frame['se'] > margin)[not_better].sum()), int(not_better.sum()),
-                             int((frame['diff'] - _z(l) * frame['se'] > margin)[regime].sum()), int(regime.sum()))
+    summary = {(l, margin): (int((frame['diff'] - z_score(l) * frame['se'] > margin)[not_better].sum()), int(not_better.sum()),
+                             int((frame['diff'] - z_score(l) * frame['se'] > margin)[regime].sum()), int(regime.sum()))
                for l in LEVELS for margin in MARGINS}
     return lines, level, summary, hit
 

@@ -43,7 +43,7 @@ def auc_interval(y: np.ndarray, p: np.ndarray, level: float = 0.95) -> Interval:
     """ROC AUC of scores ``p`` for labels ``y`` (0/1) with DeLong's interval, clipped to [0, 1]."""
     aucs, covariance, flights = _delong(np.asarray(y), np.asarray(p, dtype="float64")[None, :])
     auc = float(aucs[0])
-    half = _z(level) * float(np.sqrt(max(covariance[0, 0], 0.0)))
+    half = z_score(level) * float(np.sqrt(max(covariance[0, 0], 0.0)))
     return Interval(auc, max(0.0, auc - half), min(1.0, auc + half), level, flights)
 
 
@@ -53,7 +53,7 @@ def paired_auc_difference(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, level
     aucs, covariance, flights = _delong(np.asarray(y), scores)
     variance = float(covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1])
     difference = float(aucs[0] - aucs[1])
-    half = _z(level) * float(np.sqrt(max(variance, 0.0)))
+    half = z_score(level) * float(np.sqrt(max(variance, 0.0)))
     return Interval(difference, difference - half, difference + half, level, flights)
 
 
@@ -76,7 +76,8 @@ def _delong(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return aucs, covariance, m + n
 
 
-def _z(level: float) -> float:
+def z_score(level: float) -> float:
+    """The standard normal quantile of a two-sided ``level`` interval (1.96 for 0.95)."""
     from scipy.stats import norm
 
     if not 0 < level < 1:
